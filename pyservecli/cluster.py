@@ -1,0 +1,166 @@
+"""Where we are running: the nodes of the allocation, GPUs per node, the job id.
+
+Reads the environment (a plain mapping, so tests pass their own) and, only as a last resort,
+``nvidia-smi -L``. Nothing here starts anything.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from .errors import PyserveError
+
+
+@dataclass(frozen=True)
+class Cluster:
+    nodes: tuple[str, ...]
+    gpus_per_node: int | None  # None: no GPU found (the CPU engine)
+    job_id: str
+    in_slurm: bool
+    gpu_source: str  # where gpus_per_node came from, for messages
+
+
+def expand_hostlist(expr: str) -> list[str]:
+    """Expand a SLURM hostlist such as ``gpu[01-03,7],login-a`` into host names.
+
+    Zero padding is kept (``n[08-10]`` -> n08 n09 n10) and several bracket groups in one name
+    expand as a product, as ``scontrol show hostnames`` does.
+    """
+    hosts: list[str] = []
+    for item in _split_top_level(expr.strip()):
+        if item:
+            hosts.extend(_expand_one(item))
+    return hosts
+
+
+def _split_top_level(expr: str) -> list[str]:
+    parts, depth, current = [], 0, []
+    for char in expr:
+        if char == "[":
+            depth += 1
+        elif char == "]":
+            depth -= 1
+            if depth < 0:
+                raise PyserveError(f"malformed hostlist {expr!r}: unbalanced ']'")
+        if char == "," and depth == 0:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    if depth != 0:
+        raise PyserveError(f"malformed hostlist {expr!r}: unbalanced '['")
+    parts.append("".join(current))
+    return parts
+
+
+def _expand_one(item: str) -> list[str]:
+    match = re.search(r"\[([^\]]*)\]", item)
+    if not match:
+        return [item]
+    prefix, suffix = item[: match.start()], item[match.end() :]
+    names = []
+    for piece in match.group(1).split(","):
+        if re.fullmatch(r"\d+", piece):
+            values = [piece]
+        elif re.fullmatch(r"\d+-\d+", piece):
+            lo, hi = piece.split("-")
+            if int(hi) < int(lo):
+                raise PyserveError(f"malformed hostlist range {piece!r} in {item!r}")
+            width = len(lo)
+            values = [str(n).zfill(width) for n in range(int(lo), int(hi) + 1)]
+        else:
+            raise PyserveError(f"malformed hostlist range {piece!r} in {item!r}")
+        for value in values:
+            names.extend(_expand_one(prefix + value + suffix))
+    return names
+
+
+def _count_from_gres(value: str) -> int | None:
+    """SLURM_GPUS_PER_NODE / SLURM_GPUS_ON_NODE: '8', 'h100:8', 'gpu:h100:8(x2)'."""
+    match = re.match(r"^(?:[A-Za-z0-9_-]+:)*(\d+)(?:\(x\d+\))?$", value.strip())
+    return int(match.group(1)) if match else None
+
+
+def _count_visible_devices(value: str) -> int:
+    value = value.strip()
+    if not value or value in ("NoDevFiles", "-1"):
+        return 0
+    return len([v for v in value.split(",") if v.strip()])
+
+
+def _nvidia_smi_count(run: Callable[..., subprocess.CompletedProcess] | None) -> int | None:
+    if run is None:
+        if shutil.which("nvidia-smi") is None:
+            return None
+        run = subprocess.run
+    try:
+        result = run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if result.returncode != 0:
+        return None
+    return sum(1 for line in result.stdout.splitlines() if line.startswith("GPU "))
+
+
+def detect_gpus_per_node(
+    env: Mapping[str, str], run: Callable[..., subprocess.CompletedProcess] | None = None
+) -> tuple[int | None, str]:
+    """GPUs per node, from SLURM_GPUS_ON_NODE, SLURM_GPUS_PER_NODE, CUDA_VISIBLE_DEVICES or
+    ``nvidia-smi -L``, in that order. (None, ...) when none of them reports a GPU."""
+    for name in ("SLURM_GPUS_ON_NODE", "SLURM_GPUS_PER_NODE"):
+        if env.get(name):
+            count = _count_from_gres(env[name])
+            if count is None:
+                raise PyserveError(f"cannot read a GPU count from {name}={env[name]!r}")
+            if count > 0:
+                return count, name
+    if "CUDA_VISIBLE_DEVICES" in env:
+        count = _count_visible_devices(env["CUDA_VISIBLE_DEVICES"])
+        return (count or None), "CUDA_VISIBLE_DEVICES"
+    count = _nvidia_smi_count(run)
+    if count:
+        return count, "nvidia-smi -L"
+    return None, "no GPU found"
+
+
+def detect(
+    env: Mapping[str, str] | None = None,
+    nodelist: str | None = None,
+    gpus_per_node: int | None = None,
+    run: Callable[..., subprocess.CompletedProcess] | None = None,
+) -> Cluster:
+    """The cluster this launch plans for; ``nodelist`` / ``gpus_per_node`` override detection."""
+    env = os.environ if env is None else env
+    in_slurm = bool(env.get("SLURM_JOB_ID"))
+    if nodelist:
+        nodes = tuple(expand_hostlist(nodelist))
+    elif in_slurm:
+        raw = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST")
+        if not raw:
+            raise PyserveError("inside a SLURM job but SLURM_JOB_NODELIST is not set")
+        nodes = tuple(expand_hostlist(raw))
+        expected = env.get("SLURM_JOB_NUM_NODES") or env.get("SLURM_NNODES")
+        if expected and expected.isdigit() and int(expected) != len(nodes):
+            raise PyserveError(
+                f"SLURM_JOB_NODELIST names {len(nodes)} nodes but SLURM_JOB_NUM_NODES={expected}"
+            )
+    else:
+        nodes = (socket.gethostname(),)
+    if len(set(nodes)) != len(nodes):
+        raise PyserveError(f"node list names a host twice: {','.join(nodes)}")
+    if gpus_per_node is not None:
+        if gpus_per_node < 1:
+            raise PyserveError(f"--gpus-per-node must be at least 1, got {gpus_per_node}")
+        gpus, source = gpus_per_node, "--gpus-per-node"
+    else:
+        gpus, source = detect_gpus_per_node(env, run)
+    job_id = env.get("SLURM_JOB_ID") or f"local-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    return Cluster(nodes=nodes, gpus_per_node=gpus, job_id=job_id, in_slurm=in_slurm,
+                   gpu_source=source)

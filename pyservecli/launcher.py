@@ -1,0 +1,332 @@
+"""Execute a launch plan: render entrypoints, start every node, wait for READY, supervise, stop.
+
+Runs on the launching host; talks to nodes only through the processes it started (a local session
+or one srun step) and the files they write in the workspace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import __version__
+from .errors import PyserveError
+from .plan import LaunchPlan
+from .procs import NodeProcess, start_local, start_srun
+from .readiness import LogFollower, PhaseTracker, probe_ready
+from .render import render, shjoin
+
+
+class StopRequested(Exception):
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@dataclass
+class LaunchOptions:
+    workspace: Path
+    api_key_file: Path | None = None
+    ready_timeout: float = 1800.0
+    then: list[str] | None = None
+    stop_grace: float = 60.0
+    poll_interval: float = 0.25
+
+
+@dataclass
+class JobFiles:
+    log_dir: Path
+    script_dir: Path
+    record: Path
+    node_scripts: list[Path] = field(default_factory=list)
+    dispatch: Path | None = None
+
+    def log(self, host: str) -> Path:
+        return self.log_dir / f"{host}.log"
+
+    def exit_file(self, host: str) -> Path:
+        return self.log_dir / f"{host}.exit"
+
+
+def _bin_dir() -> str:
+    """Where this Python's console scripts live, so `vllm` and `ray` resolve on the nodes."""
+    return str(Path(sys.executable).parent)
+
+
+def check_can_launch(plan: LaunchPlan, options: LaunchOptions) -> None:
+    """Everything that would make the launch fail, found before any process starts."""
+    if not plan.in_slurm:
+        if plan.topology.nodes > 1:
+            raise PyserveError(
+                f"a {plan.topology.nodes}-node plan needs a SLURM allocation (salloc/sbatch); "
+                "outside SLURM pyserve launches on this host only (use --dry-run to inspect it)"
+            )
+        import socket
+
+        if plan.head_host not in (socket.gethostname(), "localhost"):
+            raise PyserveError(
+                f"--nodelist {plan.head_host} is not this host; outside SLURM pyserve launches "
+                "here only (use --dry-run to inspect a plan for other hosts)"
+            )
+    elif shutil.which("srun") is None:
+        raise PyserveError("inside a SLURM job but `srun` is not on PATH")
+    tools = {"vllm"} | ({"ray"} if plan.topology.backend == "ray" else set())
+    search_path = _bin_dir() + os.pathsep + os.environ.get("PATH", "")
+    for tool in sorted(tools):
+        if shutil.which(tool, path=search_path) is None:
+            raise PyserveError(
+                f"`{tool}` is not installed where pyserve runs; install the engine "
+                "(pip install 'pyserve[engine]', or scripts/setup-cpu-engine.sh on CPU machines)"
+            )
+    if options.api_key_file is not None and not os.access(options.api_key_file, os.R_OK):
+        raise PyserveError(f"cannot read --api-key-file {options.api_key_file}")
+
+
+def write_job_files(plan: LaunchPlan, options: LaunchOptions) -> JobFiles:
+    log_dir = options.workspace / "logs" / plan.job_id
+    files = JobFiles(log_dir=log_dir, script_dir=log_dir / "scripts", record=log_dir / "launch.json")
+    files.script_dir.mkdir(parents=True, exist_ok=True)
+    (log_dir / "plan.json").write_text(plan.to_json() + "\n")
+    api_key_file = str(options.api_key_file.resolve()) if options.api_key_file else None
+    for node in plan.nodes:
+        env = {"PATH": f"{_bin_dir()}:{os.environ.get('PATH', '')}", "PYSERVE_JOB_ID": plan.job_id,
+               "PYSERVE_NODE_RANK": str(node.rank), **node.env}
+        ray_head = ray_wait = None
+        if plan.topology.backend == "ray" and node.rank == 0:
+            from .backends import ray_head_argv
+
+            ray_head = ray_head_argv(plan.head_ip, plan.ports)
+            ray_wait = [sys.executable, "-m", "pyservecli.raywait", "--address",
+                        f"{plan.head_ip}:{plan.ports.ray}", "--nodes", str(plan.topology.nodes),
+                        "--timeout", "600"]
+        script = render(
+            "node.sh.j2", job_id=plan.job_id, rank=node.rank, host=node.host, env=env,
+            api_key_file=api_key_file, exit_file=str(files.exit_file(node.host)),
+            argv=node.argv, display=shjoin(node.argv), ray_head=ray_head, ray_wait=ray_wait,
+            ray_cleanup=plan.topology.backend == "ray",
+        )
+        path = files.script_dir / f"node-{node.rank}.sh"
+        path.write_text(script)
+        path.chmod(0o755)
+        files.node_scripts.append(path)
+    if plan.in_slurm:
+        files.dispatch = files.script_dir / "dispatch.sh"
+        files.dispatch.write_text(render("dispatch.sh.j2", job_id=plan.job_id,
+                                         script_dir=str(files.script_dir)))
+    return files
+
+
+def write_record(plan: LaunchPlan, files: JobFiles, options: LaunchOptions, **state) -> None:
+    record = {
+        "pyserve_version": __version__,
+        "job_id": plan.job_id,
+        "model": plan.model,
+        "served_model_name": plan.served_model_name,
+        "endpoint": plan.endpoint,
+        "log_dir": str(files.log_dir),
+        "launcher_pid": os.getpid(),
+        "plan": plan.as_dict(),
+        **state,
+    }
+    text = json.dumps(record, indent=2) + "\n"
+    tmp = files.record.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(files.record)
+    latest = options.workspace / "latest.json"
+    tmp = latest.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(latest)
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log written)"
+
+
+class Launch:
+    """One running launch. ``run()`` returns the process exit status."""
+
+    def __init__(self, plan: LaunchPlan, options: LaunchOptions,
+                 say: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)):
+        self.plan = plan
+        self.options = options
+        self.say = say
+        self.files: JobFiles | None = None
+        self.process: NodeProcess | None = None
+        self.api_key = (options.api_key_file.read_text().strip()
+                        if options.api_key_file else None)
+        self.t0 = time.monotonic()
+        self.times: dict[str, float] = {}
+
+    # -- helpers ---------------------------------------------------------------------------
+    def elapsed(self) -> float:
+        return time.monotonic() - self.t0
+
+    def probe_url(self) -> str:
+        host = "127.0.0.1" if not self.plan.in_slurm else self.plan.head_ip
+        return f"http://{host}:{self.plan.ports.api}"
+
+    def failed_node(self) -> tuple[str, int] | None:
+        """(host, exit status) of the first node whose entrypoint has ended."""
+        for node in self.plan.nodes:
+            exit_file = self.files.exit_file(node.host)
+            if exit_file.exists():
+                text = exit_file.read_text().strip()
+                return node.host, int(text) if text.lstrip("-").isdigit() else -1
+        code = self.process.poll()
+        if code is not None:
+            return (self.plan.nodes[0].host if self.process.local_session else "srun"), code
+        return None
+
+    def report_failure(self, host: str, code: int, when: str) -> int:
+        log = self.files.log(host) if host != "srun" else None
+        self.say(f"pyserve: node {host} exited with status {code} {when}")
+        if log is not None:
+            self.say(f"--- last lines of {log} ---\n{tail(log)}\n---")
+        elif self.process.popen.stderr is not None:
+            self.say(self.process.popen.stderr.read().decode(errors="replace")[-2000:])
+        return 1
+
+    # -- phases ----------------------------------------------------------------------------
+    def start(self) -> None:
+        check_can_launch(self.plan, self.options)
+        self.files = write_job_files(self.plan, self.options)
+        t = self.plan.topology
+        self.say(f"pyserve: job {self.plan.job_id}: {t.nodes} node(s), TP {t.tp} PP {t.pp} "
+                 f"DP {t.dp} (local {t.dp_local}) EP {t.ep}, backend {t.backend}; "
+                 f"logs in {self.files.log_dir}")
+        if self.plan.in_slurm:
+            self.process = start_srun(self.files.dispatch, [n.host for n in self.plan.nodes],
+                                      self.files.log_dir)
+        else:
+            node = self.plan.nodes[0]
+            self.process = start_local(node.host, self.files.node_scripts[0],
+                                       self.files.log(node.host))
+        write_record(self.plan, self.files, self.options, state="starting",
+                     started_at=time.time())
+
+    def wait_ready(self) -> None:
+        follower = LogFollower(self.files.log(self.plan.head_host))
+        tracker = PhaseTracker()
+        last_probe = last_note = 0.0
+        while True:
+            for line in follower.new_lines():
+                was_complete = tracker.startup_complete_seen
+                phase = tracker.feed(line)
+                if tracker.startup_complete_seen and not was_complete:
+                    self.times["startup_complete_seen_s"] = self.elapsed()
+                if phase:
+                    self.say(f"[{self.elapsed():7.1f}s] {phase}")
+                    last_note = self.elapsed()
+            failed = self.failed_node()
+            if failed:
+                raise NodeFailed(*failed, "before READY")
+            now = self.elapsed()
+            if now > self.options.ready_timeout:
+                raise PyserveError(f"not READY after {self.options.ready_timeout:.0f}s "
+                                   f"(last phase: {tracker.phase}); see {self.files.log_dir}")
+            # Probe often once the API server is starting; otherwise once a second is enough.
+            interval = self.options.poll_interval if tracker.index >= 7 else 1.0
+            if now - last_probe >= interval:
+                last_probe = now
+                ok, _why = probe_ready(self.probe_url(), self.plan.served_model_name,
+                                       self.api_key, timeout=2.0)
+                if ok:
+                    self.times["ready_s"] = self.elapsed()
+                    return
+            if now - last_note >= 30:
+                self.say(f"[{now:7.1f}s] still {tracker.phase}")
+                last_note = now
+            time.sleep(self.options.poll_interval)
+
+    def supervise(self) -> int:
+        if self.options.then:
+            env = {**os.environ, "PYSERVE_ENDPOINT": self.plan.endpoint,
+                   "PYSERVE_BASE_URL": self.probe_url(),
+                   "PYSERVE_MODEL": self.plan.served_model_name}
+            self.say(f"pyserve: running {shjoin(self.options.then)}")
+            child = subprocess.Popen(self.options.then, env=env)
+            try:
+                while child.poll() is None:
+                    failed = self.failed_node()
+                    if failed:
+                        child.terminate()
+                        child.wait()
+                        raise NodeFailed(*failed, "while serving")
+                    time.sleep(self.options.poll_interval)
+            except StopRequested:
+                child.terminate()
+                child.wait()
+                raise
+            self.say(f"pyserve: command exited with status {child.returncode}; stopping")
+            return child.returncode
+        while True:
+            failed = self.failed_node()
+            if failed:
+                raise NodeFailed(*failed, "while serving")
+            time.sleep(self.options.poll_interval)
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.say("pyserve: stopping every rank")
+        self.process.stop(self.options.stop_grace)
+        left = self.process.leftovers()
+        if left:
+            self.say(f"pyserve: warning: processes {left} outlived the stop")
+
+    def run(self) -> int:
+        previous = {s: signal.signal(s, _raise_stop) for s in
+                    (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+        code = 1
+        state = "failed"
+        try:
+            self.start()
+            self.wait_ready()
+            ready = self.times["ready_s"]
+            seen = self.times.get("startup_complete_seen_s")
+            delay = f", {ready - seen:.2f}s after vLLM's startup message" if seen else ""
+            self.say(f"pyserve: READY in {ready:.1f}s{delay}")
+            print(f"READY {self.plan.endpoint} model={self.plan.served_model_name}", flush=True)
+            write_record(self.plan, self.files, self.options, state="ready",
+                         ready_at=time.time(), **self.times)
+            code = self.supervise()
+            state = "finished"
+        except StopRequested as stop:
+            self.say(f"pyserve: {stop} received")
+            code, state = 0, "stopped"
+        except NodeFailed as failure:
+            code = self.report_failure(failure.host, failure.code, failure.when)
+        finally:
+            try:
+                self.stop()
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+            if self.files is not None:
+                write_record(self.plan, self.files, self.options, state=state,
+                             exit_status=code, ended_at=time.time(), **self.times)
+        return code
+
+
+class NodeFailed(Exception):
+    def __init__(self, host: str, code: int, when: str):
+        super().__init__(f"{host} exited {code} {when}")
+        self.host, self.code, self.when = host, code, when
+
+
+def _raise_stop(signum, _frame):
+    # Ignore further signals while stopping; a second Ctrl+C must not abandon the cleanup.
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, signal.SIG_IGN)
+    raise StopRequested(signum)

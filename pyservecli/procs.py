@@ -1,0 +1,119 @@
+"""Process control, in one place: start node entrypoints, watch them, stop what we started.
+
+Locally each entrypoint runs in a new session, so every process it spawns (vLLM's API server,
+engine cores, workers) carries that session id; stopping signals exactly those processes and
+nothing else on the machine. Inside SLURM the entrypoints run as one ``srun`` step and SLURM's
+process tracking does the same job on every node.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def session_members(sid: int) -> list[int]:
+    """PIDs whose session id is ``sid`` (Linux /proc); the leader included while alive."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        # Fields after the parenthesised command name: state ppid pgrp session ...
+        fields = stat.rsplit(")", 1)[1].split()
+        if len(fields) > 3 and int(fields[3]) == sid and fields[0] != "Z":
+            members.append(int(entry))
+    return members
+
+
+def _signal_all(pids: list[int], signum: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+
+@dataclass
+class NodeProcess:
+    """One started entrypoint: a local session, or the srun step that runs all nodes."""
+
+    name: str
+    popen: subprocess.Popen
+    log_path: Path | None = None
+    local_session: bool = True
+    started: float = field(default_factory=time.monotonic)
+
+    def poll(self) -> int | None:
+        return self.popen.poll()
+
+    def leftovers(self) -> list[int]:
+        return session_members(self.popen.pid) if self.local_session else []
+
+    def stop(self, grace: float = 30.0, on_wait: Callable[[float], None] | None = None) -> None:
+        """SIGTERM, wait up to ``grace`` seconds for the process and its session, then SIGKILL."""
+        if self.local_session:
+            _signal_all(session_members(self.popen.pid) or [self.popen.pid], signal.SIGTERM)
+        elif self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)  # srun forwards it to every task
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            self.popen.poll()
+            if self.popen.returncode is not None and not self.leftovers():
+                return
+            if on_wait:
+                on_wait(deadline - time.monotonic())
+            time.sleep(0.2)
+        if self.local_session:
+            _signal_all(session_members(self.popen.pid), signal.SIGKILL)
+        if self.popen.poll() is None:
+            self.popen.kill()
+        try:
+            self.popen.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def start_local(name: str, script: Path, log_path: Path, env: dict[str, str] | None = None
+                ) -> NodeProcess:
+    """Run ``bash script`` here in a new session, stdout and stderr appended to ``log_path``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        popen = subprocess.Popen(
+            ["bash", str(script)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+        )
+    return NodeProcess(name=name, popen=popen, log_path=log_path, local_session=True)
+
+
+def start_srun(dispatch: Path, nodes: list[str] | tuple[str, ...], log_dir: Path,
+               env: dict[str, str] | None = None) -> NodeProcess:
+    """One srun step over the allocation's nodes, one task each, a log per host."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    argv = [
+        "srun",
+        f"--nodes={len(nodes)}",
+        "--ntasks-per-node=1",
+        f"--nodelist={','.join(nodes)}",
+        "--kill-on-bad-exit=0",
+        "--overlap",
+        f"--output={log_dir}/%N.log",
+        "--open-mode=append",
+        "bash",
+        str(dispatch),
+    ]
+    popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, start_new_session=True, env=env)
+    return NodeProcess(name="srun", popen=popen, local_session=False)
