@@ -191,7 +191,7 @@ def health(host, port, model, api_key_file, only, timeout, fmt):
                           r.detail, f"{r.seconds:.2f}")
         console = Console()
         console.print(table)
-        console.print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+        console.print(f"health: {len(results) - len(failed)} of {len(results)} checks passed")
     sys.exit(1 if failed else 0)
 
 

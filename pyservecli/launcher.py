@@ -297,9 +297,9 @@ class Launch:
             seen = self.times.get("startup_complete_seen_s")
             delay = f", {ready - seen:.2f}s after vLLM's startup message" if seen else ""
             self.say(f"pyserve: READY in {ready:.1f}s{delay}")
-            print(f"READY {self.plan.endpoint} model={self.plan.served_model_name}", flush=True)
             write_record(self.plan, self.files, self.options, state="ready",
                          ready_at=time.time(), **self.times)
+            print(f"READY {self.plan.endpoint} model={self.plan.served_model_name}", flush=True)
             code = self.supervise()
             state = "finished"
         except StopRequested as stop:

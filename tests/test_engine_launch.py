@@ -1,0 +1,122 @@
+"""End to end with the real engine: `pyserve launch` serving a config-only tiny Qwen3 on CPU.
+
+One server at a time (about 3 GB and 45 s each on two cores).
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pyservecli.dummymodel import create_model_dir
+
+from .engine import (CPU_SERVE_ARGS, LaunchedServer, cpu_engine_env, free_port,
+                     processes_mentioning, read_record, require_engine)
+
+pytestmark = pytest.mark.engine
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    require_engine()
+    return create_model_dir("qwen3-tiny", tmp_path_factory.mktemp("models") / "qwen3-tiny")
+
+
+@pytest.fixture
+def work(tmp_path):
+    return tmp_path
+
+
+def launch(tiny_model, work, *extra, port=None):
+    port = port or free_port()
+    args = [str(tiny_model), "--workspace", str(work / "ws"), "--port", str(port),
+            *CPU_SERVE_ARGS, *extra]
+    return LaunchedServer(args, cpu_engine_env(work), work), port
+
+
+def pyserve(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "pyservecli.cli", *args], capture_output=True,
+                          text=True, env=env, timeout=600)
+
+
+def test_launch_ready_health_status_and_clean_stop(tiny_model, work):
+    server, port = launch(tiny_model, work)
+    try:
+        ready = server.wait_ready()
+        assert ready.split()[1] == f"http://127.0.0.1:{port}/v1"
+        record = read_record(work / "ws")
+        assert record["state"] == "ready"
+        # READY came after vLLM's own startup line, and pyserve saw that line.
+        assert record["ready_s"] >= record["startup_complete_seen_s"] > 0
+        host = socket.gethostname()
+        log = work / "ws" / "logs" / record["job_id"] / f"{host}.log"
+        assert "Application startup complete" in log.read_text()
+        assert "weights loaded" in server.stderr_text or "loading weights" in server.stderr_text
+
+        health = pyserve("health", "--host", "127.0.0.1", "--port", str(port))
+        assert health.returncode == 0, health.stdout + health.stderr
+        assert "14 of 14 checks passed" in health.stdout
+
+        status = pyserve("status", "--workspace", str(work / "ws"), "--format", "json")
+        info = json.loads(status.stdout)
+        assert (info["state"], info["answering"]) == ("ready", True)
+    finally:
+        server.terminate()
+        code = server.wait(timeout=120)
+    assert code == 0, server.stderr_text
+    assert "SIGTERM received" in server.stderr_text
+    assert processes_mentioning(str(tiny_model)) == []
+    record = read_record(work / "ws")
+    assert record["state"] == "stopped"
+    assert log.exists()  # logs stay after the stop
+
+
+def test_then_command_runs_against_the_live_server_and_sets_the_exit_status(tiny_model, work):
+    check = ("import os, sys, requests; "
+             "r = requests.get(os.environ['PYSERVE_BASE_URL'] + '/v1/models'); "
+             "ok = r.json()['data'][0]['id'] == os.environ['PYSERVE_MODEL']; "
+             "sys.exit(3 if ok else 1)")
+    server, _ = launch(tiny_model, work, "--then", f"{sys.executable} -c \"{check}\"")
+    server.wait_ready()
+    assert server.wait(timeout=240) == 3, server.stderr_text
+    assert "command exited with status 3" in server.stderr_text
+    assert processes_mentioning(str(tiny_model)) == []
+
+
+def test_server_dying_while_serving_is_named_and_everything_stops(tiny_model, work):
+    server, _ = launch(tiny_model, work)
+    try:
+        server.wait_ready()
+        # Kill the API server process itself (what an OOM kill would do).
+        victims = [pid for pid, cmd in processes_mentioning(str(tiny_model))
+                   if "vllm serve" in cmd and "bash" not in cmd.split()[0]]
+        assert victims, processes_mentioning(str(tiny_model))
+        for pid in victims:
+            os.kill(pid, signal.SIGKILL)
+        code = server.wait(timeout=180)
+    finally:
+        server.kill()
+    assert code == 1
+    text = server.stderr_text
+    assert f"node {socket.gethostname()} exited with status" in text
+    assert "while serving" in text and "--- last lines of" in text
+    deadline = time.monotonic() + 30
+    while processes_mentioning(str(tiny_model)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert processes_mentioning(str(tiny_model)) == []
+    assert read_record(work / "ws")["state"] == "failed"
+
+
+def test_engine_refusing_its_arguments_fails_before_ready_with_the_log(tiny_model, work):
+    server, _ = launch(tiny_model, work, "--max-model-len", "999999")
+    code = server.wait(timeout=240)
+    assert code == 1
+    text = server.stderr_text
+    assert "before READY" in text
+    assert "max_model_len" in text or "max-model-len" in text or "999999" in text
+    assert processes_mentioning(str(tiny_model)) == []

@@ -1,0 +1,63 @@
+"""pyserve runs on login nodes: no vllm/torch at start-up, help everywhere, scripts in sync."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import run_pyserve
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_cli_paths_import_neither_vllm_nor_torch():
+    code = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from pyservecli.cli import main\n"
+        "r = CliRunner()\n"
+        "out = r.invoke(main, ['launch', 'm', '--tp', '8', '--ep', '--nodelist', 'a,b',"
+        " '--gpus-per-node', '8', '--dry-run', '--format', 'json'])\n"
+        "assert out.exit_code == 0, out.output\n"
+        "r.invoke(main, ['health', '--host', '127.0.0.1', '--port', '1', '--timeout', '1'])\n"
+        "r.invoke(main, ['status', '--workspace', '/nonexistent'])\n"
+        "heavy = [m for m in ('vllm', 'torch', 'ray', 'transformers') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("command", [[], ["launch"], ["health"], ["status"], ["model", "create"],
+                                     ["model", "list"], ["sbatch-script"]])
+def test_every_command_has_help_with_examples(command):
+    result = run_pyserve(*command, "--help")
+    assert result.returncode == 0
+    assert "Usage:" in result.stdout
+    if command and command != ["model", "list"]:
+        assert "Examples:" in result.stdout
+
+
+def test_committed_sbatch_script_is_the_rendered_template():
+    result = run_pyserve("sbatch-script")
+    assert result.returncode == 0
+    assert (ROOT / "slurm" / "run.sbatch").read_text() == result.stdout
+    assert 'exec pyserve launch "$@"' in result.stdout
+
+
+def test_status_without_a_launch():
+    result = run_pyserve("status", "--workspace", "/nonexistent")
+    assert result.returncode == 2
+    assert "no launch recorded in /nonexistent" in result.stderr
+
+
+def test_login_node_install_plans_checks_and_reports(light_pyserve, tmp_path):
+    plan = light_pyserve("launch", "Qwen/Qwen3-30B-A3B-FP8", "--tp", "8", "--ep", "--nodelist",
+                         "gpu[1-2]", "--gpus-per-node", "8", "--dry-run", "--format", "json")
+    assert plan.returncode == 0, plan.stderr
+    assert '"ep": 16' in plan.stdout
+    health = light_pyserve("health", "--host", "127.0.0.1", "--port", "1", "--timeout", "2")
+    assert health.returncode == 1 and "FAIL" in health.stdout
+    status = light_pyserve("status", "--workspace", str(tmp_path))
+    assert status.returncode == 2 and "no launch recorded" in status.stderr

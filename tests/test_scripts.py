@@ -1,0 +1,99 @@
+"""Rendered entrypoints: hostile arguments reach vLLM intact, secrets stay out of argv and files,
+and every shell script we ship or render passes shellcheck."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pyservecli.launcher import LaunchOptions, write_job_files
+from pyservecli.plan import LaunchRequest, make_plan
+from pyservecli.render import render
+
+ROOT = Path(__file__).resolve().parent.parent
+HOSTILE = [
+    "--chat-template", "it's $(touch PWNED) `touch PWNED2`; rm -rf PWNED3 \"q\"",
+    "--served-model-name", "a b",
+    "--x", "$HOME",
+    "--y=;echo injected",
+    "--z", "line1\nline2",
+    "--glob", "*",
+]
+FAKE_VLLM = """#!{python}
+import json, os, sys
+with open(os.environ["ARGV_OUT"], "w") as out:
+    json.dump({{"argv": sys.argv[1:], "key": os.environ.get("VLLM_API_KEY")}}, out)
+"""
+
+
+def render_node(tmp_path, argv, api_key_file=None):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    fake = bin_dir / "vllm"
+    fake.write_text(FAKE_VLLM.format(python=sys.executable))
+    fake.chmod(0o755)
+    script = tmp_path / "node.sh"
+    script.write_text(render(
+        "node.sh.j2", job_id="t", rank=0, host="h",
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin", "ARGV_OUT": str(tmp_path / "argv.json")},
+        api_key_file=api_key_file, exit_file=str(tmp_path / "h.exit"), argv=argv,
+        display=" ".join(argv), ray_head=None, ray_wait=None, ray_cleanup=False))
+    return script
+
+
+def test_hostile_arguments_reach_vllm_unchanged(tmp_path):
+    argv = ["vllm", "serve", "/models/my model", *HOSTILE]
+    script = render_node(tmp_path, argv)
+    result = subprocess.run(["bash", str(script)], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "argv.json").read_text())["argv"] == argv[1:]
+    assert not any((tmp_path / name).exists() for name in ("PWNED", "PWNED2"))
+    assert (tmp_path / "h.exit").read_text().strip() == "0"
+
+
+def test_api_key_reaches_vllm_by_environment_only(tmp_path):
+    key_file = tmp_path / "key"
+    key_file.write_text("sk-top-secret\n")
+    script = render_node(tmp_path, ["vllm", "serve", "m"], api_key_file=str(key_file))
+    assert "sk-top-secret" not in script.read_text()
+    result = subprocess.run(["bash", str(script)], cwd=tmp_path, capture_output=True, text=True)
+    seen = json.loads((tmp_path / "argv.json").read_text())
+    assert seen["key"] == "sk-top-secret"
+    assert "sk-top-secret" not in json.dumps(seen["argv"]) + result.stdout + result.stderr
+
+
+def test_exit_status_of_the_server_is_recorded(tmp_path):
+    script = render_node(tmp_path, ["false"])
+    result = subprocess.run(["bash", str(script)], cwd=tmp_path)
+    assert result.returncode == 1
+    assert (tmp_path / "h.exit").read_text().strip() == "1"
+
+
+def shellcheck(*paths):
+    if shutil.which("shellcheck") is None:
+        if os.environ.get("CI"):
+            pytest.fail("shellcheck is not installed (CI must install it)")
+        pytest.skip("shellcheck not installed")
+    result = subprocess.run(["shellcheck", "-x", *map(str, paths)], capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stdout
+
+
+def test_rendered_job_files_pass_shellcheck(tmp_path):
+    env = {"SLURM_JOB_ID": "99", "SLURM_JOB_NODELIST": "a,b", "SLURM_GPUS_ON_NODE": "8"}
+    for backend in ("rpc", "ray"):
+        plan = make_plan(LaunchRequest(model="m", tp=8, backend=backend, vllm_args=HOSTILE),
+                         env=env, is_free=lambda _p: True)
+        files = write_job_files(plan, LaunchOptions(workspace=tmp_path / backend,
+                                                    api_key_file=tmp_path / "key"))
+        shellcheck(*files.node_scripts, files.dispatch)
+
+
+def test_shipped_shell_scripts_pass_shellcheck():
+    scripts = [p for p in ROOT.rglob("*.sh") if ".venv" not in p.parts and "tests" not in p.parts]
+    scripts += [ROOT / "slurm" / "run.sbatch", ROOT / ".ci" / "run"]
+    shellcheck(*[p for p in scripts if p.exists()])
