@@ -92,7 +92,8 @@ def check_can_launch(plan: LaunchPlan, options: LaunchOptions) -> None:
 
 def write_job_files(plan: LaunchPlan, options: LaunchOptions) -> JobFiles:
     log_dir = options.workspace / "logs" / plan.job_id
-    files = JobFiles(log_dir=log_dir, script_dir=log_dir / "scripts", record=log_dir / "launch.json")
+    files = JobFiles(log_dir=log_dir, script_dir=log_dir / "scripts",
+                     record=log_dir / "launch.json")
     files.script_dir.mkdir(parents=True, exist_ok=True)
     (log_dir / "plan.json").write_text(plan.to_json() + "\n")
     api_key_file = str(options.api_key_file.resolve()) if options.api_key_file else None

@@ -44,7 +44,9 @@ COMPUTED_FLAGS = {
 }
 
 # Secrets must not travel on a command line (visible in ps, sacct, logs).
-SECRET_FLAGS = {"--api-key": "use --api-key-file FILE; the key then reaches vLLM through VLLM_API_KEY"}
+SECRET_FLAGS = {
+    "--api-key": "use --api-key-file FILE; the key then reaches vLLM through VLLM_API_KEY",
+}
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,9 @@ def split_parallel_flags(args: list[str] | tuple[str, ...]) -> tuple[ParallelFla
             i += 1
             continue
         if flag in SECRET_FLAGS:
-            raise PyserveError(f"{flag} would put a secret on the command line: {SECRET_FLAGS[flag]}")
+            raise PyserveError(
+                f"{flag} would put a secret on the command line: {SECRET_FLAGS[flag]}"
+            )
         if flag in COMPUTED_FLAGS:
             raise PyserveError(f"{flag} is set by pyserve ({COMPUTED_FLAGS[flag]})")
         rest.append(args[i])

@@ -15,8 +15,15 @@ import pytest
 
 from pyservecli.dummymodel import create_model_dir
 
-from .engine import (CPU_SERVE_ARGS, LaunchedServer, cpu_engine_env, free_port,
-                     processes_mentioning, read_record, require_engine)
+from .engine import (
+    CPU_SERVE_ARGS,
+    LaunchedServer,
+    cpu_engine_env,
+    free_port,
+    processes_mentioning,
+    read_record,
+    require_engine,
+)
 
 pytestmark = pytest.mark.engine
 

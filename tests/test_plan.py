@@ -113,7 +113,8 @@ def test_real_shapes_pass_the_model_checks(config_dir):
         ("qwen3-8b", ["--tp", "3", "--gpus-per-node", "3"], "32 attention heads, which TP 3"),
         ("qwen3-30b-a3b", ["--tp", "2", "--dp", "3", "--ep", "--gpus-per-node", "6"],
          "128 routed experts, which EP 6"),
-        ("qwen3-tiny", ["--tp", "1", "--pp", "4", "--gpus-per-node", "4"], "2 layers, fewer than PP 4"),
+        ("qwen3-tiny", ["--tp", "1", "--pp", "4", "--gpus-per-node", "4"],
+         "2 layers, fewer than PP 4"),
         ("qwen3-8b", ["--ep", "--gpus-per-node", "8"], "needs a mixture-of-experts model"),
     ],
 )
