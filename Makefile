@@ -1,0 +1,42 @@
+# pyserve developer and user targets. Variables can be overridden: make bench HOST=10.0.0.5
+VENV        ?= .venv
+PY          := $(VENV)/bin/python
+PYSERVE     := $(VENV)/bin/pyserve
+WORKSPACE   ?= pyserve-work
+DEMO_MODEL  ?= qwen3-tiny
+DEMO_PORT   ?= 8000
+
+.PHONY: help setup demo test lint unit dry-run clean
+
+help:
+	@echo "make demo      set up (CPU engine in $(VENV)) and serve a tiny dummy model here, checked"
+	@echo "make test      set up, lint and run the whole test suite"
+	@echo "make unit      only the tests that need no engine"
+	@echo "make dry-run   print the plan for 2 nodes x 8 GPUs, --tp 8 --ep"
+
+# The CPU build of vLLM (see scripts/setup-cpu-engine.sh), then pyserve itself, editable.
+setup: $(VENV)/.pyserve-installed
+$(VENV)/.pyserve-installed: pyproject.toml scripts/setup-cpu-engine.sh
+	bash scripts/setup-cpu-engine.sh $(VENV)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: setup
+	PYSERVE=$(PYSERVE) WORKSPACE=$(WORKSPACE) DEMO_MODEL=$(DEMO_MODEL) DEMO_PORT=$(DEMO_PORT) \
+		bash scripts/demo.sh
+
+lint: setup
+	$(VENV)/bin/ruff check pyservecli tests
+
+test: lint
+	$(PY) -m pytest -q tests
+
+unit: setup
+	$(PY) -m pytest -q tests -m "not engine"
+
+dry-run: setup
+	$(PYSERVE) launch Qwen/Qwen3-30B-A3B-FP8 --tp 8 --ep --nodelist 'gpu[1-2]' \
+		--gpus-per-node 8 --dry-run
+
+clean:
+	rm -rf $(WORKSPACE) .pytest_cache .ruff_cache
