@@ -17,6 +17,10 @@ from .ports import Ports
 from .topology import Topology
 
 
+# In --env values, replaced by each node's rank (e.g. VLLM_CPU_OMP_THREADS_BIND={node_rank}).
+NODE_RANK_PLACEHOLDER = "{node_rank}"
+
+
 @dataclass(frozen=True)
 class NodeCommand:
     host: str
@@ -94,5 +98,7 @@ def node_commands(
             if topology.dp > 1:
                 argv += ["--data-parallel-size", str(topology.dp)]
             argv += extra
-        commands.append(NodeCommand(host=host, rank=rank, argv=argv, env=dict(env)))
+        node_env = {key: value.replace(NODE_RANK_PLACEHOLDER, str(rank))
+                    for key, value in env.items()}
+        commands.append(NodeCommand(host=host, rank=rank, argv=argv, env=node_env))
     return commands

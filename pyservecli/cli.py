@@ -84,7 +84,8 @@ Examples:
               "allocation's.")
 @click.option("--gpus-per-node", type=int, help="Override GPU detection.")
 @click.option("--env", "env_pairs", multiple=True, metavar="KEY=VALUE",
-              help="Environment variable for every node (repeatable).")
+              help="Environment variable for every node (repeatable); {node_rank} in VALUE "
+              "becomes each node's rank.")
 @click.option("--api-key-file", type=click.Path(dir_okay=False, path_type=Path),
               help="File holding the API key; it reaches vLLM as VLLM_API_KEY, never in argv.")
 @click.option("--ready-timeout", type=float, default=1800.0, show_default=True,
@@ -116,7 +117,9 @@ def launch(model, tp, pp, dp, ep, backend, port, nodelist, gpus_per_node, env_pa
     request = LaunchRequest(model=model, tp=tp, pp=pp, dp=dp, ep=ep, backend=backend, port=port,
                             nodelist=nodelist, gpus_per_node=gpus_per_node,
                             vllm_args=list(vllm_args), env=env)
-    is_free = (lambda _port: True) if dry_run else None
+    # Inside SLURM the head node may be another machine: its ports are checked there, at launch.
+    remote_head = bool(os.environ.get("SLURM_JOB_ID"))
+    is_free = (lambda _port: True) if dry_run or remote_head else None
     plan = make_plan(request, is_free=is_free)
     if dry_run:
         click.echo(plan.to_json() if fmt == "json" else describe_plan(plan))
@@ -212,7 +215,8 @@ def status(workspace, fmt):
     if fmt == "json":
         click.echo(json.dumps(info, indent=2))
     else:
-        for key in ("job_id", "state", "answering", "endpoint", "served_model_name", "log_dir"):
+        for key in ("job_id", "state", "slurm_state", "answering", "endpoint",
+                    "served_model_name", "log_dir"):
             if key in info:
                 click.echo(f"{key:18} {info[key]}")
 

@@ -78,6 +78,8 @@ def check_can_launch(plan: LaunchPlan, options: LaunchOptions) -> None:
             )
     elif shutil.which("srun") is None:
         raise PyserveError("inside a SLURM job but `srun` is not on PATH")
+    else:
+        check_head_ports(plan)
     tools = {"vllm"} | ({"ray"} if plan.topology.backend == "ray" else set())
     search_path = _bin_dir() + os.pathsep + os.environ.get("PATH", "")
     for tool in sorted(tools):
@@ -88,6 +90,27 @@ def check_can_launch(plan: LaunchPlan, options: LaunchOptions) -> None:
             )
     if options.api_key_file is not None and not os.access(options.api_key_file, os.R_OK):
         raise PyserveError(f"cannot read --api-key-file {options.api_key_file}")
+
+
+def check_head_ports(plan: LaunchPlan) -> None:
+    """Ask the head node itself whether the job's ports are free (one short srun step)."""
+    ports = plan.ports
+    argv = ["srun", "--nodes=1", "--ntasks=1", f"--nodelist={plan.head_host}", "--overlap",
+            sys.executable, "-m", "pyservecli.ports",
+            str(ports.api), str(ports.dp_rpc), str(ports.master), str(ports.ray)]
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        raise PyserveError(f"checking ports on {plan.head_host} took over 120 s") from None
+    if result.returncode == 3:
+        busy = result.stdout.split()
+        if str(ports.api) in busy:
+            raise PyserveError(f"port {ports.api} is already in use on {plan.head_host}; "
+                               "choose another --port")
+        raise PyserveError(f"ports {', '.join(busy)} are in use on {plan.head_host}")
+    if result.returncode != 0:
+        raise PyserveError(f"could not check ports on {plan.head_host}: "
+                           f"{(result.stderr or result.stdout).strip()[-300:]}")
 
 
 def write_job_files(plan: LaunchPlan, options: LaunchOptions) -> JobFiles:
@@ -178,12 +201,19 @@ class Launch:
         return f"http://{host}:{self.plan.ports.api}"
 
     def failed_node(self) -> tuple[str, int] | None:
-        """(host, exit status) of the first node whose entrypoint has ended."""
+        """(host, exit status) of the node whose entrypoint ended first (a dead worker often
+        takes the head down with it; the first to go is the one to name)."""
+        ended = []
         for node in self.plan.nodes:
             exit_file = self.files.exit_file(node.host)
-            if exit_file.exists():
-                text = exit_file.read_text().strip()
-                return node.host, int(text) if text.lstrip("-").isdigit() else -1
+            try:
+                ended.append((exit_file.stat().st_mtime_ns, node.host, exit_file.read_text()))
+            except OSError:
+                continue
+        if ended:
+            _, host, text = min(ended)
+            text = text.strip()
+            return host, int(text) if text.lstrip("-").isdigit() else -1
         code = self.process.poll()
         if code is not None:
             return (self.plan.nodes[0].host if self.process.local_session else "srun"), code

@@ -54,3 +54,23 @@ def allocate(
             return Ports(api=api_port, dp_rpc=chosen[0], master=chosen[1], ray=chosen[2])
     window = job_window(job_id)
     raise PyserveError(f"no free ports left in this job's range {window.start}-{window.stop - 1}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pyservecli.ports PORT...``: exit 3 naming the ports in use on this node.
+
+    Run by the launcher on the head node (through srun) before any rank starts, because only
+    the node itself can tell whether its ports are free.
+    """
+    import sys
+
+    ports = [int(p) for p in (sys.argv[1:] if argv is None else argv)]
+    busy = [p for p in ports if not is_port_free(p)]
+    if busy:
+        print(" ".join(map(str, busy)))
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

