@@ -89,8 +89,11 @@ def node_commands(
             argv += ["--data-parallel-size", str(topology.dp),
                      "--data-parallel-size-local", str(topology.dp_local)]
             if topology.nodes > 1:
-                argv += ["--data-parallel-start-rank", str(rank * topology.dp_local),
-                         "--data-parallel-address", head_ip,
+                if not head:
+                    # Never on the head: vLLM reads a start rank on a non-headless server as
+                    # "hybrid load balancing" and then refuses the headless workers.
+                    argv += ["--data-parallel-start-rank", str(rank * topology.dp_local)]
+                argv += ["--data-parallel-address", head_ip,
                          "--data-parallel-rpc-port", str(ports.dp_rpc)]
             argv += ([] if head else ["--headless"]) + extra
         else:  # single, or mp on one node

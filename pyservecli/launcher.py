@@ -134,6 +134,7 @@ def write_job_files(plan: LaunchPlan, options: LaunchOptions) -> JobFiles:
         script = render(
             "node.sh.j2", job_id=plan.job_id, rank=node.rank, host=node.host, env=env,
             api_key_file=api_key_file, exit_file=str(files.exit_file(node.host)),
+            log_file=str(files.log(node.host)),
             argv=node.argv, display=shjoin(node.argv), ray_head=ray_head, ray_wait=ray_wait,
             ray_cleanup=plan.topology.backend == "ray",
         )
@@ -220,12 +221,9 @@ class Launch:
         return None
 
     def report_failure(self, host: str, code: int, when: str) -> int:
-        log = self.files.log(host) if host != "srun" else None
+        log = self.files.log(host) if host != "srun" else self.process.log_path
         self.say(f"pyserve: node {host} exited with status {code} {when}")
-        if log is not None:
-            self.say(f"--- last lines of {log} ---\n{tail(log)}\n---")
-        elif self.process.popen.stderr is not None:
-            self.say(self.process.popen.stderr.read().decode(errors="replace")[-2000:])
+        self.say(f"--- last lines of {log} ---\n{tail(log)}\n---")
         return 1
 
     # -- phases ----------------------------------------------------------------------------

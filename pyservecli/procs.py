@@ -109,11 +109,14 @@ def start_srun(dispatch: Path, nodes: list[str] | tuple[str, ...], log_dir: Path
         f"--nodelist={','.join(nodes)}",
         "--kill-on-bad-exit=0",
         "--overlap",
-        f"--output={log_dir}/%N.log",
+        # Each node script writes its own <host>.log; this catches srun's own complaints.
+        f"--output={log_dir}/srun.log",
         "--open-mode=append",
         "bash",
         str(dispatch),
     ]
-    popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, start_new_session=True, env=env)
-    return NodeProcess(name="srun", popen=popen, local_session=False)
+    srun_log = log_dir / "srun.log"
+    with open(srun_log, "ab") as log:
+        popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                 start_new_session=True, env=env)
+    return NodeProcess(name="srun", popen=popen, log_path=srun_log, local_session=False)

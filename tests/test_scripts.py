@@ -41,6 +41,7 @@ def render_node(tmp_path, argv, api_key_file=None):
         "node.sh.j2", job_id="t", rank=0, host="h",
         env={"PATH": f"{bin_dir}:/usr/bin:/bin", "ARGV_OUT": str(tmp_path / "argv.json")},
         api_key_file=api_key_file, exit_file=str(tmp_path / "h.exit"), argv=argv,
+        log_file=str(tmp_path / "h.log"),
         display=" ".join(argv), ray_head=None, ray_wait=None, ray_cleanup=False))
     return script
 
