@@ -21,7 +21,7 @@ from . import __version__
 from .errors import PyserveError
 from .plan import LaunchPlan
 from .procs import NodeProcess, start_local, start_srun
-from .readiness import LogFollower, PhaseTracker, probe_ready
+from .readiness import LogFollower, PhaseTracker, last_error, probe_ready
 from .render import render, shjoin
 
 
@@ -136,7 +136,8 @@ def write_job_files(plan: LaunchPlan, options: LaunchOptions) -> JobFiles:
             api_key_file=api_key_file, exit_file=str(files.exit_file(node.host)),
             log_file=str(files.log(node.host)),
             argv=node.argv, display=shjoin(node.argv), ray_head=ray_head, ray_wait=ray_wait,
-            ray_cleanup=plan.topology.backend == "ray",
+            reap=[sys.executable, "-m", "pyservecli.procs", "reap", plan.job_id,
+                  str(node.rank)],
         )
         path = files.script_dir / f"node-{node.rank}.sh"
         path.write_text(script)
@@ -223,7 +224,11 @@ class Launch:
     def report_failure(self, host: str, code: int, when: str) -> int:
         log = self.files.log(host) if host != "srun" else self.process.log_path
         self.say(f"pyserve: node {host} exited with status {code} {when}")
+        text = tail(log, 200)
         self.say(f"--- last lines of {log} ---\n{tail(log)}\n---")
+        cause = last_error(text.splitlines())
+        if cause:
+            self.say(f"pyserve: cause on {host}: {cause}")
         return 1
 
     # -- phases ----------------------------------------------------------------------------

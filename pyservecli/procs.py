@@ -120,3 +120,67 @@ def start_srun(dispatch: Path, nodes: list[str] | tuple[str, ...], log_dir: Path
         popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                  start_new_session=True, env=env)
     return NodeProcess(name="srun", popen=popen, log_path=srun_log, local_session=False)
+
+
+def _environ(pid: int) -> dict[str, str]:
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    pairs = (item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
+    return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in pairs}
+
+
+def _ancestors(pid: int) -> set[int]:
+    found = set()
+    while pid > 1:
+        found.add(pid)
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            break
+        pid = int(stat.rsplit(")", 1)[1].split()[1])
+    return found
+
+
+def job_processes(job_id: str, rank: str) -> list[int]:
+    """Processes on this node started for (job, node rank): they carry both in their
+    environment (exported by the node entrypoint), including daemons that detached from it,
+    such as Ray's. Nothing else on the node matches."""
+    spared = _ancestors(os.getpid())
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) not in spared:
+            env = _environ(int(entry))
+            if env.get("PYSERVE_JOB_ID") == job_id and env.get("PYSERVE_NODE_RANK") == rank:
+                found.append(int(entry))
+    return found
+
+
+def reap(job_id: str, rank: str, grace: float = 10.0) -> list[int]:
+    """SIGTERM then, after ``grace`` seconds, SIGKILL this node's leftovers of the job."""
+    pids = job_processes(job_id, rank)
+    _signal_all(pids, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and job_processes(job_id, rank):
+        time.sleep(0.2)
+    _signal_all(job_processes(job_id, rank), signal.SIGKILL)
+    return pids
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pyservecli.procs reap JOB RANK``: run by each node entrypoint as it ends."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 3 or args[0] != "reap":
+        print("usage: python -m pyservecli.procs reap JOB_ID NODE_RANK", file=sys.stderr)
+        return 2
+    pids = reap(args[1], args[2])
+    if pids:
+        print(f"pyserve: stopped {len(pids)} leftover process(es) of job {args[1]} on this node")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

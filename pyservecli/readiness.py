@@ -75,6 +75,18 @@ class PhaseTracker:
         return PHASES[self.index][0] if self.index >= 0 else "starting"
 
 
+_ERROR_LINE = re.compile(r"(?:^|[\s.])((?:[A-Z]\w*)(?:Error|Exception|Exit)\b: .+)$")
+
+
+def last_error(lines: list[str]) -> str | None:
+    """The last ``SomethingError: message`` line of a log: usually what a user needs first."""
+    for line in reversed(lines):
+        match = _ERROR_LINE.search(line.rstrip())
+        if match:
+            return match.group(1)
+    return None
+
+
 def auth_headers(api_key: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 

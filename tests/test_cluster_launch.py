@@ -65,6 +65,8 @@ def tiny_model(tmp_path_factory):
 def cluster_env(conf: str, work: Path) -> dict:
     env = cpu_engine_env(work)
     env["SLURM_CONF"] = conf
+    # Ray's socket paths must stay under 108 bytes; pytest's TMPDIR is too deep for them.
+    env["RAY_TMPDIR"] = "/tmp/pysv-ray"
     env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
     return env
 
@@ -93,6 +95,16 @@ def record(workspace: Path) -> dict:
         return json.loads((workspace / "latest.json").read_text())
     except (OSError, ValueError):
         return {}
+
+
+def stop_gracefully(proc: subprocess.Popen) -> None:
+    """SIGTERM first so pyserve stops its srun step; SIGKILL would orphan it."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def leftover(model: Path):
@@ -149,8 +161,7 @@ def test_dp2_across_two_nodes_serves_and_a_dead_worker_is_named(cluster, tiny_mo
             os.kill(pid, signal.SIGKILL)
         code = proc.wait(timeout=240)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop_gracefully(proc)
     text = stderr_log.read_text()
     assert code != 0
     assert f"node {WORKER} exited with status" in text, text[-3000:]
@@ -232,3 +243,42 @@ def test_two_jobs_on_the_same_nodes_get_different_ports(cluster, tmp_path):
 
     assert [p["nodes"][0]["host"] for p in plans] == [HEAD, HEAD]
     assert rpc_port(plans[0]) != rpc_port(plans[1])
+
+
+def job_env_processes(job_id: str) -> list[int]:
+    """Processes anywhere on this machine (every test node) carrying the job id."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                environ = Path(f"/proc/{entry}/environ").read_bytes()
+            except OSError:
+                continue
+            if f"PYSERVE_JOB_ID={job_id}\0".encode() in environ:
+                found.append(int(entry))
+    return found
+
+
+def test_ray_backend_forms_the_cluster_then_reports_the_cpu_refusal(cluster, tiny_model,
+                                                                     tmp_path):
+    pytest.importorskip("ray", reason="ray is part of `make setup`")
+    workspace = tmp_path / "ws"
+    result = subprocess.run(
+        ["salloc", "-N", "2", "--gpus-per-node=1", sys.executable, "-m", "pyservecli.cli",
+         "launch", *launch_args(tiny_model, workspace, 8000, "--backend", "ray",
+                                "--ready-timeout", "400")],
+        env=cluster_env(cluster, tmp_path), capture_output=True, text=True, timeout=560)
+    info = record(workspace)
+    log_dir = Path(info["log_dir"])
+    head_log = (log_dir / f"{HEAD}.log").read_text(errors="replace")
+    # The Ray cluster really spanned both nodes before vLLM started ...
+    assert "pyserve: ray cluster has 2/2 nodes" in head_log, head_log[-3000:]
+    assert "--data-parallel-backend ray" in head_log
+    # ... then vLLM's CPU platform refused Ray, which pyserve reports as the cause.
+    assert result.returncode == 1
+    assert f"node {HEAD} exited with status" in result.stderr
+    assert "pyserve: cause on pysv-node1:" in result.stderr
+    assert "ray" in result.stderr.split("pyserve: cause on pysv-node1:")[1].lower()
+    assert info["state"] == "failed"
+    wait_for(lambda: not job_env_processes(info["job_id"]), 60, "every Ray process to stop")
+    assert not [pid for pid, cmd in processes_mentioning("raylet") if "pysv" not in cmd]

@@ -42,7 +42,7 @@ def render_node(tmp_path, argv, api_key_file=None):
         env={"PATH": f"{bin_dir}:/usr/bin:/bin", "ARGV_OUT": str(tmp_path / "argv.json")},
         api_key_file=api_key_file, exit_file=str(tmp_path / "h.exit"), argv=argv,
         log_file=str(tmp_path / "h.log"),
-        display=" ".join(argv), ray_head=None, ray_wait=None, ray_cleanup=False))
+        display=" ".join(argv), ray_head=None, ray_wait=None, reap=["true"]))
     return script
 
 

@@ -23,11 +23,30 @@ stop_pidfile() {
     rm -f "$pidfile"
 }
 
+# Clients of this cluster (srun/salloc/sbatch left by an interrupted test) carry its SLURM_CONF.
+# The shell that called us may carry it too (after `export SLURM_CONF=...`): spare our ancestors.
+ancestors=" "
+pid=$$
+while [ "$pid" -gt 1 ] 2>/dev/null; do
+    ancestors+="$pid "
+    pid=$(awk '{print $4}' "/proc/$pid/stat" 2>/dev/null || echo 1)
+done
+for environ in /proc/[0-9]*/environ; do
+    if { tr '\0' '\n' <"$environ"; } 2>/dev/null | grep -qx "SLURM_CONF=$STATE_DIR/slurm.conf"; then
+        pid=${environ#/proc/}
+        pid=${pid%/environ}
+        case "$ancestors" in
+        *" $pid "*) ;;
+        *) kill -9 "$pid" 2>/dev/null ;;
+        esac
+    fi
+done
+
 if [ -d "$STATE_DIR" ]; then
     export SLURM_CONF="$STATE_DIR/slurm.conf"
     # Cancel the test cluster's jobs so their steps end before the daemons go.
     if [ -f "$SLURM_CONF" ] && command -v scancel >/dev/null; then
-        scancel --quiet --full "$(squeue -h -o '%i' 2>/dev/null | tr '\n' ' ')" 2>/dev/null
+        squeue -h -o '%i' 2>/dev/null | xargs -r scancel --quiet --full 2>/dev/null
     fi
     for pidfile in "$STATE_DIR"/slurmd-*.pid; do
         stop_pidfile "$pidfile"

@@ -1,0 +1,68 @@
+"""Process control on real processes: the reaper stops exactly one job rank's processes."""
+
+import os
+import subprocess
+import sys
+import time
+
+from pyservecli.procs import job_processes, reap
+from pyservecli.readiness import last_error
+
+
+def spawn_detached(job: str, rank: str) -> int:
+    """A process that detaches into its own session (as Ray's daemons do); returns its pid."""
+    env = {**os.environ, "PYSERVE_JOB_ID": job, "PYSERVE_NODE_RANK": rank}
+    out = subprocess.run(
+        ["bash", "-c", "setsid sleep 300 >/dev/null 2>&1 < /dev/null & echo $!"],
+        env=env, capture_output=True, text=True, check=True)
+    return int(out.stdout.strip())
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_reap_stops_the_job_ranks_detached_processes_and_nothing_else():
+    job = f"test-{os.getpid()}-{time.time_ns()}"
+    ours = spawn_detached(job, "1")
+    other_rank = spawn_detached(job, "0")
+    other_job = spawn_detached(job + "-other", "1")
+    try:
+        assert job_processes(job, "1") == [ours]
+        assert reap(job, "1", grace=5) == [ours]
+        deadline = time.monotonic() + 5
+        while alive(ours) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not alive(ours)
+        assert alive(other_rank) and alive(other_job)
+    finally:
+        for pid in (ours, other_rank, other_job):
+            subprocess.run(["kill", "-9", str(pid)], capture_output=True)
+
+
+def test_reap_command_line():
+    result = subprocess.run([sys.executable, "-m", "pyservecli.procs", "reap", "no-such-job", "0"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout == ""
+    result = subprocess.run([sys.executable, "-m", "pyservecli.procs"], capture_output=True,
+                            text=True)
+    assert result.returncode == 2 and "usage" in result.stderr
+
+
+def test_last_error_finds_the_cause_in_a_log():
+    log = [
+        "INFO starting",
+        "Traceback (most recent call last):",
+        '  File "x.py", line 1, in <module>',
+        "pydantic_core._pydantic_core.ValidationError: 1 validation error for ModelConfig",
+        "  Value error, User-specified max_model_len (999999) is greater than the derived",
+        "RuntimeError: Engine core initialization failed. See root cause above.",
+        "INFO shutting down",
+    ]
+    assert last_error(log) == ("RuntimeError: Engine core initialization failed. "
+                               "See root cause above.")
+    assert last_error(["all fine"]) is None
