@@ -6,19 +6,20 @@ WORKSPACE   ?= pyserve-work
 DEMO_MODEL  ?= qwen3-tiny
 DEMO_PORT   ?= 8000
 
-.PHONY: help setup demo test lint unit dry-run clean
+.PHONY: help setup demo test lint unit dry-run cluster-up cluster-down clean
 
 help:
 	@echo "make demo      set up (CPU engine in $(VENV)) and serve a tiny dummy model here, checked"
 	@echo "make test      set up, lint and run the whole test suite"
 	@echo "make unit      only the tests that need no engine"
 	@echo "make dry-run   print the plan for 2 nodes x 8 GPUs, --tp 8 --ep"
+	@echo "make cluster-up / cluster-down   the 2-node SLURM test cluster (root)"
 
 # The CPU build of vLLM (see scripts/setup-cpu-engine.sh), then pyserve itself, editable.
 setup: $(VENV)/.pyserve-installed
 $(VENV)/.pyserve-installed: pyproject.toml scripts/setup-cpu-engine.sh
 	bash scripts/setup-cpu-engine.sh $(VENV)
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev]' 'ray==2.60.0'
 	touch $@
 
 demo: setup
@@ -37,6 +38,14 @@ unit: setup
 dry-run: setup
 	$(PYSERVE) launch Qwen/Qwen3-30B-A3B-FP8 --tp 8 --ep --nodelist 'gpu[1-2]' \
 		--gpus-per-node 8 --dry-run
+
+# A SLURM cluster of network namespaces on this machine (tests/cluster/); then
+#   export SLURM_CONF=/run/pyserve-cluster/slurm.conf && salloc -N 2 ...
+cluster-up:
+	bash tests/cluster/up.sh
+
+cluster-down:
+	bash tests/cluster/down.sh
 
 clean:
 	rm -rf $(WORKSPACE) .pytest_cache .ruff_cache

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from .ports import Ports
 from .topology import Topology
 
-
 # In --env values, replaced by each node's rank (e.g. VLLM_CPU_OMP_THREADS_BIND={node_rank}).
 NODE_RANK_PLACEHOLDER = "{node_rank}"
 

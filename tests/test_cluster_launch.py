@@ -130,7 +130,7 @@ def test_dp2_across_two_nodes_serves_and_a_dead_worker_is_named(cluster, tiny_mo
         info = record(workspace)
         plan = info["plan"]
         assert [n["host"] for n in plan["nodes"]] == [HEAD, WORKER]
-        assert plan["nodes"][1]["argv"][-1] == "--headless" or "--headless" in plan["nodes"][1]["argv"]
+        assert "--headless" in plan["nodes"][1]["argv"]
 
         base = f"http://{HEAD_IP}:8000"
         models = requests.get(f"{base}/v1/models", timeout=10).json()
@@ -282,3 +282,24 @@ def test_ray_backend_forms_the_cluster_then_reports_the_cpu_refusal(cluster, tin
     assert info["state"] == "failed"
     wait_for(lambda: not job_env_processes(info["job_id"]), 60, "every Ray process to stop")
     assert not [pid for pid, cmd in processes_mentioning("raylet") if "pysv" not in cmd]
+
+
+def test_mp_backend_spans_one_tp2_replica_over_both_nodes(cluster, tiny_model, tmp_path):
+    workspace = tmp_path / "ws"
+    args = [str(tiny_model), "--tp", "2", "--workspace", str(workspace), "--port", "8000",
+            "--env", "VLLM_CPU_OMP_THREADS_BIND={node_rank}", "--ready-timeout", "400",
+            *CPU_SERVE_ARGS,
+            "--then", f"{sys.executable} -m pyservecli.cli health --host {HEAD_IP} --check chat"]
+    result = subprocess.run(
+        ["salloc", "-N", "2", "--gpus-per-node=1", sys.executable, "-m", "pyservecli.cli",
+         "launch", *args], env=cluster_env(cluster, tmp_path), capture_output=True, text=True,
+        timeout=560)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "health: 2 of 2 checks passed" in result.stdout
+    plan = record(workspace)["plan"]
+    assert plan["topology"]["backend"] == "mp" and plan["topology"]["tp"] == 2
+    assert plan["nodes"][1]["argv"][plan["nodes"][1]["argv"].index("--node-rank") + 1] == "1"
+    log_dir = Path(record(workspace)["log_dir"])
+    # Without the interface pinned, gloo on node 2 dialled the head's loopback address.
+    assert "GLOO_SOCKET_IFNAME=eth0" in (log_dir / f"{WORKER}.log").read_text()
+    wait_for(lambda: not leftover(tiny_model), 60, "every rank to stop")
