@@ -6,13 +6,24 @@ WORKSPACE   ?= pyserve-work
 DEMO_MODEL  ?= qwen3-tiny
 DEMO_PORT   ?= 8000
 
-.PHONY: help setup demo test lint unit dry-run cluster-up cluster-down clean
+HOST        ?=
+PORT        ?= 8000
+BENCH_TYPE  ?= throughput
+SWEEP_TYPE  ?= rate,concurrency
+SWEEP_MODEL ?= $(WORKSPACE)/models/$(DEMO_MODEL)
+SWEEP_ARGS  ?= --load-format dummy --enforce-eager --dtype bfloat16 --max-model-len 2048
+NUM_PROMPTS ?=
+num_prompts := $(if $(NUM_PROMPTS),--num-prompts $(NUM_PROMPTS))
+
+.PHONY: help setup demo test lint unit dry-run bench sweep cluster-up cluster-down clean
 
 help:
 	@echo "make demo      set up (CPU engine in $(VENV)) and serve a tiny dummy model here, checked"
 	@echo "make test      set up, lint and run the whole test suite"
 	@echo "make unit      only the tests that need no engine"
 	@echo "make dry-run   print the plan for 2 nodes x 8 GPUs, --tp 8 --ep"
+	@echo "make bench HOST=10.0.0.5 [BENCH_TYPE=throughput,prefill] [NUM_PROMPTS=n]"
+	@echo "make sweep [SWEEP_MODEL=dir-or-id SWEEP_ARGS='--tp 2' SWEEP_TYPE=rate,concurrency]"
 	@echo "make cluster-up / cluster-down   the 2-node SLURM test cluster (root)"
 
 # The CPU build of vLLM (see scripts/setup-cpu-engine.sh), then pyserve itself, editable.
@@ -38,6 +49,20 @@ unit: setup
 dry-run: setup
 	$(PYSERVE) launch Qwen/Qwen3-30B-A3B-FP8 --tp 8 --ep --nodelist 'gpu[1-2]' \
 		--gpus-per-node 8 --dry-run
+
+bench: setup
+	@test -n "$(HOST)" || { echo "make bench needs HOST=<server host or IP>"; exit 2; }
+	$(PYSERVE) bench --host $(HOST) --port $(PORT) --type $(BENCH_TYPE) $(num_prompts) \
+		--workspace $(WORKSPACE)
+
+# Launches SWEEP_MODEL through pyserve launch (the embedded tiny model by default), sweeps it,
+# stops it. Inside an allocation this works on any number of nodes.
+sweep: setup
+	@if [ "$(SWEEP_MODEL)" = "$(WORKSPACE)/models/$(DEMO_MODEL)" ]; then \
+		$(PYSERVE) model create $(DEMO_MODEL) $(SWEEP_MODEL) >/dev/null; fi
+	VLLM_CPU_KVCACHE_SPACE=$${VLLM_CPU_KVCACHE_SPACE:-1} $(PYSERVE) sweep \
+		--serve "$(SWEEP_MODEL) $(SWEEP_ARGS)" --suite $(SWEEP_TYPE) $(num_prompts) \
+		--port $(PORT) --workspace $(WORKSPACE) $(if $(RESUME),--resume)
 
 # A SLURM cluster of network namespaces on this machine (tests/cluster/); then
 #   export SLURM_CONF=/run/pyserve-cluster/slurm.conf && salloc -N 2 ...

@@ -201,6 +201,158 @@ def health(host, port, model, api_key_file, only, timeout, fmt):
 @main.command(epilog="""
 \b
 Examples:
+  pyserve bench --host 10.0.0.5                          # the throughput suite
+  pyserve bench --host 10.0.0.5 --type throughput,prefill --out results/run1
+  pyserve bench --host 127.0.0.1 --isl 1024 --osl 1024 --concurrency 64
+  pyserve bench --host 127.0.0.1 --type sharegpt --dataset-dir /data/datasets
+  pyserve bench --host 127.0.0.1 --type concurrency --resume   # skip points already done
+""")
+@click.option("--host", required=True, help="Server host or IP.")
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--model", help="Served model name [default: the first one listed].")
+@click.option("--type", "types", default="throughput", show_default=True,
+              help="Comma-separated suites: throughput, prefill, decode, latency, concurrency, "
+              "longctx, sharegpt, sonnet.")
+@click.option("--isl", type=int, help="One custom point: input length (with --osl).")
+@click.option("--osl", type=int, help="One custom point: output length (with --isl).")
+@click.option("--concurrency", type=int, help="Custom point: max concurrency.")
+@click.option("--num-prompts", type=int, help="Prompts per point (overrides the suite's).")
+@click.option("--tokenizer", help="Tokenizer for the client [default: the model name].")
+@click.option("--dataset-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where ShareGPT / sonnet files are (nothing is downloaded).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Results directory [default: WORKSPACE/bench].")
+@click.option("--resume", is_flag=True, help="Skip points whose valid result exists.")
+@click.option("--profile", is_flag=True,
+              help="Call /start_profile and /stop_profile around each point (the server "
+              "needs --profiler-config).")
+@click.option("--api-key-file", type=click.Path(dir_okay=False, path_type=Path))
+@_workspace_option
+def bench(host, port, model, types, isl, osl, concurrency, num_prompts, tokenizer, dataset_dir,
+          out_dir, resume, profile, api_key_file, workspace):
+    """Benchmark a running server with vLLM's own client (`vllm bench serve`).
+
+    Writes OUT/<suite>/<point>.json (vLLM's keys plus provenance, power and validity) and
+    OUT/summary.csv, prints a summary, and exits 1 if any point is invalid (failed requests
+    above 1 %, or no output tokens).
+    """
+    from .bench import run_points, server_info, write_summary
+    from .benchsuites import custom_point, select_points
+
+    if (isl is None) != (osl is None):
+        raise PyserveError("--isl and --osl go together")
+    points = ([custom_point(isl, osl, concurrency, num_prompts)] if isl is not None
+              else select_points([t.strip() for t in types.split(",") if t.strip()],
+                                 num_prompts))
+    api_key = _read_key(api_key_file)
+    base = f"http://{host}:{port}"
+    server = server_info(base, model, api_key)
+    out = out_dir or workspace / "bench"
+    results = run_points(points, server, out, tokenizer=tokenizer, dataset_dir=dataset_dir,
+                         api_key=api_key, workspace=workspace, profile=profile, resume=resume)
+    gpus = (results[0].result.get("pyserve", {}).get("provenance", {}).get("gpus", {})
+            .get("count") if results else None)
+    rows = write_summary(results, out, gpus)
+    _print_summary(rows, out)
+    sys.exit(0 if all(r.valid for r in results) else 1)
+
+
+@main.command(epilog="""
+\b
+Examples:
+  pyserve sweep --host 127.0.0.1 --suite rate                  # one running server
+  pyserve sweep --serve "Qwen/Qwen3-8B --tp 1" --suite rate,concurrency
+  pyserve sweep --serve "M --max-num-seqs 64" --serve "M --max-num-seqs 256" --resume
+""")
+@click.option("--suite", "suites", default="rate,concurrency", show_default=True,
+              help="Comma-separated: rate, concurrency, input, output.")
+@click.option("--host", help="Sweep this running server.")
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--serve", "serve_cmds", multiple=True, metavar="'MODEL [ARGS]'",
+              help="Launch this (pyserve launch arguments) and sweep it; repeat to sweep "
+              "server settings, one server at a time.")
+@click.option("--num-prompts", type=int, help="Prompts per point (overrides the suite's 100).")
+@click.option("--tokenizer", help="Tokenizer for the client [default: the model name].")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Results directory [default: WORKSPACE/sweep].")
+@click.option("--resume", is_flag=True, help="Skip points whose valid result exists.")
+@click.option("--api-key-file", type=click.Path(dir_okay=False, path_type=Path))
+@_workspace_option
+def sweep(suites, host, port, serve_cmds, num_prompts, tokenizer, out_dir, resume,
+          api_key_file, workspace):
+    """Sweep benchmark parameters on one server, or server settings across launches.
+
+    Results: OUT/<server label>/<suite>/<point>.json and OUT/<server label>/summary.csv. A failed
+    point is recorded and the sweep goes on; the exit status is 1 if any point is invalid.
+    """
+    import time
+
+    from .bench import run_points, server_info, write_summary
+    from .sweep import launched_server, overhead, serve_label, sweep_points
+
+    if bool(host) == bool(serve_cmds):
+        raise PyserveError("give either --host (a running server) or --serve (to launch)")
+    points = sweep_points([s.strip() for s in suites.split(",") if s.strip()], num_prompts)
+    api_key = _read_key(api_key_file)
+    out = out_dir or workspace / "sweep"
+    configs = [(f"{host}-{port}", None)] if host else [
+        (serve_label(shlex.split(cmd)), shlex.split(cmd)) for cmd in serve_cmds]
+    all_valid = True
+    for label, serve_args in configs:
+        start = time.monotonic()
+        if serve_args is None:
+            results = run_points(points, server_info(f"http://{host}:{port}", None, api_key),
+                                 out / label, tokenizer=tokenizer, api_key=api_key,
+                                 workspace=workspace, resume=resume)
+        else:
+            with launched_server(serve_args, workspace, port, out / label / "launch.log") as base:
+                results = run_points(points, server_info(base, None, api_key), out / label,
+                                     tokenizer=tokenizer, api_key=api_key, workspace=workspace,
+                                     resume=resume)
+        cost = overhead(time.monotonic() - start, results)
+        _print_summary(write_summary(results, out / label, None), out / label)
+        click.echo(f"sweep {label}: {cost['wall_s']}s wall, {cost['bench_s']}s inside "
+                   f"benchmarks, overhead {cost['overhead_pct']}%")
+        all_valid &= all(r.valid for r in results)
+    sys.exit(0 if all_valid else 1)
+
+
+@main.command("plot", epilog="""
+\b
+Examples:
+  pyserve plot pyserve-work/bench
+  pyserve plot results/tp8-ep results/dp8-ep results/tp4-dp2-ep --out results/plots
+""")
+@click.argument("dirs", nargs=-1, required=True,
+                type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where the PNGs go [default: FIRST_DIR/plots].")
+def plot_cmd(dirs, out_dir):
+    """Draw panels.png (throughput/GPU, latency, interactivity, TTFT, power efficiency) and
+    pareto.png (throughput/GPU against interactivity) from result directories."""
+    from .plot import plot
+
+    for path in plot(list(dirs), out_dir or dirs[0] / "plots"):
+        click.echo(path)
+
+
+def _print_summary(rows: list[dict], out: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    columns = ("suite", "point", "status", "output_tok_s", "ttft_p50_ms", "tpot_p50_ms",
+               "interactivity_tok_s_user", "watts_per_gpu", "note")
+    table = Table(title=f"pyserve bench -> {out}/summary.csv")
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*("" if row[c] is None else str(row[c]) for c in columns))
+    Console().print(table)
+
+
+@main.command(epilog="""
+\b
+Examples:
   pyserve status
   pyserve status --workspace /shared/me/pyserve-work --format json
 """)

@@ -1,0 +1,229 @@
+"""``pyserve bench``: run benchmark points with `vllm bench serve`, keep results, judge them.
+
+For each point: DIR/<suite>/<point>.json (vLLM's result keys plus ``pyserve`` with provenance,
+power and validity), DIR/<suite>/<point>.log (the client's output); then DIR/summary.csv.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from .benchsuites import DATASET_FILES, BenchPoint, bench_argv
+from .errors import PyserveError
+from .power import PowerSampler, summarize
+from .provenance import provenance
+from .readiness import auth_headers
+
+MAX_FAILED_FRACTION = 0.01  # more failed requests than this makes a point invalid
+
+
+@dataclass
+class ServerInfo:
+    base_url: str
+    model: str
+    max_model_len: int | None
+
+
+@dataclass
+class PointResult:
+    point: BenchPoint
+    status: str  # ok | invalid | failed | skipped | resumed
+    note: str = ""
+    result: dict = field(default_factory=dict)
+
+    @property
+    def valid(self) -> bool:
+        return self.status in ("ok", "resumed", "skipped")
+
+
+def find_vllm() -> str:
+    """The `vllm` command next to this Python or on PATH, or a clear error."""
+    local = Path(sys.executable).parent / "vllm"
+    if local.exists():
+        return str(local)
+    found = shutil.which("vllm")
+    if found:
+        return found
+    raise PyserveError(
+        "`vllm` is not installed where pyserve bench runs; it uses vLLM's own client "
+        "(`vllm bench serve`). Run it where the engine is, e.g. inside the serving image: "
+        "docker run --rm --network host IMAGE pyserve bench --host HOST"
+    )
+
+
+def server_info(base_url: str, model: str | None, api_key: str | None) -> ServerInfo:
+    try:
+        response = requests.get(f"{base_url}/v1/models", headers=auth_headers(api_key),
+                                timeout=10)
+    except requests.RequestException as exc:
+        raise PyserveError(f"no server answers at {base_url} ({type(exc).__name__})") from None
+    if response.status_code != 200:
+        raise PyserveError(f"{base_url}/v1/models answered {response.status_code}")
+    cards = response.json().get("data", [])
+    if not cards:
+        raise PyserveError(f"{base_url} serves no model")
+    card = next((c for c in cards if c["id"] == model), None) if model else cards[0]
+    if card is None:
+        raise PyserveError(f"{base_url} does not serve {model}; it serves "
+                           f"{', '.join(c['id'] for c in cards)}")
+    return ServerInfo(base_url, card["id"], card.get("max_model_len"))
+
+
+def check_datasets(points: list[BenchPoint], dataset_dir: Path | None) -> None:
+    for point in points:
+        if point.dataset in DATASET_FILES:
+            where = (dataset_dir or Path(".")) / DATASET_FILES[point.dataset]
+            if not where.is_file():
+                raise PyserveError(
+                    f"the {point.suite} suite needs {where} (nothing is downloaded): put "
+                    f"{DATASET_FILES[point.dataset]} there or pass --dataset-dir DIR"
+                )
+
+
+def judge(result: dict) -> tuple[str, str]:
+    completed = result.get("completed", 0) or 0
+    failed = result.get("failed", 0) or 0
+    total = completed + failed
+    if not result.get("total_output_tokens"):
+        return "invalid", "zero output tokens"
+    if total and failed / total > MAX_FAILED_FRACTION:
+        return "invalid", f"{failed} of {total} requests failed"
+    return "ok", ""
+
+
+def wait_stop_profile(base_url: str, say: Callable[[str], None], timeout: float = 1800) -> None:
+    """/stop_profile can take minutes while traces flush: wait for it, saying so."""
+    done = threading.Event()
+    outcome: dict = {}
+
+    def call():
+        try:
+            outcome["status"] = requests.post(f"{base_url}/stop_profile",
+                                              timeout=timeout).status_code
+        except requests.RequestException as exc:
+            outcome["error"] = str(exc)
+        done.set()
+
+    threading.Thread(target=call, daemon=True).start()
+    start = time.monotonic()
+    while not done.wait(10):
+        say(f"waiting for the profiler to flush ({time.monotonic() - start:.0f}s)")
+    if outcome.get("status") != 200:
+        raise PyserveError(f"/stop_profile failed: {outcome}")
+    say(f"profile flushed in {time.monotonic() - start:.0f}s")
+
+
+def run_points(points: list[BenchPoint], server: ServerInfo, out_dir: Path, *,
+               tokenizer: str | None = None, dataset_dir: Path | None = None,
+               api_key: str | None = None, workspace: Path | None = None,
+               profile: bool = False, resume: bool = False,
+               say: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)
+               ) -> list[PointResult]:
+    vllm = find_vllm()
+    check_datasets(points, dataset_dir)
+    origin = provenance(server.base_url, workspace)
+    env = dict(os.environ)
+    if api_key:
+        env["OPENAI_API_KEY"] = api_key  # read by vLLM's client; never on the command line
+    results = []
+    for index, point in enumerate(points, 1):
+        suite_dir = out_dir / point.suite
+        path = suite_dir / point.result_name
+        label = f"[{index}/{len(points)}] {point.suite}/{point.name}"
+        if resume and path.is_file():
+            stored = json.loads(path.read_text())
+            if stored.get("pyserve", {}).get("status") == "ok":
+                say(f"{label}: done before, skipped (--resume)")
+                results.append(PointResult(point, "resumed", "", stored))
+                continue
+        if server.max_model_len and point.max_len and point.max_len > server.max_model_len:
+            note = f"needs {point.max_len} tokens, server max is {server.max_model_len}"
+            say(f"{label}: skipped ({note})")
+            results.append(PointResult(point, "skipped", note))
+            continue
+        suite_dir.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+        argv = bench_argv(point, server.base_url, server.model, tokenizer, str(suite_dir),
+                          str(dataset_dir) if dataset_dir else None)
+        argv[0] = vllm
+        say(f"{label}: running")
+        if profile:
+            requests.post(f"{server.base_url}/start_profile", timeout=60).raise_for_status()
+        started = time.monotonic()
+        with open(suite_dir / f"{point.name}.log", "w") as log, PowerSampler() as power:
+            code = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+        wall = time.monotonic() - started
+        if profile:
+            wait_stop_profile(server.base_url, say)
+        if code != 0 or not path.is_file():
+            tail = (suite_dir / f"{point.name}.log").read_text(errors="replace")[-400:]
+            note = f"vllm bench serve exited {code}: {tail.strip().splitlines()[-1:]}"
+            say(f"{label}: FAILED ({note})")
+            result = {"pyserve": {"status": "failed", "note": note, "provenance": origin}}
+            path.write_text(json.dumps(result, indent=2) + "\n")
+            results.append(PointResult(point, "failed", note, result))
+            continue
+        result = json.loads(path.read_text())
+        status, note = judge(result)
+        result["pyserve"] = {
+            "status": status, "note": note, "suite": point.suite, "point": point.name,
+            "wall_s": round(wall, 3), "provenance": origin,
+            "power": summarize(power.samples, result.get("output_throughput")),
+        }
+        path.write_text(json.dumps(result, indent=2) + "\n")
+        say(f"{label}: {status} {note}".rstrip())
+        results.append(PointResult(point, status, note, result))
+    return results
+
+
+SUMMARY_COLUMNS = ("suite", "point", "status", "note", "completed", "failed",
+                   "output_tok_s", "output_tok_s_per_gpu", "ttft_p50_ms", "ttft_p99_ms",
+                   "tpot_p50_ms", "itl_p50_ms", "e2el_p50_ms", "interactivity_tok_s_user",
+                   "watts_per_gpu", "tok_s_per_kw", "duration_s")
+
+
+def summary_row(r: PointResult, gpus: int | None) -> dict:
+    res = r.result
+    power = res.get("pyserve", {}).get("power", {})
+    tput = res.get("output_throughput")
+    tpot = res.get("median_tpot_ms")
+    return {
+        "suite": r.point.suite, "point": r.point.name, "status": r.status, "note": r.note,
+        "completed": res.get("completed"), "failed": res.get("failed"),
+        "output_tok_s": _round(tput),
+        "output_tok_s_per_gpu": _round(tput / gpus) if tput and gpus else None,
+        "ttft_p50_ms": _round(res.get("median_ttft_ms")),
+        "ttft_p99_ms": _round(res.get("p99_ttft_ms")),
+        "tpot_p50_ms": _round(tpot), "itl_p50_ms": _round(res.get("median_itl_ms")),
+        "e2el_p50_ms": _round(res.get("median_e2el_ms")),
+        "interactivity_tok_s_user": _round(1000 / tpot) if tpot else None,
+        "watts_per_gpu": power.get("avg_watts_per_gpu"),
+        "tok_s_per_kw": power.get("output_tok_s_per_kw"),
+        "duration_s": _round(res.get("duration")),
+    }
+
+
+def _round(value):
+    return round(value, 2) if isinstance(value, float) else value
+
+
+def write_summary(results: list[PointResult], out_dir: Path, gpus: int | None) -> list[dict]:
+    rows = [summary_row(r, gpus) for r in results]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "summary.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=SUMMARY_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows

@@ -1,0 +1,70 @@
+"""Benchmark suites: the reference values, the vllm bench command, judging results."""
+
+import pytest
+
+from pyservecli.bench import PointResult, judge, summary_row
+from pyservecli.benchsuites import SUITES, bench_argv, custom_point, select_points
+from pyservecli.errors import PyserveError
+
+
+def test_reference_suite_values():
+    assert [(p.input_len, p.output_len, p.request_rate) for p in SUITES["throughput"]] == [
+        (512, 256, "inf")]
+    assert [p.input_len for p in SUITES["prefill"]] == [128, 512, 2048, 4096, 16384]
+    assert {p.output_len for p in SUITES["prefill"]} == {1}
+    assert [p.output_len for p in SUITES["decode"]] == [128, 256, 512, 1024]
+    assert [(p.input_len, p.output_len) for p in SUITES["latency"]] == [
+        (128, 128), (512, 256), (4096, 512)]
+    assert [p.max_concurrency for p in SUITES["concurrency"]] == [1, 4, 16, 64, 256]
+    assert {p.num_prompts for p in SUITES["longctx"]} == {50}
+    assert [p.request_rate for p in SUITES["sharegpt"]] == ["inf", "4"]
+    assert all(p.num_prompts == 100 for s in ("throughput", "prefill", "decode", "latency",
+                                              "concurrency") for p in SUITES[s])
+
+
+def test_point_names_are_unique_result_paths():
+    names = [(p.suite, p.name) for points in SUITES.values() for p in points]
+    assert len(names) == len(set(names))
+
+
+def test_bench_argv_uses_the_chat_endpoint_seed_and_lengths():
+    point = SUITES["concurrency"][2]
+    argv = bench_argv(point, "http://h:8000", "m", "tok", "/out/concurrency")
+    assert argv[:3] == ["vllm", "bench", "serve"]
+    pairs = {argv[i]: argv[i + 1] for i in range(3, len(argv) - 1) if argv[i].startswith("--")}
+    assert pairs["--backend"] == "openai-chat"
+    assert pairs["--endpoint"] == "/v1/chat/completions"
+    assert pairs["--seed"] == "42"
+    assert pairs["--random-input-len"] == "512" and pairs["--random-output-len"] == "256"
+    assert pairs["--max-concurrency"] == "16" and pairs["--request-rate"] == "inf"
+    assert pairs["--result-filename"] == f"{point.name}.json"
+    assert "--ignore-eos" in argv
+
+
+def test_selection_custom_point_and_errors():
+    assert len(select_points(["throughput", "decode"])) == 5
+    assert {p.num_prompts for p in select_points(["prefill"], num_prompts=7)} == {7}
+    point = custom_point(1024, 1024, 64, None)
+    assert (point.input_len, point.output_len, point.max_concurrency, point.num_prompts) == (
+        1024, 1024, 64, 256)
+    with pytest.raises(PyserveError, match="unknown benchmark type"):
+        select_points(["speed"])
+    with pytest.raises(PyserveError, match="--isl must be at least 1"):
+        custom_point(0, 10, None, None)
+
+
+def test_validity_gate():
+    assert judge({"completed": 100, "failed": 0, "total_output_tokens": 25600})[0] == "ok"
+    assert judge({"completed": 95, "failed": 5, "total_output_tokens": 100}) == (
+        "invalid", "5 of 100 requests failed")
+    assert judge({"completed": 10, "failed": 0, "total_output_tokens": 0}) == (
+        "invalid", "zero output tokens")
+
+
+def test_summary_row_derives_per_gpu_and_interactivity():
+    result = {"completed": 10, "failed": 0, "output_throughput": 800.0,
+              "median_tpot_ms": 20.0, "pyserve": {"power": {"avg_watts_per_gpu": 400.0}}}
+    row = summary_row(PointResult(SUITES["throughput"][0], "ok", "", result), gpus=2)
+    assert row["output_tok_s_per_gpu"] == 400.0
+    assert row["interactivity_tok_s_user"] == 50.0
+    assert row["watts_per_gpu"] == 400.0

