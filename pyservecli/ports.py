@@ -28,8 +28,13 @@ def job_window(job_id: str) -> range:
 
 
 def is_port_free(port: int, host: str = "") -> bool:
-    """True when nothing listens on (or holds) ``port`` on this host."""
+    """True when nothing listens on ``port`` on this host.
+
+    SO_REUSEADDR as the servers themselves bind (uvicorn, ZMQ): connections of a server that
+    just stopped linger in TIME_WAIT and must not count as "in use"; a listener still does.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:

@@ -143,28 +143,45 @@ def _ancestors(pid: int) -> set[int]:
     return found
 
 
-def job_processes(job_id: str, rank: str) -> list[int]:
-    """Processes on this node started for (job, node rank): they carry both in their
-    environment (exported by the node entrypoint), including daemons that detached from it,
-    such as Ray's. Nothing else on the node matches."""
+def _session(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[3])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def job_processes(job_id: str, rank: str, session: int | None = None) -> list[int]:
+    """Processes on this node started for (job, node rank), found two ways:
+
+    * the session of the node entrypoint that calls this (vLLM's engine cores and workers stay
+      in it, but rename themselves with setproctitle, which also wipes /proc/PID/environ);
+    * the job id and rank in the environment, for daemons that left the session (Ray's).
+    Nothing else on the node matches. ``session`` is given only by a caller that knows the
+    session is the entrypoint's own (see ``main``).
+    """
     spared = _ancestors(os.getpid())
     found = []
     for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) not in spared:
-            env = _environ(int(entry))
-            if env.get("PYSERVE_JOB_ID") == job_id and env.get("PYSERVE_NODE_RANK") == rank:
-                found.append(int(entry))
+        if not entry.isdigit() or int(entry) in spared:
+            continue
+        pid = int(entry)
+        if session is not None and _session(pid) == session:
+            found.append(pid)
+            continue
+        env = _environ(pid)
+        if env.get("PYSERVE_JOB_ID") == job_id and env.get("PYSERVE_NODE_RANK") == rank:
+            found.append(pid)
     return found
 
 
-def reap(job_id: str, rank: str, grace: float = 10.0) -> list[int]:
+def reap(job_id: str, rank: str, session: int | None = None, grace: float = 10.0) -> list[int]:
     """SIGTERM then, after ``grace`` seconds, SIGKILL this node's leftovers of the job."""
-    pids = job_processes(job_id, rank)
+    pids = job_processes(job_id, rank, session)
     _signal_all(pids, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and job_processes(job_id, rank):
+    while time.monotonic() < deadline and job_processes(job_id, rank, session):
         time.sleep(0.2)
-    _signal_all(job_processes(job_id, rank), signal.SIGKILL)
+    _signal_all(job_processes(job_id, rank, session), signal.SIGKILL)
     return pids
 
 
@@ -176,7 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 3 or args[0] != "reap":
         print("usage: python -m pyservecli.procs reap JOB_ID NODE_RANK", file=sys.stderr)
         return 2
-    pids = reap(args[1], args[2])
+    # The entrypoint runs in a session of its own (the launcher or dispatch.sh start it with
+    # setsid): then everything in that session is the job's. Otherwise trust only the env.
+    session = os.getsid(0) if os.getsid(0) == os.getppid() else None
+    pids = reap(args[1], args[2], session)
     if pids:
         print(f"pyserve: stopped {len(pids)} leftover process(es) of job {args[1]} on this node")
     return 0

@@ -103,3 +103,12 @@ class LaunchedServer:
 
 def read_record(workspace: Path) -> dict:
     return json.loads((workspace / "latest.json").read_text())
+
+
+def engine_leftovers(model: Path) -> list[tuple[int, str]]:
+    """Processes of a served model still alive: those naming it, and vLLM's engine processes,
+    which rename themselves (VLLM::EngineCore...) and so no longer name it. Tests run one
+    server at a time, so any such process after a stop is a leftover."""
+    renamed = [(pid, cmd) for pid, cmd in processes_mentioning("VLLM::")
+               if cmd.startswith("VLLM::")]
+    return processes_mentioning(str(model)) + renamed

@@ -79,3 +79,21 @@ def test_health_against_nothing_fails_clearly():
     assert "models" in result.stdout and "FAIL" in result.stdout
     assert "ConnectionError" in result.stdout
     assert "0 of 1 checks passed" in result.stdout
+
+
+def test_port_with_only_lingering_connections_is_free():
+    """A stopped server's connections in TIME_WAIT must not block the next launch."""
+    from pyservecli.ports import is_port_free
+
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = server.accept()
+    accepted.close()  # the server side closes first: its end goes to TIME_WAIT
+    client.close()
+    assert not is_port_free(port)  # still listening
+    server.close()
+    assert is_port_free(port)  # only TIME_WAIT left

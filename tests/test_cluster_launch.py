@@ -19,7 +19,13 @@ import requests
 
 from pyservecli.dummymodel import create_model_dir
 
-from .engine import CPU_SERVE_ARGS, cpu_engine_env, processes_mentioning, require_engine
+from .engine import (
+    CPU_SERVE_ARGS,
+    cpu_engine_env,
+    engine_leftovers,
+    processes_mentioning,
+    require_engine,
+)
 
 pytestmark = pytest.mark.cluster
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,7 +114,7 @@ def stop_gracefully(proc: subprocess.Popen) -> None:
 
 
 def leftover(model: Path):
-    return processes_mentioning(str(model))
+    return engine_leftovers(model)
 
 
 def test_dp2_across_two_nodes_serves_and_a_dead_worker_is_named(cluster, tiny_model, tmp_path):

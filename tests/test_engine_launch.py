@@ -19,6 +19,7 @@ from .engine import (
     CPU_SERVE_ARGS,
     LaunchedServer,
     cpu_engine_env,
+    engine_leftovers,
     free_port,
     processes_mentioning,
     read_record,
@@ -77,7 +78,7 @@ def test_launch_ready_health_status_and_clean_stop(tiny_model, work):
         code = server.wait(timeout=120)
     assert code == 0, server.stderr_text
     assert "SIGTERM received" in server.stderr_text
-    assert processes_mentioning(str(tiny_model)) == []
+    assert engine_leftovers(tiny_model) == []
     record = read_record(work / "ws")
     assert record["state"] == "stopped"
     assert log.exists()  # logs stay after the stop
@@ -92,7 +93,7 @@ def test_then_command_runs_against_the_live_server_and_sets_the_exit_status(tiny
     server.wait_ready()
     assert server.wait(timeout=240) == 3, server.stderr_text
     assert "command exited with status 3" in server.stderr_text
-    assert processes_mentioning(str(tiny_model)) == []
+    assert engine_leftovers(tiny_model) == []
 
 
 def test_server_dying_while_serving_is_named_and_everything_stops(tiny_model, work):
@@ -113,9 +114,9 @@ def test_server_dying_while_serving_is_named_and_everything_stops(tiny_model, wo
     assert f"node {socket.gethostname()} exited with status" in text
     assert "while serving" in text and "--- last lines of" in text
     deadline = time.monotonic() + 30
-    while processes_mentioning(str(tiny_model)) and time.monotonic() < deadline:
+    while engine_leftovers(tiny_model) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert processes_mentioning(str(tiny_model)) == []
+    assert engine_leftovers(tiny_model) == []
     assert read_record(work / "ws")["state"] == "failed"
 
 
@@ -126,4 +127,4 @@ def test_engine_refusing_its_arguments_fails_before_ready_with_the_log(tiny_mode
     text = server.stderr_text
     assert "before READY" in text
     assert "max_model_len" in text or "max-model-len" in text or "999999" in text
-    assert processes_mentioning(str(tiny_model)) == []
+    assert engine_leftovers(tiny_model) == []

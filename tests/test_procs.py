@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from pyservecli.procs import job_processes, reap
 from pyservecli.readiness import last_error
@@ -66,3 +67,27 @@ def test_last_error_finds_the_cause_in_a_log():
     assert last_error(log) == ("RuntimeError: Engine core initialization failed. "
                                "See root cause above.")
     assert last_error(["all fine"]) is None
+
+
+def test_entrypoint_reaper_stops_renamed_processes_of_its_own_session(tmp_path):
+    """vLLM's engine processes rename themselves (setproctitle wipes /proc/PID/environ): the
+    reaper run at the end of a node entrypoint finds them by the entrypoint's session."""
+    pid_file = tmp_path / "orphan.pid"
+    script = tmp_path / "node.sh"
+    script.write_text(
+        "set -u\n"
+        # an orphan in our session whose environment holds nothing of ours
+        f"(env -i bash -c 'exec -a VLLM::EngineCore sleep 300' & echo $! > {pid_file})\n"
+        "sleep 0.5\n"
+        f"{sys.executable} -m pyservecli.procs reap no-env-match 0\n")
+    result = subprocess.run(["setsid", "--wait", "bash", str(script)], capture_output=True,
+                            text=True, timeout=60, cwd=Path(__file__).parent.parent)
+    orphan = int(pid_file.read_text())
+    try:
+        assert "stopped 1 leftover process(es)" in result.stdout, result.stdout + result.stderr
+        deadline = time.monotonic() + 5
+        while alive(orphan) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not alive(orphan)
+    finally:
+        subprocess.run(["kill", "-9", str(orphan)], capture_output=True)

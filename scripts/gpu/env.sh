@@ -1,0 +1,19 @@
+# Source on a GPU node that received the offline vLLM bundle (see README.rst, "GPU runs"):
+#   source scripts/gpu/env.sh
+# Makes the bundle's vLLM, the carried wheels and this checkout's pyserve importable, puts a
+# `vllm` command on PATH, and sets what every GPU run here needs.
+# shellcheck shell=bash
+SITE=${PYSERVE_GPU_SITE:-/tmp/site}
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+export PYTHONPATH="$repo:$SITE${PYTHONPATH:+:$PYTHONPATH}"
+mkdir -p "$SITE/bin"
+# The bundle is installed with pip --target: no console scripts. pyserve calls `vllm`.
+printf '#!/bin/sh\nexec python3 -m vllm.entrypoints.cli.main "$@"\n' >"$SITE/bin/vllm"
+printf '#!/bin/sh\nexec python3 -m pyservecli.cli "$@"\n' >"$SITE/bin/pyserve"
+chmod +x "$SITE/bin/vllm" "$SITE/bin/pyserve"
+export PATH="$SITE/bin:$PATH"
+# FlashInfer is not in the bundle.
+export VLLM_USE_FLASHINFER_SAMPLER=0
+# Never use NVLink multicast on shared hosts (multi-GPU kinds): it can take the GPUs down.
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+export HF_HUB_OFFLINE=1 VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1 PYTHONUNBUFFERED=1
