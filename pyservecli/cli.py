@@ -92,7 +92,8 @@ Examples:
               help="Seconds to wait for READY.")
 @click.option("--then", "then_cmd", metavar="COMMAND",
               help="Run COMMAND once READY (env: PYSERVE_ENDPOINT, PYSERVE_BASE_URL, "
-              "PYSERVE_MODEL), then stop the server and exit with its status.")
+              "PYSERVE_MODEL, PYSERVE_WORKSPACE), then stop the server and exit with its "
+              "status.")
 @click.option("--dry-run", is_flag=True, help="Print the plan; launch nothing.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True, help="Dry-run output format.")

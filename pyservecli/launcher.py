@@ -285,9 +285,12 @@ class Launch:
 
     def supervise(self) -> int:
         if self.options.then:
+            # PYSERVE_WORKSPACE lets `pyserve bench` in COMMAND find this launch's record
+            # (server command and topology go into its provenance).
             env = {**os.environ, "PYSERVE_ENDPOINT": self.plan.endpoint,
                    "PYSERVE_BASE_URL": self.probe_url(),
-                   "PYSERVE_MODEL": self.plan.served_model_name}
+                   "PYSERVE_MODEL": self.plan.served_model_name,
+                   "PYSERVE_WORKSPACE": str(self.options.workspace)}
             self.say(f"pyserve: running {shjoin(self.options.then)}")
             child = subprocess.Popen(self.options.then, env=env)
             try:

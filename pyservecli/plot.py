@@ -4,7 +4,7 @@
 user), TTFT and power efficiency, each against concurrency (or request rate), one line per
 configuration. ``pareto.png``: throughput per GPU against interactivity, with each
 configuration's Pareto frontier. A configuration is one result directory given on the command
-line (or each server label inside a sweep directory).
+line (for a sweep, pass each server label's directory).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def load_samples(dirs: list[Path]) -> list[Sample]:
             if not info or info.get("status") != "ok":
                 continue
             rel = path.relative_to(root).parts
-            config = root.name if len(rel) <= 2 else f"{root.name}/{rel[0]}"
+            config = root.name
             conc = result.get("max_concurrency")
             rate = result.get("request_rate")
             x = float(conc) if conc else (math.inf if rate in ("inf", None, math.inf)

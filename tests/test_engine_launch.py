@@ -88,6 +88,7 @@ def test_then_command_runs_against_the_live_server_and_sets_the_exit_status(tiny
     check = ("import os, sys, requests; "
              "r = requests.get(os.environ['PYSERVE_BASE_URL'] + '/v1/models'); "
              "ok = r.json()['data'][0]['id'] == os.environ['PYSERVE_MODEL']; "
+             f"ok = ok and os.environ['PYSERVE_WORKSPACE'] == {str(work / 'ws')!r}; "
              "sys.exit(3 if ok else 1)")
     server, _ = launch(tiny_model, work, "--then", f"{sys.executable} -c \"{check}\"")
     server.wait_ready()
