@@ -9,7 +9,14 @@ import pytest
 
 from pyservecli.dummymodel import create_model_dir
 
-from .engine import CPU_SERVE_ARGS, LaunchedServer, cpu_engine_env, free_port, require_engine
+from .engine import (
+    CPU_SERVE_ARGS,
+    LaunchedServer,
+    cpu_engine_env,
+    engine_leftovers,
+    free_port,
+    require_engine,
+)
 
 pytestmark = pytest.mark.engine
 
@@ -92,3 +99,25 @@ def test_sweep_resume_skips_finished_points(server, tmp_path):
     assert again.returncode == 0
     assert again.stderr.count("done before, skipped (--resume)") == 7
     assert {f: f.stat().st_mtime_ns for f in files} == stamps
+
+
+def test_sweep_launches_its_own_server_and_stops_it(tmp_path):
+    """--serve: the sweep starts the server through pyserve launch, sweeps, and stops it."""
+    require_engine()
+    model = create_model_dir("qwen3-tiny", tmp_path / "qwen3-tiny")
+    env = cpu_engine_env(tmp_path)
+    out = tmp_path / "sweep"
+    serve = " ".join([str(model), *CPU_SERVE_ARGS])
+    result = subprocess.run(
+        [sys.executable, "-m", "pyservecli.cli", "sweep", "--serve", serve, "--suite", "rate",
+         "--num-prompts", "2", "--port", str(free_port()), "--out", str(out),
+         "--workspace", str(tmp_path / "ws")],
+        env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    (label_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    assert "load-format" in label_dir.name
+    assert len(list((label_dir / "rate").glob("*.json"))) == 7
+    point = json.loads((label_dir / "rate" / "i512-o256-r1.json").read_text())
+    # The launch record was found: the provenance names the served command.
+    assert point["pyserve"]["provenance"]["server_argv"][:2] == ["vllm", "serve"]
+    assert engine_leftovers(model) == []
