@@ -7,6 +7,7 @@ power and validity), DIR/<suite>/<point>.log (the client's output); then DIR/sum
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import os
 import shutil
@@ -46,6 +47,53 @@ class PointResult:
     @property
     def valid(self) -> bool:
         return self.status in ("ok", "resumed", "skipped")
+
+
+class BenchRunner:
+    """Runs `vllm bench serve` argv lists. In-process-capable Pythons (vLLM importable here)
+    use one long-lived worker (``pyservecli.benchworker``) per run; otherwise each point is a
+    `vllm bench serve` subprocess. A worker that dies is restarted for the next point."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path):
+        self.env = env
+        self.log_dir = log_dir
+        self.in_process = importlib.util.find_spec("vllm") is not None
+        self.vllm = None if self.in_process else find_vllm()
+        self.worker: subprocess.Popen | None = None
+
+    def _start_worker(self) -> subprocess.Popen:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        worker_log = open(self.log_dir / "bench-worker.log", "a")  # noqa: SIM115
+        return subprocess.Popen([sys.executable, "-m", "pyservecli.benchworker"],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=worker_log, text=True, env=self.env)
+
+    def run(self, argv: list[str], log_path: Path) -> int:
+        """``argv`` starts with "vllm bench serve"; returns its exit status."""
+        if not self.in_process:
+            with open(log_path, "w") as log:
+                return subprocess.run([self.vllm, *argv[1:]], stdout=log,
+                                      stderr=subprocess.STDOUT, env=self.env).returncode
+        if self.worker is None or self.worker.poll() is not None:
+            self.worker = self._start_worker()
+        try:
+            self.worker.stdin.write(json.dumps({"argv": argv[3:], "log": str(log_path)}) + "\n")
+            self.worker.stdin.flush()
+            answer = self.worker.stdout.readline()
+        except BrokenPipeError:
+            answer = ""
+        if not answer:
+            self.worker = None
+            return -1
+        return json.loads(answer)["code"]
+
+    def close(self) -> None:
+        if self.worker is not None and self.worker.poll() is None:
+            self.worker.stdin.close()
+            try:
+                self.worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.worker.kill()
 
 
 def find_vllm() -> str:
@@ -131,12 +179,21 @@ def run_points(points: list[BenchPoint], server: ServerInfo, out_dir: Path, *,
                profile: bool = False, resume: bool = False,
                say: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)
                ) -> list[PointResult]:
-    vllm = find_vllm()
     check_datasets(points, dataset_dir)
     origin = provenance(server.base_url, workspace)
     env = dict(os.environ)
     if api_key:
         env["OPENAI_API_KEY"] = api_key  # read by vLLM's client; never on the command line
+    runner = BenchRunner(env, out_dir)
+    try:
+        return _run_points(points, server, out_dir, runner, origin, tokenizer, dataset_dir,
+                           profile, resume, say)
+    finally:
+        runner.close()
+
+
+def _run_points(points, server, out_dir, runner, origin, tokenizer, dataset_dir, profile,
+                resume, say) -> list[PointResult]:
     results = []
     for index, point in enumerate(points, 1):
         suite_dir = out_dir / point.suite
@@ -157,18 +214,18 @@ def run_points(points: list[BenchPoint], server: ServerInfo, out_dir: Path, *,
         path.unlink(missing_ok=True)
         argv = bench_argv(point, server.base_url, server.model, tokenizer, str(suite_dir),
                           str(dataset_dir) if dataset_dir else None)
-        argv[0] = vllm
         say(f"{label}: running")
         if profile:
             requests.post(f"{server.base_url}/start_profile", timeout=60).raise_for_status()
         started = time.monotonic()
-        with open(suite_dir / f"{point.name}.log", "w") as log, PowerSampler() as power:
-            code = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+        with PowerSampler() as power:
+            code = runner.run(argv, suite_dir / f"{point.name}.log")
         wall = time.monotonic() - started
         if profile:
             wait_stop_profile(server.base_url, say)
         if code != 0 or not path.is_file():
-            tail = (suite_dir / f"{point.name}.log").read_text(errors="replace")[-400:]
+            log = suite_dir / f"{point.name}.log"
+            tail = log.read_text(errors="replace")[-400:] if log.exists() else "(no log)"
             note = f"vllm bench serve exited {code}: {tail.strip().splitlines()[-1:]}"
             say(f"{label}: FAILED ({note})")
             result = {"pyserve": {"status": "failed", "note": note, "provenance": origin}}

@@ -65,15 +65,21 @@ SUITES: dict[str, tuple[BenchPoint, ...]] = {
 DATASET_FILES = {"sharegpt": "ShareGPT_V3_unfiltered_cleaned_split.json", "sonnet": "sonnet.txt"}
 
 
-def select_points(types: list[str], num_prompts: int | None = None) -> list[BenchPoint]:
-    unknown = [t for t in types if t not in SUITES]
+def pick_points(table: dict[str, tuple[BenchPoint, ...]], names: list[str],
+                num_prompts: int | None = None, what: str = "benchmark type") -> list[BenchPoint]:
+    """The points of the named suites of ``table``, with ``num_prompts`` if given."""
+    unknown = [n for n in names if n not in table]
     if unknown:
-        raise PyserveError(f"unknown benchmark type(s) {', '.join(unknown)}; choose from "
-                           f"{', '.join(SUITES)}")
-    points = [p for t in types for p in SUITES[t]]
+        raise PyserveError(f"unknown {what}(s) {', '.join(unknown)}; choose from "
+                           f"{', '.join(table)}")
+    points = [p for n in names for p in table[n]]
     if num_prompts is not None:
         points = [replace(p, num_prompts=num_prompts) for p in points]
     return points
+
+
+def select_points(types: list[str], num_prompts: int | None = None) -> list[BenchPoint]:
+    return pick_points(SUITES, types, num_prompts)
 
 
 def custom_point(isl: int, osl: int, concurrency: int | None, num_prompts: int | None,

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .benchsuites import BenchPoint, _random
+from .benchsuites import BenchPoint, _random, pick_points
 from .errors import PyserveError
 
 SWEEPS: dict[str, tuple[BenchPoint, ...]] = {
@@ -33,14 +33,7 @@ SWEEPS: dict[str, tuple[BenchPoint, ...]] = {
 
 
 def sweep_points(suites: list[str], num_prompts: int | None = None) -> list[BenchPoint]:
-    from dataclasses import replace
-
-    unknown = [s for s in suites if s not in SWEEPS]
-    if unknown:
-        raise PyserveError(f"unknown sweep suite(s) {', '.join(unknown)}; choose from "
-                           f"{', '.join(SWEEPS)}")
-    points = [p for s in suites for p in SWEEPS[s]]
-    return [replace(p, num_prompts=num_prompts) for p in points] if num_prompts else points
+    return pick_points(SWEEPS, suites, num_prompts, what="sweep suite")
 
 
 def serve_label(serve_args: list[str]) -> str:

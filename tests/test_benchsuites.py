@@ -68,3 +68,20 @@ def test_summary_row_derives_per_gpu_and_interactivity():
     assert row["output_tok_s_per_gpu"] == 400.0
     assert row["interactivity_tok_s_user"] == 50.0
     assert row["watts_per_gpu"] == 400.0
+
+
+def test_sweep_suites_reference_values():
+    from pyservecli.sweep import SWEEPS, serve_label, sweep_points
+
+    assert [p.request_rate for p in SWEEPS["rate"]] == ["1", "2", "4", "8", "16", "32", "inf"]
+    assert [p.max_concurrency for p in SWEEPS["concurrency"]] == [1, 2, 4, 8, 16, 32, 64, 128]
+    assert [p.input_len for p in SWEEPS["input"]] == [128, 256, 512, 1024, 2048, 4096, 8192,
+                                                      16384]
+    assert {p.output_len for p in SWEEPS["input"]} == {128}
+    assert [p.output_len for p in SWEEPS["output"]] == [64, 128, 256, 512, 1024, 2048]
+    assert {p.input_len for p in SWEEPS["output"]} == {512}
+    assert len(sweep_points(["rate", "output"], num_prompts=3)) == 13
+    with pytest.raises(PyserveError, match="unknown sweep suite"):
+        sweep_points(["speed"])
+    assert serve_label(["M", "--max-num-seqs", "64"]) == "max-num-seqs_64"
+    assert serve_label(["M"]) == "default"
