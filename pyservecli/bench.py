@@ -21,11 +21,12 @@ from pathlib import Path
 
 import requests
 
-from .benchsuites import DATASET_FILES, BenchPoint, bench_argv
+from .benchsuites import DATASET_FILES, BenchPoint, bench_argv, sonnet_dataset_path
 from .errors import PyserveError
-from .power import PowerSampler, summarize
-from .provenance import provenance
+from .power import PowerSampler, remote_argv, summarize
+from .provenance import launch_record_for, provenance
 from .readiness import auth_headers
+from .sonnet import write_dataset
 
 MAX_FAILED_FRACTION = 0.01  # more failed requests than this makes a point invalid
 
@@ -187,13 +188,22 @@ def run_points(points: list[BenchPoint], server: ServerInfo, out_dir: Path, *,
     runner = BenchRunner(env, out_dir)
     try:
         return _run_points(points, server, out_dir, runner, origin, tokenizer, dataset_dir,
-                           profile, resume, say)
+                           profile, resume, say, power_remote(workspace, server.base_url))
     finally:
         runner.close()
 
 
+def power_remote(workspace: Path | None, base_url: str) -> list[str] | None:
+    """srun argv to sample the server's own nodes, when we run inside its SLURM allocation."""
+    record = launch_record_for(base_url, workspace)
+    job = str((record or {}).get("job_id", ""))
+    if not job.isdigit() or os.environ.get("SLURM_JOB_ID") != job or not shutil.which("srun"):
+        return None
+    return remote_argv(job, [n["host"] for n in record["plan"]["nodes"]])
+
+
 def _run_points(points, server, out_dir, runner, origin, tokenizer, dataset_dir, profile,
-                resume, say) -> list[PointResult]:
+                resume, say, remote=None) -> list[PointResult]:
     results = []
     for index, point in enumerate(points, 1):
         suite_dir = out_dir / point.suite
@@ -214,11 +224,16 @@ def _run_points(points, server, out_dir, runner, origin, tokenizer, dataset_dir,
         path.unlink(missing_ok=True)
         argv = bench_argv(point, server.base_url, server.model, tokenizer, str(suite_dir),
                           str(dataset_dir) if dataset_dir else None)
+        if point.dataset == "sonnet":
+            write_dataset((dataset_dir or Path(".")) / DATASET_FILES["sonnet"],
+                          Path(sonnet_dataset_path(point, str(suite_dir))),
+                          tokenizer or server.model, point.input_len, point.prefix_len,
+                          point.num_prompts)
         say(f"{label}: running")
         if profile:
             requests.post(f"{server.base_url}/start_profile", timeout=60).raise_for_status()
         started = time.monotonic()
-        with PowerSampler() as power:
+        with PowerSampler(remote=remote) as power:
             code = runner.run(argv, suite_dir / f"{point.name}.log")
         wall = time.monotonic() - started
         if profile:
@@ -274,6 +289,18 @@ def summary_row(r: PointResult, gpus: int | None) -> dict:
 
 def _round(value):
     return round(value, 2) if isinstance(value, float) else value
+
+
+def server_gpus(results: list[PointResult]) -> int | None:
+    """GPUs serving: the launch's topology when known, else the GPUs on the benchmark host."""
+    for r in results:
+        origin = r.result.get("pyserve", {}).get("provenance", {})
+        topo = origin.get("topology")
+        if topo:
+            return topo["tp"] * topo["pp"] * topo["dp"]
+        if origin.get("gpus", {}).get("count"):
+            return origin["gpus"]["count"]
+    return None
 
 
 def write_summary(results: list[PointResult], out_dir: Path, gpus: int | None) -> list[dict]:

@@ -92,6 +92,10 @@ def custom_point(isl: int, osl: int, concurrency: int | None, num_prompts: int |
     return _random("custom", isl, osl, rate, prompts, concurrency)
 
 
+def sonnet_dataset_path(point: BenchPoint, result_dir: str) -> str:
+    return f"{result_dir}/{point.name}.prompts.jsonl"
+
+
 def bench_argv(point: BenchPoint, base_url: str, model: str, tokenizer: str | None,
                result_dir: str, dataset_dir: str | None = None, profile: bool = False
                ) -> list[str]:
@@ -109,13 +113,14 @@ def bench_argv(point: BenchPoint, base_url: str, model: str, tokenizer: str | No
     if point.dataset == "random":
         argv += ["--dataset-name", "random", "--random-input-len", str(point.input_len),
                  "--random-output-len", str(point.output_len)]
+    elif point.dataset == "sonnet":
+        # Prompts prepared by pyservecli.sonnet next to the result (see sonnet_dataset_path).
+        argv += ["--dataset-name", "custom", "--dataset-path",
+                 sonnet_dataset_path(point, result_dir), "--custom-output-len",
+                 str(point.output_len)]
     else:
         argv += ["--dataset-name", point.dataset,
                  "--dataset-path", f"{dataset_dir}/{DATASET_FILES[point.dataset]}"]
-        if point.dataset == "sonnet":
-            argv += ["--sonnet-input-len", str(point.input_len),
-                     "--sonnet-output-len", str(point.output_len),
-                     "--sonnet-prefix-len", str(point.prefix_len)]
     if profile:
         argv.append("--profile")
     return argv

@@ -237,7 +237,7 @@ def bench(host, port, model, types, isl, osl, concurrency, num_prompts, tokenize
     OUT/summary.csv, prints a summary, and exits 1 if any point is invalid (failed requests
     above 1 %, or no output tokens).
     """
-    from .bench import run_points, server_info, write_summary
+    from .bench import run_points, server_gpus, server_info, write_summary
     from .benchsuites import custom_point, select_points
 
     if (isl is None) != (osl is None):
@@ -251,9 +251,7 @@ def bench(host, port, model, types, isl, osl, concurrency, num_prompts, tokenize
     out = out_dir or workspace / "bench"
     results = run_points(points, server, out, tokenizer=tokenizer, dataset_dir=dataset_dir,
                          api_key=api_key, workspace=workspace, profile=profile, resume=resume)
-    gpus = (results[0].result.get("pyserve", {}).get("provenance", {}).get("gpus", {})
-            .get("count") if results else None)
-    rows = write_summary(results, out, gpus)
+    rows = write_summary(results, out, server_gpus(results))
     _print_summary(rows, out)
     sys.exit(0 if all(r.valid for r in results) else 1)
 
@@ -288,7 +286,7 @@ def sweep(suites, host, port, serve_cmds, num_prompts, tokenizer, out_dir, resum
     """
     import time
 
-    from .bench import run_points, server_info, write_summary
+    from .bench import run_points, server_gpus, server_info, write_summary
     from .sweep import launched_server, overhead, serve_label, sweep_points
 
     if bool(host) == bool(serve_cmds):
@@ -311,7 +309,7 @@ def sweep(suites, host, port, serve_cmds, num_prompts, tokenizer, out_dir, resum
                                      tokenizer=tokenizer, api_key=api_key, workspace=workspace,
                                      resume=resume)
         cost = overhead(time.monotonic() - start, results)
-        _print_summary(write_summary(results, out / label, None), out / label)
+        _print_summary(write_summary(results, out / label, server_gpus(results)), out / label)
         click.echo(f"sweep {label}: {cost['wall_s']}s wall, {cost['bench_s']}s inside "
                    f"benchmarks, overhead {cost['overhead_pct']}%")
         all_valid &= all(r.valid for r in results)

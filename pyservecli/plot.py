@@ -31,11 +31,11 @@ class Sample:
 
 
 def _gpus(info: dict) -> int:
-    count = info.get("provenance", {}).get("gpus", {}).get("count")
-    if count:
-        return count
-    topo = info.get("provenance", {}).get("topology") or {}
-    return max(1, topo.get("tp", 1) * topo.get("pp", 1) * topo.get("dp", 1))
+    """GPUs serving: the launch topology when recorded, else those on the benchmark host."""
+    topo = info.get("provenance", {}).get("topology")
+    if topo:
+        return max(1, topo.get("tp", 1) * topo.get("pp", 1) * topo.get("dp", 1))
+    return info.get("provenance", {}).get("gpus", {}).get("count") or 1
 
 
 def load_samples(dirs: list[Path]) -> list[Sample]:

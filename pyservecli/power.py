@@ -1,7 +1,9 @@
 """GPU power, utilisation and memory sampled once a second while a benchmark point runs.
 
-Uses ``nvidia-smi`` on the benchmark host (the server's GPUs when both run on one node). Where
-no GPU is visible the report says unavailable, never zero.
+On the server's nodes when they are reachable: inside the server's SLURM allocation one
+``srun --overlap`` step streams ``nvidia-smi -lms`` from every server node; otherwise
+``nvidia-smi`` runs on the benchmark host (right when it is the server's node). Where no GPU is
+visible the report says unavailable, never zero.
 """
 
 from __future__ import annotations
@@ -14,6 +16,17 @@ import time
 QUERY = "--query-gpu=index,power.draw,utilization.gpu,memory.used"
 
 
+def parse_row(line: str, node: str = "") -> dict | None:
+    """One nvidia-smi CSV row (index, power.draw, utilization.gpu, memory.used)."""
+    parts = [p.strip() for p in line.split(",")]
+    try:
+        gpu = int(parts[0])
+        return {"gpu": f"{node}:{gpu}" if node else gpu, "watts": float(parts[1]),
+                "util": float(parts[2]), "mem_mib": float(parts[3])}
+    except (IndexError, ValueError):
+        return None
+
+
 def read_sample(run=subprocess.run) -> list[dict] | None:
     try:
         out = run(["nvidia-smi", QUERY, "--format=csv,noheader,nounits"], capture_output=True,
@@ -22,14 +35,7 @@ def read_sample(run=subprocess.run) -> list[dict] | None:
         return None
     if out.returncode != 0:
         return None
-    rows = []
-    for line in out.stdout.strip().splitlines():
-        parts = [p.strip() for p in line.split(",")]
-        try:
-            rows.append({"gpu": int(parts[0]), "watts": float(parts[1]),
-                         "util": float(parts[2]), "mem_mib": float(parts[3])})
-        except (IndexError, ValueError):
-            continue
+    rows = [row for row in map(parse_row, out.stdout.strip().splitlines()) if row]
     return rows or None
 
 
@@ -52,15 +58,41 @@ def summarize(samples: list[list[dict]], output_tok_s: float | None) -> dict:
     }
 
 
-class PowerSampler:
-    """Context manager: samples in a thread; ``samples`` holds one list of rows per second."""
+def remote_argv(job_id: str, nodes: list[str], interval: float = 1.0) -> list[str]:
+    """One srun step that streams nvidia-smi from every server node, lines labelled by node."""
+    return ["srun", "--overlap", f"--jobid={job_id}", f"--nodes={len(nodes)}",
+            "--ntasks-per-node=1", f"--nodelist={','.join(nodes)}", "--label", "nvidia-smi",
+            QUERY, "--format=csv,noheader,nounits", f"-lms={int(interval * 1000)}"]
 
-    def __init__(self, interval: float = 1.0):
+
+class PowerSampler:
+    """Context manager: samples in a thread; ``samples`` holds lists of rows (one list per
+    local tick, or one row per streamed line from the server nodes)."""
+
+    def __init__(self, interval: float = 1.0, remote: list[str] | None = None):
         self.interval = interval
         self.samples: list[list[dict]] = []
-        self.enabled = shutil.which("nvidia-smi") is not None
+        self.remote = remote
+        self.enabled = remote is not None or shutil.which("nvidia-smi") is not None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._proc: subprocess.Popen | None = None
+        self._thread = threading.Thread(target=self._stream if remote else self._loop,
+                                        daemon=True)
+
+    def _stream(self):
+        try:
+            self._proc = subprocess.Popen(self.remote, stdout=subprocess.PIPE,
+                                          stderr=subprocess.DEVNULL, text=True,
+                                          start_new_session=True)
+        except OSError:
+            return
+        if self._stop.is_set():  # the point ended before the step started
+            self._proc.terminate()
+        for line in self._proc.stdout:
+            node, _, rest = line.partition(": ")
+            row = parse_row(rest, node.strip()) if rest else None
+            if row:
+                self.samples.append([row])
 
     def _loop(self):
         while not self._stop.is_set():
@@ -77,5 +109,7 @@ class PowerSampler:
 
     def __exit__(self, *exc):
         self._stop.set()
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()  # srun forwards it; the step ends on every node
         if self.enabled:
             self._thread.join(timeout=15)

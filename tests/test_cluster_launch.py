@@ -290,18 +290,43 @@ def test_ray_backend_forms_the_cluster_then_reports_the_cpu_refusal(cluster, tin
     assert not [pid for pid, cmd in processes_mentioning("raylet") if "pysv" not in cmd]
 
 
+STAND_IN_SMI = """#!/bin/sh
+# Stand-in for nvidia-smi on the GPU-less test nodes: one GPU drawing 250.5 W.
+case "$*" in
+*-lms*) while :; do echo "0, 250.5, 60, 1024"; sleep 0.2; done ;;
+*) echo "Stand-in GPU, 0.0" ;;
+esac
+"""
+
+
 def test_mp_backend_spans_one_tp2_replica_over_both_nodes(cluster, tiny_model, tmp_path):
+    """TP 2 over both nodes; once READY, health and a benchmark whose power samples come from
+    the server's two nodes through srun (a stand-in nvidia-smi plays the GPUs)."""
     workspace = tmp_path / "ws"
+    smi_dir = tmp_path / "smi"
+    smi_dir.mkdir()
+    (smi_dir / "nvidia-smi").write_text(STAND_IN_SMI)
+    (smi_dir / "nvidia-smi").chmod(0o755)
+    out = tmp_path / "bench"
+    then = tmp_path / "then.sh"
+    then.write_text(
+        f"set -e\n{sys.executable} -m pyservecli.cli health --host {HEAD_IP} --check chat\n"
+        f"{sys.executable} -m pyservecli.cli bench --host {HEAD_IP} --isl 64 --osl 16 "
+        f"--num-prompts 4 --out {out}\n")
     args = [str(tiny_model), "--tp", "2", "--workspace", str(workspace), "--port", "8000",
             "--env", "VLLM_CPU_OMP_THREADS_BIND={node_rank}", "--ready-timeout", "400",
-            *CPU_SERVE_ARGS,
-            "--then", f"{sys.executable} -m pyservecli.cli health --host {HEAD_IP} --check chat"]
+            *CPU_SERVE_ARGS, "--then", f"bash {then}"]
+    env = cluster_env(cluster, tmp_path)
+    env["PATH"] = f"{smi_dir}:{env['PATH']}"
     result = subprocess.run(
         ["salloc", "-N", "2", "--gpus-per-node=1", sys.executable, "-m", "pyservecli.cli",
-         "launch", *args], env=cluster_env(cluster, tmp_path), capture_output=True, text=True,
-        timeout=560)
+         "launch", *args], env=env, capture_output=True, text=True, timeout=560)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "health: 2 of 2 checks passed" in result.stdout
+    (point,) = (out / "custom").glob("*.json")
+    power = json.loads(point.read_text())["pyserve"]["power"]
+    assert power["available"] is True and power["gpus"] == 2, power  # one per server node
+    assert power["avg_watts_per_gpu"] == 250.5
     plan = record(workspace)["plan"]
     assert plan["topology"]["backend"] == "mp" and plan["topology"]["tp"] == 2
     assert plan["nodes"][1]["argv"][plan["nodes"][1]["argv"].index("--node-rank") + 1] == "1"

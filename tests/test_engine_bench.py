@@ -121,3 +121,22 @@ def test_sweep_launches_its_own_server_and_stops_it(tmp_path):
     # The launch record was found: the provenance names the served command.
     assert point["pyserve"]["provenance"]["server_argv"][:2] == ["vllm", "serve"]
     assert engine_leftovers(model) == []
+
+
+def test_sonnet_suite_from_a_local_file_and_missing_dataset_error(server, tmp_path):
+    datasets = tmp_path / "datasets"
+    missing = pyserve(server, "bench", "--host", "127.0.0.1", "--port", str(server["port"]),
+                      "--type", "sonnet", "--dataset-dir", str(datasets))
+    assert missing.returncode == 2
+    assert f"needs {datasets}/sonnet.txt (nothing is downloaded)" in missing.stderr
+    datasets.mkdir()
+    (datasets / "sonnet.txt").write_text("".join(
+        f"Shall I compare thee, line {i}, to a summer's day?\n" for i in range(60)))
+    out = tmp_path / "results"
+    result = pyserve(server, "bench", "--host", "127.0.0.1", "--port", str(server["port"]),
+                     "--type", "sonnet", "--num-prompts", "3", "--dataset-dir", str(datasets),
+                     "--out", str(out))
+    assert result.returncode == 0, result.stdout + result.stderr
+    point = json.loads((out / "sonnet" / "sonnet-i550-o150-p200-rinf.json").read_text())
+    assert point["completed"] == 3 and point["total_output_tokens"] == 3 * 150
+    assert 500 <= point["total_input_tokens"] / 3 <= 650  # ~550 tokens, chat template included
