@@ -93,7 +93,7 @@ def custom_point(isl: int, osl: int, concurrency: int | None, num_prompts: int |
 
 
 def sonnet_dataset_path(point: BenchPoint, result_dir: str) -> str:
-    return f"{result_dir}/{point.name}.prompts.jsonl"
+    return f"{result_dir}/{point.name}.prompts.json"
 
 
 def bench_argv(point: BenchPoint, base_url: str, model: str, tokenizer: str | None,
@@ -115,8 +115,8 @@ def bench_argv(point: BenchPoint, base_url: str, model: str, tokenizer: str | No
                  "--random-output-len", str(point.output_len)]
     elif point.dataset == "sonnet":
         # Prompts prepared by pyservecli.sonnet next to the result (see sonnet_dataset_path).
-        argv += ["--dataset-name", "custom", "--dataset-path",
-                 sonnet_dataset_path(point, result_dir), "--custom-output-len",
+        argv += ["--dataset-name", "sharegpt", "--dataset-path",
+                 sonnet_dataset_path(point, result_dir), "--sharegpt-output-len",
                  str(point.output_len)]
     else:
         argv += ["--dataset-name", point.dataset,

