@@ -298,19 +298,24 @@ def sweep(suites, host, port, serve_cmds, num_prompts, tokenizer, out_dir, resum
         (serve_label(shlex.split(cmd)), shlex.split(cmd)) for cmd in serve_cmds]
     all_valid = True
     for label, serve_args in configs:
-        start = time.monotonic()
+        server_start = None
         if serve_args is None:
+            start = time.monotonic()
             results = run_points(points, server_info(f"http://{host}:{port}", None, api_key),
                                  out / label, tokenizer=tokenizer, api_key=api_key,
                                  workspace=workspace, resume=resume)
         else:
+            launch_start = time.monotonic()
             with launched_server(serve_args, workspace, port, out / label / "launch.log") as base:
+                start = time.monotonic()
+                server_start = start - launch_start
                 results = run_points(points, server_info(base, None, api_key), out / label,
                                      tokenizer=tokenizer, api_key=api_key, workspace=workspace,
                                      resume=resume)
         cost = overhead(time.monotonic() - start, results)
         _print_summary(write_summary(results, out / label, server_gpus(results)), out / label)
-        click.echo(f"sweep {label}: {cost['wall_s']}s wall, {cost['bench_s']}s inside "
+        started = f"server start {server_start:.1f}s, then " if server_start else ""
+        click.echo(f"sweep {label}: {started}{cost['wall_s']}s wall, {cost['bench_s']}s inside "
                    f"benchmarks, overhead {cost['overhead_pct']}%")
         all_valid &= all(r.valid for r in results)
     sys.exit(0 if all_valid else 1)
