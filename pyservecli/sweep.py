@@ -77,7 +77,9 @@ def launched_server(serve_args: list[str], workspace: Path, port: int, log_path:
 
 
 def overhead(wall_s: float, results) -> dict:
-    """How much of the sweep's wall time was not spent inside benchmark runs."""
-    bench_s = sum(r.result.get("duration", 0) or 0 for r in results if r.status == "ok")
+    """How much of the sweep's wall time was not spent inside benchmark runs (every point that
+    ran counts, valid or not: its time was spent either way)."""
+    bench_s = sum(r.result.get("duration", 0) or 0 for r in results
+                  if r.status in ("ok", "invalid"))
     return {"wall_s": round(wall_s, 2), "bench_s": round(bench_s, 2),
             "overhead_pct": round(100 * (wall_s - bench_s) / bench_s, 2) if bench_s else None}

@@ -85,3 +85,13 @@ def test_sweep_suites_reference_values():
         sweep_points(["speed"])
     assert serve_label(["M", "--max-num-seqs", "64"]) == "max-num-seqs_64"
     assert serve_label(["M"]) == "default"
+
+
+def test_sweep_overhead_counts_every_point_that_ran():
+    from pyservecli.sweep import SWEEPS, overhead
+
+    point = SWEEPS["rate"][0]
+    results = [PointResult(point, "ok", "", {"duration": 90.0}),
+               PointResult(point, "invalid", "3 of 100 requests failed", {"duration": 10.0}),
+               PointResult(point, "skipped", "too long")]
+    assert overhead(105.0, results) == {"wall_s": 105.0, "bench_s": 100.0, "overhead_pct": 5.0}
