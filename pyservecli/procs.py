@@ -82,6 +82,19 @@ class NodeProcess:
             pass
 
 
+def stop_launcher(popen: subprocess.Popen, grace: float) -> None:
+    """Stop a `pyserve launch` started in its own session: SIGTERM lets it stop every rank (its
+    srun step included); SIGKILL only after ``grace`` seconds, since that would orphan them."""
+    if popen.poll() is not None:
+        return
+    os.killpg(popen.pid, signal.SIGTERM)
+    try:
+        popen.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(popen.pid, signal.SIGKILL)
+        popen.wait()
+
+
 def start_local(name: str, script: Path, log_path: Path, env: dict[str, str] | None = None
                 ) -> NodeProcess:
     """Run ``bash script`` here in a new session, stdout and stderr appended to ``log_path``."""

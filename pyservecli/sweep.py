@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from .benchsuites import BenchPoint, _random, pick_points
 from .errors import PyserveError
+from .procs import stop_launcher
 
 SWEEPS: dict[str, tuple[BenchPoint, ...]] = {
     "rate": tuple(_random("rate", 512, 256, r) for r in (1, 2, 4, 8, 16, 32, "inf")),
@@ -67,13 +67,7 @@ def launched_server(serve_args: list[str], workspace: Path, port: int, log_path:
                                f"{proc.returncode} before READY; see {log_path}")
         yield base
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=180)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_launcher(proc, grace=180)
 
 
 def overhead(wall_s: float, results) -> dict:

@@ -18,6 +18,7 @@ import pytest
 import requests
 
 from pyservecli.dummymodel import create_model_dir
+from pyservecli.procs import stop_launcher
 
 from .engine import (
     CPU_SERVE_ARGS,
@@ -103,16 +104,6 @@ def record(workspace: Path) -> dict:
         return {}
 
 
-def stop_gracefully(proc: subprocess.Popen) -> None:
-    """SIGTERM first so pyserve stops its srun step; SIGKILL would orphan it."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-
-
 def leftover(model: Path):
     return engine_leftovers(model)
 
@@ -167,7 +158,7 @@ def test_dp2_across_two_nodes_serves_and_a_dead_worker_is_named(cluster, tiny_mo
             os.kill(pid, signal.SIGKILL)
         code = proc.wait(timeout=240)
     finally:
-        stop_gracefully(proc)
+        stop_launcher(proc, grace=90)
     text = stderr_log.read_text()
     assert code != 0
     assert f"node {WORKER} exited with status" in text, text[-3000:]
