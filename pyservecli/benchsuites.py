@@ -38,13 +38,9 @@ class BenchPoint:
         return f"{self.name}.json"
 
 
-def _rate(rate) -> str:
-    return str(rate)
-
-
 def _random(suite, isl, osl, rate, prompts=100, conc=None, name=None) -> BenchPoint:
-    label = name or f"i{isl}-o{osl}-r{_rate(rate)}" + (f"-c{conc}" if conc else "")
-    return BenchPoint(suite, label, "random", isl, osl, prompts, _rate(rate), conc)
+    label = name or f"i{isl}-o{osl}-r{rate}" + (f"-c{conc}" if conc else "")
+    return BenchPoint(suite, label, "random", isl, osl, prompts, str(rate), conc)
 
 
 SUITES: dict[str, tuple[BenchPoint, ...]] = {

@@ -13,23 +13,25 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+
+
+def _stat_fields(pid: int | str) -> list[str] | None:
+    """/proc/PID/stat after the parenthesised command name: state ppid pgrp session ..."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields if len(fields) > 3 else None
 
 
 def session_members(sid: int) -> list[int]:
     """PIDs whose session id is ``sid`` (Linux /proc); the leader included while alive."""
     members = []
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        # Fields after the parenthesised command name: state ppid pgrp session ...
-        fields = stat.rsplit(")", 1)[1].split()
-        if len(fields) > 3 and int(fields[3]) == sid and fields[0] != "Z":
+        fields = _stat_fields(entry) if entry.isdigit() else None
+        if fields and int(fields[3]) == sid and fields[0] != "Z":
             members.append(int(entry))
     return members
 
@@ -50,7 +52,6 @@ class NodeProcess:
     popen: subprocess.Popen
     log_path: Path | None = None
     local_session: bool = True
-    started: float = field(default_factory=time.monotonic)
 
     def poll(self) -> int | None:
         return self.popen.poll()
@@ -148,19 +149,16 @@ def _ancestors(pid: int) -> set[int]:
     found = set()
     while pid > 1:
         found.add(pid)
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
+        fields = _stat_fields(pid)
+        if fields is None:
             break
-        pid = int(stat.rsplit(")", 1)[1].split()[1])
+        pid = int(fields[1])
     return found
 
 
 def _session(pid: int) -> int | None:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[3])
-    except (OSError, IndexError, ValueError):
-        return None
+    fields = _stat_fields(pid)
+    return int(fields[3]) if fields else None
 
 
 def job_processes(job_id: str, rank: str, session: int | None = None) -> list[int]:
