@@ -83,10 +83,15 @@ class BenchRunner:
             answer = self.worker.stdout.readline()
         except BrokenPipeError:
             answer = ""
-        if not answer:
+        try:
+            return int(json.loads(answer)["code"])
+        except (ValueError, KeyError, TypeError):
+            # The worker died (no answer) or broke the protocol: drop it, fail this point,
+            # and start a fresh one for the next point.
+            if self.worker.poll() is None:
+                self.worker.kill()
             self.worker = None
             return -1
-        return json.loads(answer)["code"]
 
     def close(self) -> None:
         if self.worker is not None and self.worker.poll() is None:

@@ -12,16 +12,22 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 import traceback
 
 
 def main() -> int:
+    # Answers go on a private copy of the stdout pipe; fd 1 itself is pointed at stderr before
+    # vLLM is imported, because vLLM's loggers bind the original stdout at import and would
+    # interleave their lines with the answers (seen with vLLM 0.26 on GPU).
+    answers = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    sys.stdout = os.fdopen(1, "w", closefd=False)
     from vllm.benchmarks.serve import add_cli_args
     from vllm.benchmarks.serve import main as bench_main
     from vllm.utils.argparse_utils import FlexibleArgumentParser
 
-    answers = sys.stdout
     for line in sys.stdin:
         job = json.loads(line)
         parser = FlexibleArgumentParser()
