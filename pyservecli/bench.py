@@ -193,7 +193,8 @@ def run_points(points: list[BenchPoint], server: ServerInfo, out_dir: Path, *,
     runner = BenchRunner(env, out_dir)
     try:
         return _run_points(points, server, out_dir, runner, origin, tokenizer, dataset_dir,
-                           profile, resume, say, power_remote(workspace, server.base_url))
+                           profile, resume, say, power_remote(workspace, server.base_url),
+                           power_gpu_ids(workspace, server.base_url))
     finally:
         runner.close()
 
@@ -207,8 +208,17 @@ def power_remote(workspace: Path | None, base_url: str) -> list[str] | None:
     return remote_argv(job, [n["host"] for n in record["plan"]["nodes"]])
 
 
+def power_gpu_ids(workspace: Path | None, base_url: str) -> str | None:
+    """The GPUs to sample locally: those the launch was given (its record), else this
+    process's own CUDA_VISIBLE_DEVICES (e.g. inside `launch --then`), else every GPU."""
+    record = launch_record_for(base_url, workspace)
+    if record and record.get("cuda_visible_devices"):
+        return record["cuda_visible_devices"]
+    return os.environ.get("CUDA_VISIBLE_DEVICES") or None
+
+
 def _run_points(points, server, out_dir, runner, origin, tokenizer, dataset_dir, profile,
-                resume, say, remote=None) -> list[PointResult]:
+                resume, say, remote=None, gpu_ids=None) -> list[PointResult]:
     results = []
     for index, point in enumerate(points, 1):
         suite_dir = out_dir / point.suite
@@ -238,7 +248,7 @@ def _run_points(points, server, out_dir, runner, origin, tokenizer, dataset_dir,
         if profile:
             requests.post(f"{server.base_url}/start_profile", timeout=60).raise_for_status()
         started = time.monotonic()
-        with PowerSampler(remote=remote) as power:
+        with PowerSampler(remote=remote, gpu_ids=gpu_ids) as power:
             code = runner.run(argv, suite_dir / f"{point.name}.log")
         wall = time.monotonic() - started
         if profile:

@@ -159,6 +159,8 @@ def write_record(plan: LaunchPlan, files: JobFiles, options: LaunchOptions, **st
         "endpoint": plan.endpoint,
         "log_dir": str(files.log_dir),
         "launcher_pid": os.getpid(),
+        # The GPUs a local launch was given; `pyserve bench` samples power on these only.
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "plan": plan.as_dict(),
         **state,
     }

@@ -27,10 +27,17 @@ def parse_row(line: str, node: str = "") -> dict | None:
         return None
 
 
-def read_sample(run=subprocess.run) -> list[dict] | None:
+def local_argv(gpu_ids: str | None = None) -> list[str]:
+    """nvidia-smi on this host; ``gpu_ids`` (CUDA_VISIBLE_DEVICES syntax: indices or UUIDs)
+    limits it to the server's GPUs, so idle neighbours do not dilute the per-GPU figures."""
+    ids = [g.strip() for g in (gpu_ids or "").split(",") if g.strip()]
+    return ["nvidia-smi", QUERY, "--format=csv,noheader,nounits",
+            *([f"--id={','.join(ids)}"] if ids else [])]
+
+
+def read_sample(run=subprocess.run, gpu_ids: str | None = None) -> list[dict] | None:
     try:
-        out = run(["nvidia-smi", QUERY, "--format=csv,noheader,nounits"], capture_output=True,
-                  text=True, timeout=10)
+        out = run(local_argv(gpu_ids), capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return None
     if out.returncode != 0:
@@ -69,8 +76,10 @@ class PowerSampler:
     """Context manager: samples in a thread; ``samples`` holds lists of rows (one list per
     local tick, or one row per streamed line from the server nodes)."""
 
-    def __init__(self, interval: float = 1.0, remote: list[str] | None = None):
+    def __init__(self, interval: float = 1.0, remote: list[str] | None = None,
+                 gpu_ids: str | None = None):
         self.interval = interval
+        self.gpu_ids = gpu_ids
         self.samples: list[list[dict]] = []
         self.remote = remote
         self.enabled = remote is not None or shutil.which("nvidia-smi") is not None
@@ -97,7 +106,7 @@ class PowerSampler:
     def _loop(self):
         while not self._stop.is_set():
             start = time.monotonic()
-            sample = read_sample()
+            sample = read_sample(gpu_ids=self.gpu_ids)
             if sample:
                 self.samples.append(sample)
             self._stop.wait(max(0.0, self.interval - (time.monotonic() - start)))

@@ -1,6 +1,10 @@
+import json
+import os
 import subprocess
+import time
 
-from pyservecli.power import read_sample, summarize
+from pyservecli.bench import power_gpu_ids
+from pyservecli.power import PowerSampler, read_sample, summarize
 
 
 def fake_smi(text, code=0):
@@ -23,3 +27,38 @@ def test_no_gpu_is_unavailable_not_zero():
     assert read_sample(fake_smi("", code=9)) is None
     report = summarize([], output_tok_s=100.0)
     assert report["available"] is False and "avg_watts_per_gpu" not in report
+
+
+STAND_IN_SMI = """#!/bin/sh
+# Two GPUs: 0 busy, 1 idle. Honours --id=LIST like nvidia-smi.
+ids=0,1
+for arg; do case $arg in --id=*) ids=${arg#--id=} ;; esac; done
+case ",$ids," in *,0,*) echo "0, 400.0, 95, 70000" ;; esac
+case ",$ids," in *,1,*) echo "1, 70.0, 0, 500" ;; esac
+"""
+
+
+def test_sampler_reads_only_the_servers_gpus(tmp_path, monkeypatch):
+    # Seen on 2x H200: a one-GPU server's power was averaged with the idle second GPU.
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text(STAND_IN_SMI)
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    everything = read_sample()
+    assert [row["gpu"] for row in everything] == [0, 1]
+    with PowerSampler(interval=0.05, gpu_ids="0") as sampler:
+        time.sleep(0.3)
+    report = summarize(sampler.samples, output_tok_s=4000.0)
+    assert report["gpus"] == 1 and report["avg_watts_per_gpu"] == 400.0
+    assert report["output_tok_s_per_kw"] == 10000.0
+
+
+def test_power_gpus_come_from_the_launch_record(tmp_path, monkeypatch):
+    record = {"endpoint": "http://127.0.0.1:8123/v1", "cuda_visible_devices": "1"}
+    (tmp_path / "latest.json").write_text(json.dumps(record))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    assert power_gpu_ids(tmp_path, "http://127.0.0.1:8123") == "1"
+    # Not this workspace's server: the benchmark process's own GPUs.
+    assert power_gpu_ids(tmp_path, "http://127.0.0.1:9000") == "0,1"
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert power_gpu_ids(None, "http://127.0.0.1:9000") is None
