@@ -94,13 +94,19 @@ Examples:
               help="Run COMMAND once READY (env: PYSERVE_ENDPOINT, PYSERVE_BASE_URL, "
               "PYSERVE_MODEL, PYSERVE_WORKSPACE), then stop the server and exit with its "
               "status.")
+@click.option("--nsys", is_flag=True, help="Run each node's `vllm serve` under `nsys profile` "
+              "(capture range: cudaProfilerApi); one report per node in WORKSPACE/nsys.")
+@click.option("--profile", "profile_dir", is_flag=False, flag_value="", default=None,
+              metavar="[DIR]", help="vLLM's torch profiler, traces into DIR [default: "
+              "WORKSPACE/profiles]; capture with `pyserve bench --profile`.")
 @click.option("--dry-run", is_flag=True, help="Print the plan; launch nothing.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True, help="Dry-run output format.")
 @_workspace_option
 @click.argument("vllm_args", nargs=-1, type=click.UNPROCESSED)
 def launch(model, tp, pp, dp, ep, backend, port, nodelist, gpus_per_node, env_pairs,
-           api_key_file, ready_timeout, then_cmd, dry_run, fmt, workspace, vllm_args):
+           api_key_file, ready_timeout, then_cmd, nsys, profile_dir, dry_run, fmt, workspace,
+           vllm_args):
     """Launch `vllm serve` for MODEL across the allocation and wait until it is READY.
 
     Arguments pyserve does not know are passed to `vllm serve` unchanged. READY means /health
@@ -115,9 +121,23 @@ def launch(model, tp, pp, dp, ep, backend, port, nodelist, gpus_per_node, env_pa
         if not sep or not key:
             raise PyserveError(f"--env expects KEY=VALUE, got {pair!r}")
         env[key] = value
+    vllm_args = list(vllm_args)
+    if profile_dir is not None:
+        from .profiling import torch_profiler_config
+        from .vllm_args import option_value
+
+        if option_value(vllm_args, "--profiler-config"):
+            raise PyserveError("give either --profile or vLLM's --profiler-config, not both")
+        target = Path(profile_dir) if profile_dir else workspace / "profiles"
+        vllm_args += ["--profiler-config", torch_profiler_config(target.resolve())]
+    if nsys and not dry_run:
+        from .profiling import require_nsys
+
+        require_nsys()  # before anything starts
     request = LaunchRequest(model=model, tp=tp, pp=pp, dp=dp, ep=ep, backend=backend, port=port,
                             nodelist=nodelist, gpus_per_node=gpus_per_node,
-                            vllm_args=list(vllm_args), env=env)
+                            vllm_args=vllm_args, env=env,
+                            nsys_dir=(workspace / "nsys").resolve() if nsys else None)
     # Inside SLURM the head node may be another machine: its ports are checked there, at launch.
     remote_head = bool(os.environ.get("SLURM_JOB_ID"))
     is_free = (lambda _port: True) if dry_run or remote_head else None
@@ -126,11 +146,106 @@ def launch(model, tp, pp, dp, ep, backend, port, nodelist, gpus_per_node, env_pa
         click.echo(plan.to_json() if fmt == "json" else describe_plan(plan))
         return
     from .launcher import Launch, LaunchOptions
+    from .profiling import NSYS_FINALIZE_GRACE_S
 
     options = LaunchOptions(workspace=workspace.resolve(), api_key_file=api_key_file,
                             ready_timeout=ready_timeout,
-                            then=shlex.split(then_cmd) if then_cmd else None)
+                            then=shlex.split(then_cmd) if then_cmd else None,
+                            stop_grace=NSYS_FINALIZE_GRACE_S if nsys else 60.0)
     sys.exit(Launch(plan, options).run())
+
+
+OFFLINE_EXAMPLES = """
+\b
+Examples:
+  pyserve offline ./Qwen3-8B --input-len 1024 --output-len 256 --num-prompts 512
+  pyserve offline ./Qwen3-30B-A3B --tp 4 --dp 2 --ep --input-len 1024 --output-len 1024
+  pyserve offline ./Qwen3-8B --dataset-path sharegpt.json --num-prompts 1000 --nsys
+  pyserve offline ./tiny --input-len 32 --output-len 16 --load-format dummy --viztracer t.json
+"""
+
+
+@main.command(epilog=OFFLINE_EXAMPLES,
+              context_settings={"ignore_unknown_options": True, "allow_interspersed_args": True})
+@click.argument("model")
+@click.option("--tp", type=int, help="Tensor-parallel size.")
+@click.option("--pp", type=int, help="Pipeline-parallel size.")
+@click.option("--dp", type=int, help="Data-parallel size [default: all GPUs / (TP x PP)].")
+@click.option("--ep/--no-ep", default=None, help="Expert parallelism (EP = DP x TP).")
+@click.option("--nodelist", help="Plan for these hosts instead of the allocation's.")
+@click.option("--gpus-per-node", type=int, help="Override GPU detection.")
+@click.option("--input-len", type=int, help="Tokens per random prompt.")
+@click.option("--output-len", type=int,
+              help="Tokens generated per request (with --dataset-path: overrides the replies).")
+@click.option("--dataset-path", help="ShareGPT JSON file (first human turn of each "
+              "conversation); nothing is downloaded.")
+@click.option("--num-prompts", type=int, default=100, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--nsys", is_flag=True, help="Profile each node's ranks with Nsight Systems "
+              "(capture range: the measured run).")
+@click.option("--viztracer", "viztracer_file", metavar="FILE",
+              help="VizTracer trace of the measured run, one file per rank (FILE-rankN.json).")
+@click.option("--torch-profile", "torch_profile_dir", metavar="DIR",
+              help="vLLM's torch-profiler traces of the measured run, one per rank, into DIR.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Result directory [default: WORKSPACE/offline/JOB_ID].")
+@click.option("--dry-run", is_flag=True, help="Print the plan; run nothing.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="Output format (the plan with --dry-run, else the result).")
+@_workspace_option
+@click.argument("engine_args", nargs=-1, type=click.UNPROCESSED)
+def offline(model, tp, pp, dp, ep, nodelist, gpus_per_node, input_len, output_len,
+            dataset_path, num_prompts, seed, nsys, viztracer_file, torch_profile_dir, out_dir,
+            dry_run, fmt, workspace, engine_args):
+    """Measure vLLM's offline engine (no API server) under torchrun, one process per GPU.
+
+    Extra options are engine arguments in vLLM's spelling (--max-model-len 4096,
+    --load-format dummy, --enforce-eager). Prints a table like `vllm bench serve`'s and
+    writes OUT/result.json (merged per-request samples of every DP rank, with provenance).
+    """
+    from .offline import OfflineRequest, execute, format_report, plan_offline
+    from .profiling import require_nsys
+    from .vllm_args import engine_kwargs, merge_setting, split_parallel_flags
+
+    flags, rest = split_parallel_flags(list(engine_args))
+    kwargs = engine_kwargs(rest)
+    request = OfflineRequest(
+        model=model, tp=merge_setting("tp", tp, flags.tp) or 1,
+        pp=merge_setting("pp", pp, flags.pp) or 1, dp=merge_setting("dp", dp, flags.dp),
+        ep=bool(merge_setting("ep", ep, flags.ep)), nodelist=nodelist,
+        gpus_per_node=gpus_per_node, input_len=input_len, output_len=output_len,
+        dataset_path=dataset_path, num_prompts=num_prompts, seed=seed, nsys=nsys,
+        viztracer=str(Path(viztracer_file).resolve()) if viztracer_file else None,
+        torch_profile_dir=str(Path(torch_profile_dir).resolve()) if torch_profile_dir else None,
+        engine_kwargs=kwargs)
+    plan = plan_offline(request, out_dir, workspace)
+    out = plan.out_dir
+    if dry_run:
+        if fmt == "json":
+            click.echo(json.dumps(plan.as_dict(), indent=2))
+        else:
+            from .render import shjoin
+
+            t = plan.topology
+            click.echo(f"job {plan.job_id}: {t.nodes} node(s), {plan.procs_per_node} "
+                       f"process(es) per node; TP {t.tp} PP {t.pp} DP {t.dp} EP {t.ep}")
+            for rank, argv in enumerate(plan.node_argv):
+                click.echo(f"node {rank} {plan.nodes[rank]}: {shjoin(argv)}")
+        return
+    if nsys:
+        require_nsys()
+    if viztracer_file:
+        import importlib.util
+
+        if importlib.util.find_spec("viztracer") is None:
+            raise PyserveError("--viztracer needs the viztracer package "
+                               "(pip install 'pyserve[engine]')")
+    result = execute(plan, lambda m: click.echo(m, err=True), nsys=nsys)
+    if fmt == "json":
+        click.echo(json.dumps(result, indent=2))
+    else:
+        click.echo(format_report(result))
+        click.echo(f"result: {out / 'result.json'}")
 
 
 def describe_plan(plan) -> str:
@@ -375,6 +490,59 @@ def status(workspace, fmt):
                     "served_model_name", "log_dir"):
             if key in info:
                 click.echo(f"{key:18} {info[key]}")
+
+
+@main.group()
+def trace():
+    """Read profiler traces (torch profiler, VizTracer) on a login node."""
+
+
+@trace.command("summarize", epilog="""
+\b
+Examples:
+  pyserve trace summarize traces/rank0.1234.pt.trace.json.gz
+  pyserve trace summarize traces/ --category kernel --top 15
+  pyserve trace summarize offline.json-rank0.json --format json
+""")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--top", type=int, default=20, show_default=True, help="Rows per trace.")
+@click.option("--category", help="Only events of this category (torch: kernel, cpu_op, "
+              "python_function, gpu_memcpy, ...).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)
+def trace_summarize(path, top, category, fmt):
+    """Top operations / functions of PATH (a trace file, .json or .json.gz, or a directory of
+    them) by total (inclusive) time.
+
+    Torch-profiler traces leave out the python_function and Trace categories unless
+    --category asks for one: those wrap everything else, idle threads included.
+    """
+    from .trace import (
+        TORCH_DEFAULT_SKIP,
+        categories,
+        format_table,
+        load_events,
+        summarize_events,
+        trace_files,
+    )
+
+    if top < 1:
+        raise PyserveError(f"--top must be at least 1, got {top}")
+    reports = []
+    for file in trace_files(path):
+        events, kind = load_events(file)
+        ops = summarize_events(events, category,
+                               TORCH_DEFAULT_SKIP if kind == "torch profiler" else frozenset())
+        reports.append({"file": str(file), "kind": kind, "categories": categories(events),
+                        "top": [{"category": op.category, "name": op.name, "calls": op.count,
+                                 "total_ms": op.total_us / 1000, "mean_us": op.mean_us}
+                                for op in ops[:top]]})
+        if fmt == "text":
+            cats = ", ".join(f"{c or '-'} {n}" for c, n in list(categories(events).items())[:6])
+            click.echo(format_table(ops, top, f"{file} ({kind}; events by category: {cats})"))
+            click.echo()
+    if fmt == "json":
+        click.echo(json.dumps(reports, indent=2))
 
 
 @main.group()

@@ -136,6 +136,7 @@ def write_job_files(plan: LaunchPlan, options: LaunchOptions) -> JobFiles:
             api_key_file=api_key_file, exit_file=str(files.exit_file(node.host)),
             log_file=str(files.log(node.host)),
             argv=node.argv, display=shjoin(node.argv), ray_head=ray_head, ray_wait=ray_wait,
+            stop_signal=plan.stop_signal,
             reap=[sys.executable, "-m", "pyservecli.procs", "reap", plan.job_id,
                   str(node.rank)],
         )
@@ -248,6 +249,7 @@ class Launch:
             node = self.plan.nodes[0]
             self.process = start_local(node.host, self.files.node_scripts[0],
                                        self.files.log(node.host))
+            self.process.leader_first = self.plan.stop_signal != "TERM"
         write_record(self.plan, self.files, self.options, state="starting",
                      started_at=time.time())
 

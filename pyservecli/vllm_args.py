@@ -145,3 +145,35 @@ def option_value(args: list[str] | tuple[str, ...], *spellings: str) -> str | No
             elif i + 1 < len(args):
                 value = args[i + 1]
     return value
+
+
+def engine_kwargs(args: list[str] | tuple[str, ...]) -> dict:
+    """vLLM CLI flags (``--max-model-len 512 --enforce-eager``) as ``LLM(...)`` keyword
+    arguments for ``pyserve offline``: dashes to underscores, numbers and JSON values parsed,
+    a flag without a value is True and ``--no-x`` is ``x=False``."""
+    import json
+
+    kwargs: dict = {}
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if not arg.startswith("--"):
+            raise PyserveError(f"unexpected argument {arg!r}; engine options look like "
+                               "--name VALUE")
+        name, value = _split_eq(arg)
+        if value is None and index + 1 < len(args) and not args[index + 1].startswith("--"):
+            value = args[index + 1]
+            index += 1
+        index += 1
+        key = name[2:].replace("-", "_")
+        if value is None:
+            if key.startswith("no_"):
+                kwargs[key[3:]] = False
+            else:
+                kwargs[key] = True
+            continue
+        try:
+            kwargs[key] = json.loads(value)
+        except ValueError:
+            kwargs[key] = value
+    return kwargs

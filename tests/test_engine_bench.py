@@ -28,11 +28,13 @@ def server(tmp_path_factory):
     model = create_model_dir("qwen3-tiny", work / "qwen3-tiny")
     port = free_port()
     env = cpu_engine_env(work)
+    # --profile only arms vLLM's torch profiler; nothing is traced until /start_profile.
     launched = LaunchedServer([str(model), "--workspace", str(work / "ws"), "--port", str(port),
-                               *CPU_SERVE_ARGS], env, work)
+                               "--profile", str(work / "traces"), *CPU_SERVE_ARGS], env, work)
     try:
         launched.wait_ready()
-        yield {"port": port, "env": env, "work": work, "model": model}
+        yield {"port": port, "env": env, "work": work, "model": model,
+               "traces": work / "traces"}
     finally:
         launched.terminate()
         launched.wait(timeout=120)
@@ -147,3 +149,25 @@ def test_sonnet_suite_from_a_local_file_and_missing_dataset_error(server, tmp_pa
     point = json.loads((out / "sonnet" / "sonnet-i550-o150-p200-rinf.json").read_text())
     assert point["completed"] == 3 and point["total_output_tokens"] == 3 * 150
     assert 500 <= point["total_input_tokens"] / 3 <= 650  # ~550 tokens, chat template included
+
+
+def test_profile_through_launch_and_bench_then_summarize(server, tmp_path):
+    """`launch --profile DIR` + `bench --profile` give a real torch-profiler trace, and
+    `trace summarize` reads it."""
+    result = pyserve(server, "bench", "--host", "127.0.0.1", "--port", str(server["port"]),
+                     "--isl", "32", "--osl", "8", "--concurrency", "2", "--num-prompts", "2",
+                     "--profile", "--out", str(tmp_path / "profiled"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    traces = [p for p in server["traces"].rglob("*") if p.name.endswith((".json", ".json.gz"))]
+    assert traces, f"no trace written under {server['traces']}"
+    summary = pyserve(server, "trace", "summarize", str(server["traces"]), "--top", "5",
+                      "--format", "json")
+    assert summary.returncode == 0, summary.stderr
+    reports = json.loads(summary.stdout)
+    assert {r["kind"] for r in reports} == {"torch profiler"}
+    top = [op for r in reports for op in r["top"]]
+    assert top and all(op["total_ms"] > 0 for op in top)
+    # The model's own operators rank, not the idle threads' Python stacks.
+    assert {op["category"] for op in top} >= {"cpu_op"}
+    assert "python_function" not in {op["category"] for op in top}
+    assert any(op["name"].startswith(("aten::", "_C::")) for op in top)

@@ -4,8 +4,10 @@ and every shell script we ship or render passes shellcheck."""
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -30,7 +32,7 @@ with open(os.environ["ARGV_OUT"], "w") as out:
 """
 
 
-def render_node(tmp_path, argv, api_key_file=None):
+def render_node(tmp_path, argv, api_key_file=None, stop_signal="TERM"):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     fake = bin_dir / "vllm"
@@ -42,7 +44,8 @@ def render_node(tmp_path, argv, api_key_file=None):
         env={"PATH": f"{bin_dir}:/usr/bin:/bin", "ARGV_OUT": str(tmp_path / "argv.json")},
         api_key_file=api_key_file, exit_file=str(tmp_path / "h.exit"), argv=argv,
         log_file=str(tmp_path / "h.log"),
-        display=" ".join(argv), ray_head=None, ray_wait=None, reap=["true"]))
+        display=" ".join(argv), ray_head=None, ray_wait=None, reap=["true"],
+        stop_signal=stop_signal))
     return script
 
 
@@ -99,3 +102,33 @@ def test_shipped_shell_scripts_pass_shellcheck():
     scripts = [p for p in ROOT.rglob("*.sh") if not {".venv", ".work"} & set(p.parts)]
     scripts += [ROOT / "slurm" / "run.sbatch", ROOT / ".ci" / "run"]
     shellcheck(*[p for p in scripts if p.exists()])
+
+
+SIGNAL_RECORDER = """#!{python}
+import os, signal, sys, time
+out = os.environ["SIGNAL_OUT"]
+def record(signum, _frame):
+    open(out, "w").write(signal.Signals(signum).name)
+    sys.exit(0)
+signal.signal(signal.SIGINT, record)
+signal.signal(signal.SIGTERM, record)
+open(out + ".ready", "w").close()
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("stop_signal", ["TERM", "INT"])
+def test_entrypoint_stops_its_server_with_the_planned_signal(tmp_path, stop_signal):
+    # Under nsys the entrypoint must send SIGINT (nsys then writes its report); else SIGTERM.
+    recorder = tmp_path / "server"
+    recorder.write_text(SIGNAL_RECORDER.format(python=sys.executable))
+    recorder.chmod(0o755)
+    script = render_node(tmp_path, [str(recorder)], stop_signal=stop_signal)
+    env = dict(os.environ, SIGNAL_OUT=str(tmp_path / "got"))
+    proc = subprocess.Popen(["bash", str(script)], env=env, start_new_session=True)
+    deadline = time.monotonic() + 20
+    while not (tmp_path / "got.ready").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)  # what the launcher sends the entrypoint
+    assert proc.wait(timeout=20) == 0
+    assert (tmp_path / "got").read_text() == f"SIG{stop_signal}"

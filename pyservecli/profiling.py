@@ -1,0 +1,37 @@
+"""Profiler command lines shared by ``launch``, ``offline`` and ``bench``: pure, no imports of
+the profilers themselves."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from .errors import PyserveError
+
+# CUDA-profiler capture range: only what runs between cudaProfilerStart/Stop is recorded
+# (vLLM's /start_profile and /stop_profile with the cuda profiler, or pyserve offline's
+# measured run); "repeat" allows several ranges in one report.
+NSYS_PROFILE = ["nsys", "profile", "--trace=cuda,nvtx,osrt,cudnn,cublas",
+                "--trace-fork-before-exec=true", "--cuda-graph-trace=node",
+                "--capture-range=cudaProfilerApi", "--capture-range-end=repeat",
+                "--force-overwrite=true"]
+
+# nsys writes its report after the profiled program exits; big captures take minutes.
+NSYS_FINALIZE_GRACE_S = 600.0
+
+
+def require_nsys() -> None:
+    if shutil.which("nsys") is None:
+        raise PyserveError("--nsys needs Nsight Systems' `nsys` on PATH (not found here); "
+                           "install the Nsight Systems CLI or use the serving image")
+
+
+def nsys_prefix(report: Path) -> list[str]:
+    """``nsys profile ... -o REPORT`` to put in front of a command (REPORT gets .nsys-rep)."""
+    return [*NSYS_PROFILE, f"--output={report}"]
+
+
+def torch_profiler_config(directory: Path) -> str:
+    """vLLM's ``--profiler-config`` value for the torch profiler writing into ``directory``."""
+    return json.dumps({"profiler": "torch", "torch_profiler_dir": str(directory)})

