@@ -164,3 +164,16 @@ def detect(
     job_id = env.get("SLURM_JOB_ID") or f"local-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     return Cluster(nodes=nodes, gpus_per_node=gpus, job_id=job_id, in_slurm=in_slurm,
                    gpu_source=source)
+
+
+def interface_holding(address: str, run=subprocess.run) -> str | None:
+    """The network interface that holds IPv4 ``address`` (``ip -o -4 addr show``)."""
+    try:
+        out = run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    for line in out.stdout.splitlines():
+        fields = line.split()
+        if len(fields) > 3 and fields[3].split("/")[0] == address:
+            return fields[1]
+    return None

@@ -57,14 +57,16 @@ class OfflinePlan:
     out_dir: Path
     config: dict
     node_argv: list[list[str]]
+    node_env: list[dict[str, str]] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {"topology": self.topology.as_dict(), "job_id": self.job_id,
                 "procs_per_node": self.procs_per_node,
                 "rendezvous": f"{self.head_ip}:{self.master_port}",
                 "out_dir": str(self.out_dir), "config": self.config,
-                "nodes": [{"host": h, "rank": r, "argv": a}
-                          for r, (h, a) in enumerate(zip(self.nodes, self.node_argv, strict=True))]}
+                "nodes": [{"host": h, "rank": r, "argv": a, "env": e} for r, (h, a, e)
+                          in enumerate(zip(self.nodes, self.node_argv, self.node_env,
+                                           strict=True))]}
 
 
 def viztracer_template(path: str) -> str:
@@ -116,8 +118,12 @@ def plan_offline(request: OfflineRequest, out_dir: Path | None, workspace: Path 
         "torch_profile_dir": request.torch_profile_dir,
         "engine_kwargs": request.engine_kwargs,
     }
-    node_argv = []
+    node_argv, node_env = [], []
     for rank in range(topology.nodes):
+        address = resolve(found.nodes[rank]) if topology.nodes > 1 else None
+        # As for launch: pin vLLM's and gloo's address to the node's resolved address.
+        node_env.append({"VLLM_HOST_IP": address} if address and address != found.nodes[rank]
+                        else {})
         argv = [python, "-m", "torch.distributed.run", f"--nnodes={topology.nodes}",
                 f"--nproc-per-node={procs_per_node}", f"--node-rank={rank}",
                 f"--master-addr={head_ip}", f"--master-port={master_port}",
@@ -128,7 +134,7 @@ def plan_offline(request: OfflineRequest, out_dir: Path | None, workspace: Path 
     return OfflinePlan(topology=topology, job_id=found.job_id, in_slurm=found.in_slurm,
                        nodes=list(found.nodes), head_ip=head_ip, master_port=master_port,
                        procs_per_node=procs_per_node, out_dir=out_dir, config=config,
-                       node_argv=node_argv)
+                       node_argv=node_argv, node_env=node_env)
 
 
 # ---- prompts (run inside the ranks; every DP rank builds the same list and takes its share) --
@@ -293,9 +299,19 @@ def node_main(plan_path: str) -> int:
     """Inside ``srun`` on each node: exec this node's torchrun (picked by SLURM_NODEID)."""
     import os
 
+    from .cluster import interface_holding
+
     plan = json.loads(Path(plan_path).read_text())
-    argv = plan["nodes"][int(os.environ["SLURM_NODEID"])]["argv"]
-    os.execvp(argv[0], argv)
+    node = plan["nodes"][int(os.environ["SLURM_NODEID"])]
+    os.environ.update(node["env"])
+    host_ip = node["env"].get("VLLM_HOST_IP")
+    if host_ip and not os.environ.get("GLOO_SOCKET_IFNAME"):
+        # gloo otherwise binds to whatever the host name resolves to, often loopback.
+        interface = interface_holding(host_ip)
+        if interface:
+            os.environ["GLOO_SOCKET_IFNAME"] = interface
+            print(f"pyserve: GLOO_SOCKET_IFNAME={interface} (holds {host_ip})", flush=True)
+    os.execvp(node["argv"][0], node["argv"])
     return 127
 
 

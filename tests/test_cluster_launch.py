@@ -325,3 +325,30 @@ def test_mp_backend_spans_one_tp2_replica_over_both_nodes(cluster, tiny_model, t
     # Without the interface pinned, gloo on node 2 dialled the head's loopback address.
     assert "GLOO_SOCKET_IFNAME=eth0" in (log_dir / f"{WORKER}.log").read_text()
     wait_for(lambda: not leftover(tiny_model), 60, "every rank to stop")
+
+
+def test_offline_dp2_runs_one_torchrun_per_node(cluster, tiny_model, tmp_path):
+    """`pyserve offline --dp 2` inside `salloc -N2`: one srun task per node, torchrun's
+    rendezvous on the head's address, a DP rank on each node, results merged."""
+    out = tmp_path / "offline"
+    env = cluster_env(cluster, tmp_path)
+    result = subprocess.run(
+        ["salloc", "-N", "2", "--gpus-per-node=1", sys.executable, "-m", "pyservecli.cli",
+         "offline", str(tiny_model), "--dp", "2", "--input-len", "32", "--output-len", "8",
+         "--num-prompts", "6", "--out", str(out), "--load-format", "dummy",
+         "--enforce-eager", "--dtype", "bfloat16", "--max-model-len", "512"],
+        env=env, capture_output=True, text=True, timeout=560)
+    assert result.returncode == 0, result.stderr[-3000:]
+    merged = json.loads((out / "result.json").read_text())
+    assert merged["dp_ranks"] == 2 and merged["completed"] == 6
+    assert merged["output_lens"] == [8] and merged["distinct_prompts"] == 6
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["rendezvous"].startswith(f"{HEAD_IP}:")
+    assert [n["host"] for n in plan["nodes"]] == [HEAD, WORKER]
+    assert plan["nodes"][1]["env"]["VLLM_HOST_IP"] == "10.77.0.12"
+    log = (out / "offline.log").read_text()
+    # Each node's rank bound gloo to its own bridge address, and both ranks reported.
+    assert log.count("GLOO_SOCKET_IFNAME=eth0") == 2
+    assert "rank 0 (DP rank 0) finished 3 requests" in log
+    assert "rank 1 (DP rank 1) finished 3 requests" in log
+    wait_for(lambda: not leftover(tiny_model), 60, "every rank to stop")
