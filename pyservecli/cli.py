@@ -99,14 +99,23 @@ Examples:
 @click.option("--profile", "profile_dir", is_flag=False, flag_value="", default=None,
               metavar="[DIR]", help="vLLM's torch profiler, traces into DIR [default: "
               "WORKSPACE/profiles]; capture with `pyserve bench --profile`.")
+@click.option("--image", metavar="TARBALL|REF", help="Run every node's server in this image: a "
+              "`docker save` tarball (loaded where its tag is missing) or a registry reference.")
+@click.option("--container-mount", "container_mounts", multiple=True, metavar="DIR[:DEST]",
+              help="Extra bind mount for --image (repeatable); the workspace and a local model "
+              "directory are mounted already.")
+@click.option("--force", is_flag=True, help="With --image: reload the image even if present "
+              "(only a pyserve-labelled image is replaced).")
+@click.option("--privileged", is_flag=True, help="With --image: run privileged containers "
+              "(off by default; GPUs and EFA/IB devices are passed through without it).")
 @click.option("--dry-run", is_flag=True, help="Print the plan; launch nothing.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True, help="Dry-run output format.")
 @_workspace_option
 @click.argument("vllm_args", nargs=-1, type=click.UNPROCESSED)
 def launch(model, tp, pp, dp, ep, backend, port, nodelist, gpus_per_node, env_pairs,
-           api_key_file, ready_timeout, then_cmd, nsys, profile_dir, dry_run, fmt, workspace,
-           vllm_args):
+           api_key_file, ready_timeout, then_cmd, nsys, profile_dir, image, container_mounts,
+           force, privileged, dry_run, fmt, workspace, vllm_args):
     """Launch `vllm serve` for MODEL across the allocation and wait until it is READY.
 
     Arguments pyserve does not know are passed to `vllm serve` unchanged. READY means /health
@@ -141,9 +150,19 @@ def launch(model, tp, pp, dp, ep, backend, port, nodelist, gpus_per_node, env_pa
     # Inside SLURM the head node may be another machine: its ports are checked there, at launch.
     remote_head = bool(os.environ.get("SLURM_JOB_ID"))
     is_free = (lambda _port: True) if dry_run or remote_head else None
+    if (container_mounts or force or privileged) and not image:
+        raise PyserveError("--container-mount, --force and --privileged need --image")
+    container = None
+    if image:
+        from .container import make_spec
+
+        container = make_spec(image, list(container_mounts), force, privileged)
     plan = make_plan(request, is_free=is_free)
     if dry_run:
         click.echo(plan.to_json() if fmt == "json" else describe_plan(plan))
+        if container is not None and fmt == "text":
+            click.echo(f"image {container.tag}"
+                       + (f" (from {container.tarball})" if container.tarball else ""))
         return
     from .launcher import Launch, LaunchOptions
     from .profiling import NSYS_FINALIZE_GRACE_S
@@ -151,7 +170,8 @@ def launch(model, tp, pp, dp, ep, backend, port, nodelist, gpus_per_node, env_pa
     options = LaunchOptions(workspace=workspace.resolve(), api_key_file=api_key_file,
                             ready_timeout=ready_timeout,
                             then=shlex.split(then_cmd) if then_cmd else None,
-                            stop_grace=NSYS_FINALIZE_GRACE_S if nsys else 60.0)
+                            stop_grace=NSYS_FINALIZE_GRACE_S if nsys else 60.0,
+                            container=container)
     sys.exit(Launch(plan, options).run())
 
 
@@ -490,6 +510,57 @@ def status(workspace, fmt):
                     "served_model_name", "log_dir"):
             if key in info:
                 click.echo(f"{key:18} {info[key]}")
+
+
+@main.group(epilog="""
+\b
+Examples:
+  pyserve image load vllm-serve-latest.tar.gz      # on every node of the allocation
+  pyserve image ls
+  pyserve image rm pyserve:latest
+""")
+def image():
+    """Manage the serving image on the allocation's nodes (or this host outside SLURM).
+
+    Only images carrying the pyserve.version label are ever removed or replaced.
+    """
+
+
+def _on_every_node(*helper_args: str) -> int:
+    import subprocess
+
+    from . import cluster as cluster_mod
+
+    argv = [sys.executable, "-m", "pyservecli.container", *helper_args]
+    found = cluster_mod.detect()
+    if found.in_slurm:
+        argv = ["srun", f"--nodes={len(found.nodes)}", "--ntasks-per-node=1", "--overlap",
+                f"--nodelist={','.join(found.nodes)}", *argv]
+    return subprocess.run(argv).returncode
+
+
+@image.command("load")
+@click.argument("tarball", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Replace the image if present (pyserve images only).")
+def image_load(tarball, force):
+    """Load TARBALL (`docker save`, optionally gzip/pigz) where its tag is missing."""
+    from .container import tarball_tag
+
+    tag = tarball_tag(tarball.resolve())
+    sys.exit(_on_every_node("load", str(tarball.resolve()), tag, *(["--force"] if force else [])))
+
+
+@image.command("ls")
+def image_ls():
+    """pyserve images on each node: NODE, TAG, ID, SIZE, AGE."""
+    sys.exit(_on_every_node("ls"))
+
+
+@image.command("rm")
+@click.argument("ref")
+def image_rm(ref):
+    """Remove REF on each node, if it is a pyserve image (labelled pyserve.version)."""
+    sys.exit(_on_every_node("rm", ref))
 
 
 @main.group()

@@ -39,6 +39,7 @@ class LaunchOptions:
     then: list[str] | None = None
     stop_grace: float = 60.0
     poll_interval: float = 0.25
+    container: object | None = None  # container.ContainerSpec for --image launches
 
 
 @dataclass
@@ -80,7 +81,14 @@ def check_can_launch(plan: LaunchPlan, options: LaunchOptions) -> None:
         raise PyserveError("inside a SLURM job but `srun` is not on PATH")
     else:
         check_head_ports(plan)
-    tools = {"vllm"} | ({"ray"} if plan.topology.backend == "ray" else set())
+    if options.container is not None:
+        # vLLM and Ray come from the image; the host needs docker (checked here for local
+        # launches; each node's entrypoint checks its own).
+        if not plan.in_slurm and shutil.which("docker") is None:
+            raise PyserveError("--image needs `docker` on this host (not found on PATH)")
+        tools = set()
+    else:
+        tools = {"vllm"} | ({"ray"} if plan.topology.backend == "ray" else set())
     search_path = _bin_dir() + os.pathsep + os.environ.get("PATH", "")
     for tool in sorted(tools):
         if shutil.which(tool, path=search_path) is None:
@@ -120,15 +128,19 @@ def write_job_files(plan: LaunchPlan, options: LaunchOptions) -> JobFiles:
     files.script_dir.mkdir(parents=True, exist_ok=True)
     (log_dir / "plan.json").write_text(plan.to_json() + "\n")
     api_key_file = str(options.api_key_file.resolve()) if options.api_key_file else None
+    spec = options.container
+    # Inside a container the image's own Python and PATH serve; on the host, this Python's.
+    python = "python3" if spec else sys.executable
     for node in plan.nodes:
-        env = {"PATH": f"{_bin_dir()}:{os.environ.get('PATH', '')}", "PYSERVE_JOB_ID": plan.job_id,
-               "PYSERVE_NODE_RANK": str(node.rank), **node.env}
+        env = {"PYSERVE_JOB_ID": plan.job_id, "PYSERVE_NODE_RANK": str(node.rank), **node.env}
+        if not spec:
+            env = {"PATH": f"{_bin_dir()}:{os.environ.get('PATH', '')}", **env}
         ray_head = ray_wait = None
         if plan.topology.backend == "ray" and node.rank == 0:
             from .backends import ray_head_argv
 
             ray_head = ray_head_argv(plan.head_ip, plan.ports)
-            ray_wait = [sys.executable, "-m", "pyservecli.raywait", "--address",
+            ray_wait = [python, "-m", "pyservecli.raywait", "--address",
                         f"{plan.head_ip}:{plan.ports.ray}", "--nodes", str(plan.topology.nodes),
                         "--timeout", "600"]
         script = render(
@@ -137,17 +149,19 @@ def write_job_files(plan: LaunchPlan, options: LaunchOptions) -> JobFiles:
             log_file=str(files.log(node.host)),
             argv=node.argv, display=shjoin(node.argv), ray_head=ray_head, ray_wait=ray_wait,
             stop_signal=plan.stop_signal,
-            reap=[sys.executable, "-m", "pyservecli.procs", "reap", plan.job_id,
-                  str(node.rank)],
+            reap=[python, "-m", "pyservecli.procs", "reap", plan.job_id, str(node.rank)],
         )
         path = files.script_dir / f"node-{node.rank}.sh"
         path.write_text(script)
         path.chmod(0o755)
+        if spec:
+            path = write_container_script(plan, options, files, node, path, api_key_file)
         files.node_scripts.append(path)
     if plan.in_slurm:
         files.dispatch = files.script_dir / "dispatch.sh"
         files.dispatch.write_text(render("dispatch.sh.j2", job_id=plan.job_id,
-                                         script_dir=str(files.script_dir)))
+                                         script_dir=str(files.script_dir),
+                                         entry="container" if spec else "node"))
     return files
 
 
@@ -173,6 +187,29 @@ def write_record(plan: LaunchPlan, files: JobFiles, options: LaunchOptions, **st
     tmp = latest.with_suffix(".tmp")
     tmp.write_text(text)
     tmp.replace(latest)
+
+
+def write_container_script(plan: LaunchPlan, options: LaunchOptions, files: JobFiles, node,
+                           node_script: Path, api_key_file: str | None) -> Path:
+    """The host-side entrypoint that runs ``node_script`` in the image (``--image``)."""
+    from .container import container_name, run_options
+
+    spec = options.container
+    helper = [sys.executable, "-m", "pyservecli.container"]
+    script = render(
+        "container.sh.j2", job_id=plan.job_id, rank=node.rank, host=node.host, tag=spec.tag,
+        name=container_name(plan.job_id, node.rank), tarball=spec.tarball,
+        load=[*helper, "load", spec.tarball or "", spec.tag, *(["--force"] if spec.force else [])],
+        pull=[*helper, "pull", spec.tag],
+        options=run_options(spec, plan.job_id, node.rank, options.workspace, plan.model_dir,
+                            api_key_file, gpus=plan.gpu_source != "no GPU found",
+                            environ=dict(os.environ)),
+        node_script=str(node_script), log_file=str(files.log(node.host)),
+        exit_file=str(files.exit_file(node.host)))
+    path = files.script_dir / f"container-{node.rank}.sh"
+    path.write_text(script)
+    path.chmod(0o755)
+    return path
 
 
 def tail(path: Path, lines: int = 30) -> str:
@@ -325,6 +362,13 @@ class Launch:
         left = self.process.leftovers()
         if left:
             self.say(f"pyserve: warning: processes {left} outlived the stop")
+        if self.options.container is not None and not self.plan.in_slurm:
+            # Each node's entrypoint removes its container; this catches one whose entrypoint
+            # was killed. By this job's label only.
+            from .container import remove_job_containers
+
+            for name in remove_job_containers(self.plan.job_id):
+                self.say(f"pyserve: removed leftover container {name}")
 
     def run(self) -> int:
         previous = {s: signal.signal(s, _raise_stop) for s in
