@@ -98,6 +98,27 @@ def test_rendered_job_files_pass_shellcheck(tmp_path):
         shellcheck(*files.node_scripts, files.dispatch)
 
 
+def test_image_launch_runs_each_node_script_in_a_labelled_container(tmp_path):
+    from pyservecli.container import ContainerSpec
+
+    env = {"SLURM_JOB_ID": "99", "SLURM_JOB_NODELIST": "a,b", "SLURM_GPUS_ON_NODE": "8"}
+    plan = make_plan(LaunchRequest(model="m", tp=8, vllm_args=HOSTILE), env=env,
+                     is_free=lambda _p: True)
+    spec = ContainerSpec(image="/img/v.tar.gz", tag="pyserve:latest", tarball="/img/v.tar.gz")
+    files = write_job_files(plan, LaunchOptions(workspace=tmp_path, container=spec))
+    assert [p.name for p in files.node_scripts] == ["container-0.sh", "container-1.sh"]
+    assert '"container-${rank}.sh"' in files.dispatch.read_text()
+    shellcheck(*files.node_scripts, *files.script_dir.glob("node-*.sh"), files.dispatch)
+    wrapper = files.node_scripts[1].read_text()
+    assert "--label pyserve.job=99 --label pyserve.rank=1" in wrapper
+    assert "pyservecli.container load /img/v.tar.gz pyserve:latest" in wrapper
+    assert "--privileged" not in wrapper
+    inner = (files.script_dir / "node-1.sh").read_text()
+    # Inside the image: the image's python and PATH, not this host's virtualenv.
+    assert "python3 -m pyservecli.procs reap 99 1" in inner
+    assert sys.executable not in inner and "export PATH=" not in inner
+
+
 def test_shipped_shell_scripts_pass_shellcheck():
     scripts = [p for p in ROOT.rglob("*.sh") if not {".venv", ".work"} & set(p.parts)]
     scripts += [ROOT / "slurm" / "run.sbatch", ROOT / ".ci" / "run"]
