@@ -224,7 +224,8 @@ def test_launch_image_serves_cleans_up_only_its_own_and_skips_a_second_load(
         assert second.returncode == 0, second.stderr[-3000:]
         record2 = json.loads((tmp_path / "ws2" / "latest.json").read_text())
         log2 = (Path(record2["log_dir"]) / f"{record2['plan']['nodes'][0]['host']}.log")
-        assert "already present" in log2.read_text() and "loading" not in log2.read_text()
+        assert "already present" in log2.read_text()
+        assert "pyserve: loading" not in log2.read_text()
         assert running(unrelated)
         assert containers("pyserve.job") == []
 
