@@ -70,6 +70,10 @@ for link in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f
     ip link delete "$link" 2>/dev/null
 done
 ip link show "$BRIDGE" >/dev/null 2>&1 && ip link delete "$BRIDGE"
+if command -v iptables >/dev/null 2>&1; then
+    while iptables -D FORWARD -i "$BRIDGE" -o "$BRIDGE" -m comment --comment pyserve-cluster \
+        -j ACCEPT 2>/dev/null; do :; done
+fi
 if grep -q "$HOSTS_TAG" /etc/hosts; then
     # /etc/hosts may be a bind mount: rewrite it in place rather than replacing the file.
     kept=$(grep -v "$HOSTS_TAG" /etc/hosts)

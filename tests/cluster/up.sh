@@ -22,6 +22,13 @@ if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
     ip addr add "$BRIDGE_IP/24" dev "$BRIDGE"
 fi
 ip link set "$BRIDGE" up
+# A Docker daemon on the same machine sets the FORWARD policy to DROP, and with br_netfilter
+# bridged frames pass through it: node-to-node traffic on the bridge would be dropped. Allow
+# exactly the bridge's own traffic (tagged, so down.sh removes only this rule).
+if command -v iptables >/dev/null 2>&1; then
+    rule=(FORWARD -i "$BRIDGE" -o "$BRIDGE" -m comment --comment pyserve-cluster -j ACCEPT)
+    iptables -C "${rule[@]}" 2>/dev/null || iptables -I "${rule[@]}"
+fi
 for i in $(seq 1 "$NODES"); do
     ns=$(node_name "$i")
     if [ ! -e "/var/run/netns/$ns" ]; then
