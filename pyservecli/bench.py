@@ -192,26 +192,25 @@ def run_points(points: list[BenchPoint], server: ServerInfo, out_dir: Path, *,
         env["OPENAI_API_KEY"] = api_key  # read by vLLM's client; never on the command line
     runner = BenchRunner(env, out_dir)
     try:
+        record = launch_record_for(server.base_url, workspace)
         return _run_points(points, server, out_dir, runner, origin, tokenizer, dataset_dir,
-                           profile, resume, say, power_remote(workspace, server.base_url),
-                           power_gpu_ids(workspace, server.base_url))
+                           profile, resume, say, power_remote(record), power_gpu_ids(record))
     finally:
         runner.close()
 
 
-def power_remote(workspace: Path | None, base_url: str) -> list[str] | None:
-    """srun argv to sample the server's own nodes, when we run inside its SLURM allocation."""
-    record = launch_record_for(base_url, workspace)
+def power_remote(record: dict | None) -> list[str] | None:
+    """srun argv to sample the server's own nodes (``record``: its launch record), when we run
+    inside its SLURM allocation."""
     job = str((record or {}).get("job_id", ""))
     if not job.isdigit() or os.environ.get("SLURM_JOB_ID") != job or not shutil.which("srun"):
         return None
     return remote_argv(job, [n["host"] for n in record["plan"]["nodes"]])
 
 
-def power_gpu_ids(workspace: Path | None, base_url: str) -> str | None:
-    """The GPUs to sample locally: those the launch was given (its record), else this
+def power_gpu_ids(record: dict | None) -> str | None:
+    """The GPUs to sample locally: those the launch was given (its launch record), else this
     process's own CUDA_VISIBLE_DEVICES (e.g. inside `launch --then`), else every GPU."""
-    record = launch_record_for(base_url, workspace)
     if record and record.get("cuda_visible_devices"):
         return record["cuda_visible_devices"]
     return os.environ.get("CUDA_VISIBLE_DEVICES") or None

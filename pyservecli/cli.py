@@ -530,12 +530,12 @@ def _on_every_node(*helper_args: str) -> int:
     import subprocess
 
     from . import cluster as cluster_mod
+    from .procs import srun_per_node
 
     argv = [sys.executable, "-m", "pyservecli.container", *helper_args]
     found = cluster_mod.detect()
     if found.in_slurm:
-        argv = ["srun", f"--nodes={len(found.nodes)}", "--ntasks-per-node=1", "--overlap",
-                f"--nodelist={','.join(found.nodes)}", *argv]
+        argv = [*srun_per_node(found.nodes), *argv]
     return subprocess.run(argv).returncode
 
 
@@ -604,12 +604,13 @@ def trace_summarize(path, top, category, fmt):
         events, kind = load_events(file)
         ops = summarize_events(events, category,
                                TORCH_DEFAULT_SKIP if kind == "torch profiler" else frozenset())
-        reports.append({"file": str(file), "kind": kind, "categories": categories(events),
+        by_category = categories(events)
+        reports.append({"file": str(file), "kind": kind, "categories": by_category,
                         "top": [{"category": op.category, "name": op.name, "calls": op.count,
                                  "total_ms": op.total_us / 1000, "mean_us": op.mean_us}
                                 for op in ops[:top]]})
         if fmt == "text":
-            cats = ", ".join(f"{c or '-'} {n}" for c, n in list(categories(events).items())[:6])
+            cats = ", ".join(f"{c or '-'} {n}" for c, n in list(by_category.items())[:6])
             click.echo(format_table(ops, top, f"{file} ({kind}; events by category: {cats})"))
             click.echo()
     if fmt == "json":

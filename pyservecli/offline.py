@@ -329,9 +329,10 @@ def _last_line(log: Path) -> str:
 
 def srun_argv(plan: OfflinePlan, plan_path: Path) -> list[str]:
     """One srun step, one task per node; each task execs its node's torchrun."""
-    return ["srun", f"--nodes={len(plan.nodes)}", "--ntasks-per-node=1",
-            f"--nodelist={','.join(plan.nodes)}", "--kill-on-bad-exit=1", "--overlap",
-            sys.executable, "-m", "pyservecli.offline", str(plan_path)]
+    from .procs import srun_per_node
+
+    return [*srun_per_node(plan.nodes, "--kill-on-bad-exit=1"), sys.executable, "-m",
+            "pyservecli.offline", str(plan_path)]
 
 
 def execute(plan: OfflinePlan, say: Callable[[str], None], nsys: bool = False) -> dict:

@@ -13,6 +13,8 @@ import subprocess
 import threading
 import time
 
+from .procs import srun_per_node
+
 QUERY = "--query-gpu=index,power.draw,utilization.gpu,memory.used"
 
 
@@ -67,9 +69,8 @@ def summarize(samples: list[list[dict]], output_tok_s: float | None) -> dict:
 
 def remote_argv(job_id: str, nodes: list[str], interval: float = 1.0) -> list[str]:
     """One srun step that streams nvidia-smi from every server node, lines labelled by node."""
-    return ["srun", "--overlap", f"--jobid={job_id}", f"--nodes={len(nodes)}",
-            "--ntasks-per-node=1", f"--nodelist={','.join(nodes)}", "--label", "nvidia-smi",
-            QUERY, "--format=csv,noheader,nounits", f"-lms={int(interval * 1000)}"]
+    return [*srun_per_node(nodes, f"--jobid={job_id}", "--label"), "nvidia-smi", QUERY,
+            "--format=csv,noheader,nounits", f"-lms={int(interval * 1000)}"]
 
 
 class PowerSampler:

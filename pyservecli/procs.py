@@ -104,17 +104,7 @@ def stop_launcher(popen: subprocess.Popen, grace: float) -> None:
 def start_local(name: str, script: Path, log_path: Path, env: dict[str, str] | None = None
                 ) -> NodeProcess:
     """Run ``bash script`` here in a new session, stdout and stderr appended to ``log_path``."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
-        popen = subprocess.Popen(
-            ["bash", str(script)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env=env,
-        )
-    return NodeProcess(name=name, popen=popen, log_path=log_path, local_session=True)
+    return start_command(name, ["bash", str(script)], log_path, env)
 
 
 def start_command(name: str, argv: list[str], log_path: Path,
@@ -129,23 +119,20 @@ def start_command(name: str, argv: list[str], log_path: Path,
                        local_session=argv[0] != "srun")
 
 
+def srun_per_node(nodes: list[str] | tuple[str, ...], *options: str) -> list[str]:
+    """The start of an ``srun`` step with one task on each of ``nodes``, sharing the
+    allocation with the steps already running (``--overlap``); the command follows."""
+    return ["srun", f"--nodes={len(nodes)}", "--ntasks-per-node=1",
+            f"--nodelist={','.join(nodes)}", "--overlap", *options]
+
+
 def start_srun(dispatch: Path, nodes: list[str] | tuple[str, ...], log_dir: Path,
                env: dict[str, str] | None = None) -> NodeProcess:
     """One srun step over the allocation's nodes, one task each, a log per host."""
     log_dir.mkdir(parents=True, exist_ok=True)
-    argv = [
-        "srun",
-        f"--nodes={len(nodes)}",
-        "--ntasks-per-node=1",
-        f"--nodelist={','.join(nodes)}",
-        "--kill-on-bad-exit=0",
-        "--overlap",
-        # Each node script writes its own <host>.log; this catches srun's own complaints.
-        f"--output={log_dir}/srun.log",
-        "--open-mode=append",
-        "bash",
-        str(dispatch),
-    ]
+    # Each node script writes its own <host>.log; srun.log catches srun's own complaints.
+    argv = [*srun_per_node(nodes, "--kill-on-bad-exit=0", f"--output={log_dir}/srun.log",
+                           "--open-mode=append"), "bash", str(dispatch)]
     srun_log = log_dir / "srun.log"
     with open(srun_log, "ab") as log:
         popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,

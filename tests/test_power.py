@@ -5,6 +5,7 @@ import time
 
 from pyservecli.bench import power_gpu_ids
 from pyservecli.power import PowerSampler, read_sample, summarize
+from pyservecli.provenance import launch_record_for
 
 
 def fake_smi(text, code=0):
@@ -57,8 +58,8 @@ def test_power_gpus_come_from_the_launch_record(tmp_path, monkeypatch):
     record = {"endpoint": "http://127.0.0.1:8123/v1", "cuda_visible_devices": "1"}
     (tmp_path / "latest.json").write_text(json.dumps(record))
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
-    assert power_gpu_ids(tmp_path, "http://127.0.0.1:8123") == "1"
+    assert power_gpu_ids(launch_record_for("http://127.0.0.1:8123", tmp_path)) == "1"
     # Not this workspace's server: the benchmark process's own GPUs.
-    assert power_gpu_ids(tmp_path, "http://127.0.0.1:9000") == "0,1"
+    assert power_gpu_ids(launch_record_for("http://127.0.0.1:9000", tmp_path)) == "0,1"
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
-    assert power_gpu_ids(None, "http://127.0.0.1:9000") is None
+    assert power_gpu_ids(launch_record_for("http://127.0.0.1:9000", None)) is None
