@@ -592,16 +592,19 @@ def trace_summarize(path, top, category, fmt):
         TORCH_DEFAULT_SKIP,
         categories,
         format_table,
-        load_events,
+        load_traces,
         summarize_events,
-        trace_files,
     )
 
     if top < 1:
         raise PyserveError(f"--top must be at least 1, got {top}")
     reports = []
-    for file in trace_files(path):
-        events, kind = load_events(file)
+    traces, skipped = load_traces(path)
+    if skipped:
+        click.echo(f"pyserve: skipped {len(skipped)} file(s) without traceEvents: "
+                   + ", ".join(p.name for p in skipped[:5]) + (" …" if len(skipped) > 5 else ""),
+                   err=True)
+    for file, events, kind in traces:
         ops = summarize_events(events, category,
                                TORCH_DEFAULT_SKIP if kind == "torch profiler" else frozenset())
         by_category = categories(events)

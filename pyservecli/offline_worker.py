@@ -23,14 +23,16 @@ def _rank_env() -> tuple[int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def _build_llm(cfg: dict, world: int):
+def _build_llm(cfg: dict):
     from vllm import LLM
 
     kwargs = dict(model=cfg["model"], tensor_parallel_size=cfg["tp"],
                   pipeline_parallel_size=cfg["pp"], data_parallel_size=cfg["dp"],
-                  enable_expert_parallel=cfg["ep"], seed=cfg["seed"], **cfg["engine_kwargs"])
-    if world > 1:
-        kwargs["distributed_executor_backend"] = "external_launcher"
+                  enable_expert_parallel=cfg["ep"], seed=cfg["seed"], **cfg["engine_kwargs"],
+                  # Always, one rank too: torchrun exports TORCHELASTIC_USE_AGENT_STORE, so an
+                  # engine process of vLLM's own would dial a c10d store nobody serves and hang
+                  # (seen on an H200 with a single rank). The engine runs in this process.
+                  distributed_executor_backend="external_launcher")
     if cfg.get("torch_profile_dir"):
         kwargs["profiler_config"] = {"profiler": "torch",
                                      "torch_profiler_dir": cfg["torch_profile_dir"]}
@@ -126,7 +128,7 @@ def main(config_path: str) -> int:
     cfg = json.loads(Path(config_path).read_text())
     rank, world = _rank_env()
     out = Path(cfg["out_dir"])
-    llm = _build_llm(cfg, world)
+    llm = _build_llm(cfg)
     parallel = llm.llm_engine.vllm_config.parallel_config
     dp_rank = parallel.data_parallel_rank if cfg["dp"] > 1 else 0
     group_size = cfg["tp"] * cfg["pp"]

@@ -41,6 +41,25 @@ def trace_files(path: Path) -> list[Path]:
     return [path]
 
 
+def load_traces(path: Path) -> tuple[list[tuple[Path, list[dict], str]], list[Path]]:
+    """(file, events, kind) of every trace at ``path``, and the files skipped. A directory may
+    hold other JSON beside the traces (``pyserve offline --out`` puts config.json, plan.json and
+    result.json there): those are skipped, not fatal. A file named directly must be a trace."""
+    files = trace_files(path)
+    if not path.is_dir():
+        return [(files[0], *load_events(files[0]))], []
+    loaded, skipped = [], []
+    for file in files:
+        try:
+            loaded.append((file, *load_events(file)))
+        except PyserveError:
+            skipped.append(file)
+    if not loaded:
+        raise PyserveError(f"no trace in {path}: {len(skipped)} JSON file(s), none with "
+                           "traceEvents")
+    return loaded, skipped
+
+
 def load_events(path: Path) -> tuple[list[dict], str]:
     """The trace's events and what wrote it ("torch profiler", "VizTracer" or "trace")."""
     opener = gzip.open if path.name.endswith(".gz") else open

@@ -54,3 +54,33 @@ def test_offline_dp2_distinct_prompts_merged_stats_and_per_rank_traces(tmp_path)
     assert summary.returncode == 0, summary.stderr
     assert "VizTracer" in summary.stdout and "total ms" in summary.stdout
     assert engine_leftovers(model) == []
+
+
+def test_offline_single_rank_runs_the_engine_in_the_rank_and_summarizes_its_out_dir(tmp_path):
+    """One rank is still a torchrun rank: vLLM must not start an engine process of its own.
+    Such a process dials the c10d store that torchrun advertises (TORCHELASTIC_USE_AGENT_STORE)
+    and, on an H200, hung there for good; the CPU build got through, so the assertion is on
+    where the engine ran (no "(EngineCore pid=…)" log lines), not on a hang."""
+    require_engine()
+    model = create_model_dir("qwen3-tiny", tmp_path / "qwen3-tiny")
+    env = cpu_engine_env(tmp_path)
+    out = tmp_path / "offline"
+    result = subprocess.run(
+        [sys.executable, "-m", "pyservecli.cli", "offline", str(model), "--gpus-per-node", "1",
+         "--input-len", "32", "--output-len", "8", "--num-prompts", "4", "--out", str(out),
+         "--viztracer", str(out / "viztracer.json"), *ENGINE_ARGS],
+        env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    merged = json.loads((out / "result.json").read_text())
+    assert merged["completed"] == 4 and merged["total_output_tokens"] == 32
+    log = (out / "offline.log").read_text()
+    assert "rank 0 (DP rank 0) finished 4 requests" in log
+    assert "EngineCore pid=" not in log
+    # The result directory as a whole: the rank's trace is read, the run's own JSON skipped.
+    summary = subprocess.run([sys.executable, "-m", "pyservecli.cli", "trace", "summarize",
+                              str(out), "--top", "3"], env=env, capture_output=True,
+                             text=True, timeout=120)
+    assert summary.returncode == 0, summary.stderr
+    assert "viztracer-rank0.json (VizTracer" in summary.stdout
+    assert "skipped" in summary.stderr and "config.json" in summary.stderr
+    assert engine_leftovers(model) == []

@@ -236,6 +236,22 @@ def test_cli_summarize_directory_and_missing(tmp_path):
     reports = json.loads(out.stdout)
     assert [Path(r["file"]).name for r in reports] == ["t-rank0.json", "t-rank1.json"]
     assert reports[1]["kind"] == "VizTracer" and reports[1]["top"][0]["calls"] == 1
+    # An offline result directory: the rank traces sit beside config/plan/result JSON, which
+    # are skipped with a note (this failed on an H200: "config.json has no traceEvents").
+    (trace_dir / "config.json").write_text('{"model": "x"}')
+    (trace_dir / "result.json").write_text("[1, 2")
+    mixed = run_pyserve("trace", "summarize", str(trace_dir), "--format", "json")
+    assert mixed.returncode == 0, mixed.stderr
+    assert len(json.loads(mixed.stdout)) == 2
+    assert "skipped 2 file(s) without traceEvents: config.json, result.json" in mixed.stderr
+    # Named directly, a non-trace is still an error; a directory of no trace is too.
+    direct = run_pyserve("trace", "summarize", str(trace_dir / "config.json"))
+    assert direct.returncode == 2 and "no traceEvents" in direct.stderr
+    only_config = tmp_path / "no-traces"
+    only_config.mkdir()
+    (only_config / "config.json").write_text("{}")
+    none = run_pyserve("trace", "summarize", str(only_config))
+    assert none.returncode == 2 and "no trace in" in none.stderr
     missing = run_pyserve("trace", "summarize", str(tmp_path / "nope.json.gz"))
     assert missing.returncode == 2 and "does not exist" in missing.stderr
 
