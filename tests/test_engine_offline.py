@@ -16,17 +16,23 @@ ENGINE_ARGS = ["--load-format", "dummy", "--enforce-eager", "--dtype", "bfloat16
                "--max-model-len", "512"]
 
 
-def test_offline_dp2_distinct_prompts_merged_stats_and_per_rank_traces(tmp_path):
+def run_offline(tmp_path, *args):
+    """`pyserve offline` of a fresh tiny Qwen3 into tmp_path/offline; (model, env, out, result)."""
     require_engine()
     model = create_model_dir("qwen3-tiny", tmp_path / "qwen3-tiny")
     env = cpu_engine_env(tmp_path)
     out = tmp_path / "offline"
     result = subprocess.run(
-        [sys.executable, "-m", "pyservecli.cli", "offline", str(model), "--dp", "2",
-         "--input-len", "48", "--output-len", "12", "--num-prompts", "10", "--out", str(out),
-         "--viztracer", str(tmp_path / "vt" / "trace.json"), *ENGINE_ARGS],
-        env=env, capture_output=True, text=True, timeout=600)
+        [sys.executable, "-m", "pyservecli.cli", "offline", str(model), *args, "--out", str(out),
+         *ENGINE_ARGS], env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+    return model, env, out, result
+
+
+def test_offline_dp2_distinct_prompts_merged_stats_and_per_rank_traces(tmp_path):
+    model, env, out, result = run_offline(
+        tmp_path, "--dp", "2", "--input-len", "48", "--output-len", "12", "--num-prompts", "10",
+        "--viztracer", str(tmp_path / "vt" / "trace.json"))
     assert "Output token throughput (tok/s):" in result.stdout
     merged = json.loads((out / "result.json").read_text())
     assert merged["dp_ranks"] == 2 and merged["completed"] == 10
@@ -61,16 +67,9 @@ def test_offline_single_rank_runs_the_engine_in_the_rank_and_summarizes_its_out_
     Such a process dials the c10d store that torchrun advertises (TORCHELASTIC_USE_AGENT_STORE)
     and, on an H200, hung there for good; the CPU build got through, so the assertion is on
     where the engine ran (no "(EngineCore pid=…)" log lines), not on a hang."""
-    require_engine()
-    model = create_model_dir("qwen3-tiny", tmp_path / "qwen3-tiny")
-    env = cpu_engine_env(tmp_path)
-    out = tmp_path / "offline"
-    result = subprocess.run(
-        [sys.executable, "-m", "pyservecli.cli", "offline", str(model), "--gpus-per-node", "1",
-         "--input-len", "32", "--output-len", "8", "--num-prompts", "4", "--out", str(out),
-         "--viztracer", str(out / "viztracer.json"), *ENGINE_ARGS],
-        env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    model, env, out, _ = run_offline(
+        tmp_path, "--gpus-per-node", "1", "--input-len", "32", "--output-len", "8",
+        "--num-prompts", "4", "--viztracer", str(tmp_path / "offline" / "viztracer.json"))
     merged = json.loads((out / "result.json").read_text())
     assert merged["completed"] == 4 and merged["total_output_tokens"] == 32
     log = (out / "offline.log").read_text()

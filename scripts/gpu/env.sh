@@ -18,3 +18,17 @@ export VLLM_USE_FLASHINFER_SAMPLER=0
 # Never use NVLink multicast on shared hosts (multi-GPU kinds): it can take the GPUs down.
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 export HF_HUB_OFFLINE=1 VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1 PYTHONUNBUFFERED=1
+
+# The config-only models every script serves (real shapes, generated tokenizer).
+DENSE_MODEL=/tmp/models/qwen3-8b
+MOE_MODEL=/tmp/models/qwen3-30b-a3b
+
+# prepare_results DIR: create DIR, note the GPUs and versions measured there, write the models.
+prepare_results() {
+    mkdir -p "$1"
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv >"$1/gpu.csv"
+    python3 -c "import vllm, torch; print('vllm', vllm.__version__, 'torch', torch.__version__)" \
+        >"$1/versions.txt"
+    pyserve model create qwen3-8b "$DENSE_MODEL" >/dev/null
+    pyserve model create qwen3-30b-a3b "$MOE_MODEL" >/dev/null
+}

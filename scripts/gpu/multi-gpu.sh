@@ -16,15 +16,9 @@ results=${2:?usage: multi-gpu.sh PHASE RESULTS}
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=env.sh
 source "$here/env.sh"
-mkdir -p "$results"
+prepare_results "$results"
 gpus=$(nvidia-smi -L | grep -c '^GPU')
-dense=/tmp/models/qwen3-8b
-moe=/tmp/models/qwen3-30b-a3b
-pyserve model create qwen3-8b "$dense" >/dev/null
-pyserve model create qwen3-30b-a3b "$moe" >/dev/null
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv >"$results/gpu.csv"
-python3 -c "import vllm, torch; print('vllm', vllm.__version__, 'torch', torch.__version__)" \
-    >"$results/versions.txt"
+dense=$DENSE_MODEL moe=$MOE_MODEL
 serve_args=(--load-format dummy --max-model-len 4096)
 full=$((128 * gpus))
 case "$phase" in

@@ -10,14 +10,10 @@ results=${2:?usage: one-gpu.sh pyserve|plain|fp8 RESULTS}
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=env.sh
 source "$here/env.sh"
-mkdir -p "$results"
-model=/tmp/models/qwen3-8b
-pyserve model create qwen3-8b "$model" >/dev/null
+prepare_results "$results"
+model=$DENSE_MODEL
 serve_args=(--load-format dummy --max-model-len 4096
     --profiler-config "{\"profiler\":\"torch\",\"torch_profiler_dir\":\"$results/traces\"}")
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv >"$results/gpu.csv"
-python3 -c "import vllm, torch; print('vllm', vllm.__version__, 'torch', torch.__version__)" \
-    >"$results/versions.txt"
 
 case "$phase" in
 pyserve)
