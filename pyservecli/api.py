@@ -151,12 +151,15 @@ def offline(model: str, *, tp: int | None = None, pp: int | None = None,
             nodelist: str | None = None, gpus_per_node: int | None = None,
             input_len: int | None = None, output_len: int | None = None,
             dataset_path: str | None = None, num_prompts: int = 100, seed: int = 0,
-            engine_args: Sequence[str] = (), out: str | Path | None = None,
+            viztracer: str | Path | None = None, torch_profile_dir: str | Path | None = None,
+            nsys: bool = False, engine_args: Sequence[str] = (), out: str | Path | None = None,
             workspace: str | Path | None = None,
             say: Callable[[str], None] = lambda _line: None) -> dict:
     """``pyserve offline``: runs every rank, returns the merged result (also OUT/result.json).
-    ``engine_args`` are vLLM engine arguments in CLI spelling (``["--load-format", "dummy"]``)."""
+    ``engine_args`` are vLLM engine arguments in CLI spelling (``["--load-format", "dummy"]``);
+    ``viztracer`` writes one trace per rank (``FILE-rankN.json``); ``say`` gets progress lines."""
     from .offline import OfflineRequest, execute, plan_offline
+    from .profiling import require_nsys, require_viztracer
     from .vllm_args import engine_kwargs, merge_setting, split_parallel_flags
 
     # As the CLI: --tensor-parallel-size & co. among engine_args count as the topology.
@@ -166,7 +169,13 @@ def offline(model: str, *, tp: int | None = None, pp: int | None = None,
         pp=merge_setting("pp", pp, flags.pp) or 1, dp=merge_setting("dp", dp, flags.dp),
         ep=bool(merge_setting("ep", ep, flags.ep)), nodelist=nodelist,
         gpus_per_node=gpus_per_node, input_len=input_len, output_len=output_len,
-        dataset_path=dataset_path, num_prompts=num_prompts, seed=seed,
+        dataset_path=dataset_path, num_prompts=num_prompts, seed=seed, nsys=nsys,
+        viztracer=str(Path(viztracer).resolve()) if viztracer else None,
+        torch_profile_dir=str(Path(torch_profile_dir).resolve()) if torch_profile_dir else None,
         engine_kwargs=engine_kwargs(rest))
+    if nsys:
+        require_nsys()
+    if viztracer:
+        require_viztracer()
     offline_plan = plan_offline(request, Path(out) if out else None, _workspace(workspace))
-    return execute(offline_plan, say)
+    return execute(offline_plan, say, nsys=nsys)

@@ -224,7 +224,7 @@ def offline(model, tp, pp, dp, ep, nodelist, gpus_per_node, input_len, output_le
     writes OUT/result.json (merged per-request samples of every DP rank, with provenance).
     """
     from .offline import OfflineRequest, execute, format_report, plan_offline
-    from .profiling import require_nsys
+    from .profiling import require_nsys, require_viztracer
     from .vllm_args import engine_kwargs, merge_setting, split_parallel_flags
 
     flags, rest = split_parallel_flags(list(engine_args))
@@ -255,11 +255,7 @@ def offline(model, tp, pp, dp, ep, nodelist, gpus_per_node, input_len, output_le
     if nsys:
         require_nsys()
     if viztracer_file:
-        import importlib.util
-
-        if importlib.util.find_spec("viztracer") is None:
-            raise PyserveError("--viztracer needs the viztracer package "
-                               "(pip install 'pyserve[engine]')")
+        require_viztracer()
     result = execute(plan, lambda m: click.echo(m, err=True), nsys=nsys)
     if fmt == "json":
         click.echo(json.dumps(result, indent=2))

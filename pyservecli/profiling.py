@@ -27,6 +27,14 @@ def require_nsys() -> None:
                            "install the Nsight Systems CLI or use the serving image")
 
 
+def require_viztracer() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("viztracer") is None:
+        raise PyserveError("--viztracer needs the viztracer package "
+                           "(pip install 'pyserve[engine]')")
+
+
 def nsys_prefix(report: Path) -> list[str]:
     """``nsys profile ... -o REPORT`` to put in front of a command (REPORT gets .nsys-rep)."""
     return [*NSYS_PROFILE, f"--output={report}"]

@@ -62,16 +62,27 @@ def test_offline_dp2_distinct_prompts_merged_stats_and_per_rank_traces(tmp_path)
     assert engine_leftovers(model) == []
 
 
-def test_offline_single_rank_runs_the_engine_in_the_rank_and_summarizes_its_out_dir(tmp_path):
+def test_offline_single_rank_through_the_api_runs_the_engine_in_the_rank(tmp_path, monkeypatch):
     """One rank is still a torchrun rank: vLLM must not start an engine process of its own.
     Such a process dials the c10d store that torchrun advertises (TORCHELASTIC_USE_AGENT_STORE)
     and, on an H200, hung there for good; the CPU build got through, so the assertion is on
-    where the engine ran (no "(EngineCore pid=…)" log lines), not on a hang."""
-    model, env, out, _ = run_offline(
-        tmp_path, "--gpus-per-node", "1", "--input-len", "32", "--output-len", "8",
-        "--num-prompts", "4", "--viztracer", str(tmp_path / "offline" / "viztracer.json"))
-    merged = json.loads((out / "result.json").read_text())
+    where the engine ran (no "(EngineCore pid=…)" log lines), not on a hang. Run through
+    ``pyservecli.api.offline``, the CLI's twin."""
+    from pyservecli import api
+
+    require_engine()
+    model = create_model_dir("qwen3-tiny", tmp_path / "qwen3-tiny")
+    env = cpu_engine_env(tmp_path)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    out = tmp_path / "offline"
+    progress = []
+    merged = api.offline(str(model), gpus_per_node=1, input_len=32, output_len=8, num_prompts=4,
+                         viztracer=out / "viztracer.json", engine_args=ENGINE_ARGS, out=out,
+                         say=progress.append)
     assert merged["completed"] == 4 and merged["total_output_tokens"] == 32
+    assert json.loads((out / "result.json").read_text())["completed"] == 4
+    assert progress and "1 rank(s) on 1 node(s)" in progress[0]
     log = (out / "offline.log").read_text()
     assert "rank 0 (DP rank 0) finished 4 requests" in log
     assert "EngineCore pid=" not in log
