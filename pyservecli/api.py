@@ -158,21 +158,14 @@ def offline(model: str, *, tp: int | None = None, pp: int | None = None,
     """``pyserve offline``: runs every rank, returns the merged result (also OUT/result.json).
     ``engine_args`` are vLLM engine arguments in CLI spelling (``["--load-format", "dummy"]``);
     ``viztracer`` writes one trace per rank (``FILE-rankN.json``); ``say`` gets progress lines."""
-    from .offline import OfflineRequest, execute, plan_offline
+    from .offline import execute, make_request, plan_offline
     from .profiling import require_nsys, require_viztracer
-    from .vllm_args import engine_kwargs, merge_setting, split_parallel_flags
 
-    # As the CLI: --tensor-parallel-size & co. among engine_args count as the topology.
-    flags, rest = split_parallel_flags(list(engine_args))
-    request = OfflineRequest(
-        model=model, tp=merge_setting("tp", tp, flags.tp) or 1,
-        pp=merge_setting("pp", pp, flags.pp) or 1, dp=merge_setting("dp", dp, flags.dp),
-        ep=bool(merge_setting("ep", ep, flags.ep)), nodelist=nodelist,
+    request = make_request(
+        model, tp=tp, pp=pp, dp=dp, ep=ep, viztracer=viztracer,
+        torch_profile_dir=torch_profile_dir, engine_args=engine_args, nodelist=nodelist,
         gpus_per_node=gpus_per_node, input_len=input_len, output_len=output_len,
-        dataset_path=dataset_path, num_prompts=num_prompts, seed=seed, nsys=nsys,
-        viztracer=str(Path(viztracer).resolve()) if viztracer else None,
-        torch_profile_dir=str(Path(torch_profile_dir).resolve()) if torch_profile_dir else None,
-        engine_kwargs=engine_kwargs(rest))
+        dataset_path=dataset_path, num_prompts=num_prompts, seed=seed, nsys=nsys)
     if nsys:
         require_nsys()
     if viztracer:

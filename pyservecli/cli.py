@@ -223,21 +223,14 @@ def offline(model, tp, pp, dp, ep, nodelist, gpus_per_node, input_len, output_le
     --load-format dummy, --enforce-eager). Prints a table like `vllm bench serve`'s and
     writes OUT/result.json (merged per-request samples of every DP rank, with provenance).
     """
-    from .offline import OfflineRequest, execute, format_report, plan_offline
+    from .offline import execute, format_report, make_request, plan_offline
     from .profiling import require_nsys, require_viztracer
-    from .vllm_args import engine_kwargs, merge_setting, split_parallel_flags
 
-    flags, rest = split_parallel_flags(list(engine_args))
-    kwargs = engine_kwargs(rest)
-    request = OfflineRequest(
-        model=model, tp=merge_setting("tp", tp, flags.tp) or 1,
-        pp=merge_setting("pp", pp, flags.pp) or 1, dp=merge_setting("dp", dp, flags.dp),
-        ep=bool(merge_setting("ep", ep, flags.ep)), nodelist=nodelist,
+    request = make_request(
+        model, tp=tp, pp=pp, dp=dp, ep=ep, viztracer=viztracer_file,
+        torch_profile_dir=torch_profile_dir, engine_args=engine_args, nodelist=nodelist,
         gpus_per_node=gpus_per_node, input_len=input_len, output_len=output_len,
-        dataset_path=dataset_path, num_prompts=num_prompts, seed=seed, nsys=nsys,
-        viztracer=str(Path(viztracer_file).resolve()) if viztracer_file else None,
-        torch_profile_dir=str(Path(torch_profile_dir).resolve()) if torch_profile_dir else None,
-        engine_kwargs=kwargs)
+        dataset_path=dataset_path, num_prompts=num_prompts, seed=seed, nsys=nsys)
     plan = plan_offline(request, out_dir, workspace)
     out = plan.out_dir
     if dry_run:

@@ -45,6 +45,26 @@ class OfflineRequest:
     engine_kwargs: dict = field(default_factory=dict)
 
 
+def make_request(model: str, *, tp: int | None = None, pp: int | None = None,
+                 dp: int | None = None, ep: bool | None = None,
+                 viztracer: str | Path | None = None,
+                 torch_profile_dir: str | Path | None = None, engine_args=(),
+                 **settings) -> OfflineRequest:
+    """The request of ``pyserve offline`` and ``api.offline``: vLLM's own parallel flags among
+    ``engine_args`` (``--tensor-parallel-size 2``) count as the topology, the rest become engine
+    keyword arguments; paths are made absolute for the ranks."""
+    from .vllm_args import engine_kwargs, merge_setting, split_parallel_flags
+
+    flags, rest = split_parallel_flags(list(engine_args))
+    return OfflineRequest(
+        model=model, tp=merge_setting("tp", tp, flags.tp) or 1,
+        pp=merge_setting("pp", pp, flags.pp) or 1, dp=merge_setting("dp", dp, flags.dp),
+        ep=bool(merge_setting("ep", ep, flags.ep)),
+        viztracer=str(Path(viztracer).resolve()) if viztracer else None,
+        torch_profile_dir=str(Path(torch_profile_dir).resolve()) if torch_profile_dir else None,
+        engine_kwargs=engine_kwargs(rest), **settings)
+
+
 @dataclass
 class OfflinePlan:
     topology: Topology
