@@ -78,7 +78,7 @@ def test_offline_single_rank_through_the_api_runs_the_engine_in_the_rank(tmp_pat
     out = tmp_path / "offline"
     progress = []
     merged = api.offline(str(model), gpus_per_node=1, input_len=32, output_len=8, num_prompts=4,
-                         viztracer=out / "viztracer.json", engine_args=ENGINE_ARGS, out=out,
+                         torch_profile_dir=out / "traces", engine_args=ENGINE_ARGS, out=out,
                          say=progress.append)
     assert merged["completed"] == 4 and merged["total_output_tokens"] == 32
     assert json.loads((out / "result.json").read_text())["completed"] == 4
@@ -86,11 +86,14 @@ def test_offline_single_rank_through_the_api_runs_the_engine_in_the_rank(tmp_pat
     log = (out / "offline.log").read_text()
     assert "rank 0 (DP rank 0) finished 4 requests" in log
     assert "EngineCore pid=" not in log
-    # The result directory as a whole: the rank's trace is read, the run's own JSON skipped.
+    # vLLM's torch profiler around the measured run wrote the rank's trace under OUT; the
+    # result directory as a whole summarizes: the trace is read, the run's own JSON skipped.
+    traces = list((out / "traces").rglob("*.json*"))
+    assert traces, sorted(p.name for p in out.rglob("*"))
     summary = subprocess.run([sys.executable, "-m", "pyservecli.cli", "trace", "summarize",
                               str(out), "--top", "3"], env=env, capture_output=True,
                              text=True, timeout=120)
     assert summary.returncode == 0, summary.stderr
-    assert "viztracer-rank0.json (VizTracer" in summary.stdout
+    assert "(torch profiler" in summary.stdout
     assert "skipped" in summary.stderr and "config.json" in summary.stderr
     assert engine_leftovers(model) == []
