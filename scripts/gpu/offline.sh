@@ -8,6 +8,7 @@
 #   tp         Qwen3-8B --tp N                        (512 prompts)
 #   moe-tp     Qwen3-30B-A3B --tp N --ep              (512 prompts)
 #   profile    Qwen3-8B on GPU 0, 32 prompts, a VizTracer trace per rank, then summarized
+#   torch-profile  the same with vLLM's torch profiler (a trace per rank), then summarized
 # Needs scripts/gpu/install.sh to have run on this node. Results are plain files under RESULTS.
 set -euo pipefail
 phase=${1:?usage: offline.sh PHASE RESULTS}
@@ -29,6 +30,9 @@ moe-tp) model=$moe plan=(--tp "$gpus" --ep) prompts=512 ;;
 profile) model=$dense plan=(--gpus-per-node 1) prompts=32
     extra=(--viztracer "$results/offline-profile/viztracer.json")
     export CUDA_VISIBLE_DEVICES=0 ;;
+torch-profile) model=$dense plan=(--gpus-per-node 1) prompts=32
+    extra=(--torch-profile "$results/offline-torch-profile/traces")
+    export CUDA_VISIBLE_DEVICES=0 ;;
 *)
     echo "unknown phase $phase" >&2
     exit 2
@@ -42,7 +46,7 @@ pyserve offline "$model" "${plan[@]}" --input-len 1024 --output-len 256 \
 end=$(date +%s.%N)
 echo "offline $phase: exit $rc, $(python3 -c "print(f'{$end - $start:.1f}')") s in all" \
     | tee -a "$results/phases.txt"
-if [ "$phase" = profile ] && [ "$rc" = 0 ]; then
+if [[ $phase == *profile ]] && [ "$rc" = 0 ]; then
     pyserve trace summarize "$out" >"$out/summary.txt" 2>&1 || rc=$?
 fi
 exit "$rc"
