@@ -34,8 +34,9 @@ def _build_llm(cfg: dict):
                   # (seen on an H200 with a single rank). The engine runs in this process.
                   distributed_executor_backend="external_launcher")
     if cfg.get("torch_profile_dir"):
-        kwargs["profiler_config"] = {"profiler": "torch",
-                                     "torch_profiler_dir": cfg["torch_profile_dir"]}
+        from .profiling import torch_profiler_settings
+
+        kwargs["profiler_config"] = torch_profiler_settings(cfg["torch_profile_dir"])
     return LLM(**kwargs)
 
 

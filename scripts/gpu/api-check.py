@@ -1,0 +1,34 @@
+"""The Python API on a GPU node: serve Qwen3-8B (dummy weights), health, one bench point, stop.
+    python3 scripts/gpu/api-check.py RESULTS      (after `source scripts/gpu/env.sh`)
+Writes RESULTS/api/{check.json,bench/...}; exits 1 if a check or the point fails."""
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from pyservecli import api
+
+results = Path(sys.argv[1]) / "api"
+started = time.monotonic()
+with api.serve("/tmp/models/qwen3-8b", gpus_per_node=1, port=8100,
+               vllm_args=["--load-format", "dummy", "--max-model-len", "4096"],
+               workspace="/tmp/ws-api", log_path=results / "launch.log") as server:
+    ready = time.monotonic() - started
+    checks = api.health(server.base_url)
+    points = api.bench(server.base_url, isl=1024, osl=256, concurrency=64, num_prompts=256,
+                       out=results / "bench", workspace="/tmp/ws-api")
+stopped = time.monotonic() - started
+summary = {
+    "ready_s_seen_by_caller": round(ready, 1),
+    "ready_s_in_record": server.record()["ready_s"],
+    "checks_passed": sum(c.passed for c in checks), "checks": len(checks),
+    "failed_checks": [c.name for c in checks if not c.passed],
+    "point_status": [p.status for p in points],
+    "output_throughput": [p.result.get("output_throughput") for p in points],
+    "stopped_after_s": round(stopped, 1),
+}
+results.mkdir(parents=True, exist_ok=True)
+(results / "check.json").write_text(json.dumps(summary, indent=2) + "\n")
+print(json.dumps(summary, indent=2))
+sys.exit(0 if not summary["failed_checks"] and all(p.valid for p in points) else 1)
