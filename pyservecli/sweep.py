@@ -43,6 +43,17 @@ def serve_label(serve_args: list[str]) -> str:
     return label[:120] or "default"
 
 
+def _launch_error(log_path: Path) -> str | None:
+    """The launcher's own one-line error, if it wrote one (a taken port, a failed rank)."""
+    try:
+        lines = log_path.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    errors = [line.removeprefix("pyserve: error: ") for line in lines
+              if line.startswith("pyserve: error: ")]
+    return errors[-1] if errors else None
+
+
 @contextmanager
 def launched_server(serve_args: list[str], workspace: Path, port: int, log_path: Path,
                     ready_timeout: float = 1800) -> Iterator[str]:
@@ -63,8 +74,10 @@ def launched_server(serve_args: list[str], workspace: Path, port: int, log_path:
                 break
         if base is None:
             proc.wait()
+            reason = _launch_error(log_path)
             raise PyserveError(f"pyserve launch {shlex.join(serve_args)} exited "
-                               f"{proc.returncode} before READY; see {log_path}")
+                               f"{proc.returncode} before READY"
+                               + (f" ({reason})" if reason else "") + f"; see {log_path}")
         yield base
     finally:
         stop_launcher(proc, grace=180)

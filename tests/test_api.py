@@ -55,6 +55,19 @@ def test_serve_refuses_a_bad_plan_before_starting_anything(tmp_path):
         api.health("http://127.0.0.1:1", only=["models", "nope"])
 
 
+def test_serve_says_why_the_launcher_gave_up(tmp_path, config_dir):
+    """The plan is fine, but the launcher refuses a port in use: the reason reaches the caller."""
+    model = config_dir("qwen3-tiny")
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(PyserveError, match=f"port {port} is already in use"):
+            with api.serve(str(model), gpus_per_node=1, port=port, workspace=tmp_path / "ws"):
+                pytest.fail("entered the block of a server that did not start")
+    assert "api-launch.log" in str(list((tmp_path / "ws").iterdir()))
+
+
 @pytest.mark.engine
 def test_serve_health_bench_then_stopped(tmp_path, monkeypatch):
     require_engine()
