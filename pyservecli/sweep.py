@@ -44,14 +44,18 @@ def serve_label(serve_args: list[str]) -> str:
 
 
 def _launch_error(log_path: Path) -> str | None:
-    """The launcher's own one-line error, if it wrote one (a taken port, a failed rank)."""
+    """The launcher's own account of why it stopped: its one-line error (a taken port, a bad
+    plan), else the cause it found in a failed rank's log, else which rank exited."""
     try:
         lines = log_path.read_text(errors="replace").splitlines()
     except OSError:
         return None
-    errors = [line.removeprefix("pyserve: error: ") for line in lines
-              if line.startswith("pyserve: error: ")]
-    return errors[-1] if errors else None
+    for prefix in ("pyserve: error: ", "pyserve: cause on ", "pyserve: node "):
+        found = [line.removeprefix("pyserve: ").removeprefix("error: ") for line in lines
+                 if line.startswith(prefix)]
+        if found:
+            return found[-1]
+    return None
 
 
 @contextmanager

@@ -94,3 +94,19 @@ def test_serve_health_bench_then_stopped(tmp_path, monkeypatch):
     assert engine_leftovers(model) == []
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
+
+
+def test_launch_error_prefers_the_launchers_own_words(tmp_path):
+    from pyservecli.sweep import _launch_error
+
+    log = tmp_path / "launch.log"
+    log.write_text("pyserve: job j: 1 node(s)\n"
+                   "pyserve: node h1 exited with status 1 before READY\n"
+                   "--- last lines of h1.log ---\nValueError: too long\n---\n"
+                   "pyserve: cause on h1: ValueError: max_model_len 999999 is too long\n")
+    assert _launch_error(log) == "cause on h1: ValueError: max_model_len 999999 is too long"
+    log.write_text("pyserve: node h1 exited with status 137 before READY\n")
+    assert _launch_error(log) == "node h1 exited with status 137 before READY"
+    log.write_text("pyserve: error: port 8000 is already in use on this host\n")
+    assert _launch_error(log) == "port 8000 is already in use on this host"
+    assert _launch_error(tmp_path / "missing.log") is None
