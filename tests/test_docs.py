@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.parametrize("doc", ["README.rst", "docs/benchmarks.rst"])
 def test_rst_renders_cleanly(doc):
     docutils_core = pytest.importorskip("docutils.core")
-    docutils_core.publish_string((ROOT / doc).read_text(), writer_name="null",
+    docutils_core.publish_string((ROOT / doc).read_text(), writer="null",
                                  settings_overrides={"report_level": 2, "halt_level": 2})
 
 
