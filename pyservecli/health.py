@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import requests
 
+from .errors import PyserveError
 from .readiness import auth_headers
 
 
@@ -221,7 +222,12 @@ CHECKS: tuple[tuple[str, Callable[[HealthClient], str]], ...] = (
 
 def run_checks(base_url: str, model: str | None = None, api_key: str | None = None,
                timeout: float = 60.0, only: list[str] | None = None) -> list[CheckResult]:
-    """Run the checks in order; if the server cannot even list models the rest are skipped."""
+    """Run the checks in order (``only``: these names, "models" always); if the server cannot
+    even list models the rest are skipped. An unknown name is refused before any request."""
+    unknown = set(only or ()) - {name for name, _ in CHECKS}
+    if unknown:
+        raise PyserveError(f"unknown check(s) {', '.join(sorted(unknown))}; choose from "
+                           f"{', '.join(name for name, _ in CHECKS)}")
     client = HealthClient(base_url, model, api_key, timeout)
     results = []
     for name, check in CHECKS:

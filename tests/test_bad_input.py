@@ -81,6 +81,13 @@ def test_health_against_nothing_fails_clearly():
     assert "0 of 1 checks passed" in result.stdout
 
 
+def test_health_refuses_an_unknown_check_before_any_request():
+    result = run_pyserve("health", "--host", "127.0.0.1", "--port", "1", "--check", "nope")
+    assert result.returncode == 2
+    assert "unknown check(s) nope; choose from models, completion" in result.stderr
+    assert "FAIL" not in result.stdout  # nothing was asked of the (absent) server
+
+
 def test_port_with_only_lingering_connections_is_free():
     """A stopped server's connections in TIME_WAIT must not block the next launch."""
     from pyservecli.ports import is_port_free
