@@ -25,8 +25,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import PyserveError
-
 
 def _workspace(workspace: str | Path | None) -> Path:
     return Path(workspace or os.environ.get("PYSERVE_WORKSPACE", "pyserve-work"))
@@ -127,12 +125,9 @@ def bench(base_url: str, *, types: Sequence[str] = ("throughput",), isl: int | N
     """``pyserve bench``: runs the points, writes OUT/<suite>/<point>.json and OUT/summary.csv,
     returns the ``PointResult`` list (``.valid``, ``.result`` = vLLM's keys + provenance)."""
     from .bench import run_points, server_gpus, server_info, write_summary
-    from .benchsuites import custom_point, select_points
+    from .benchsuites import choose_points
 
-    if (isl is None) != (osl is None):
-        raise PyserveError("isl and osl go together")
-    points = ([custom_point(isl, osl, concurrency, num_prompts)] if isl is not None
-              else select_points(list(types), num_prompts))
+    points = choose_points(list(types), isl, osl, concurrency, num_prompts)
     ws = _workspace(workspace)
     out_dir = Path(out) if out else ws / "bench"
     results = run_points(points, server_info(base_url, model, api_key), out_dir,

@@ -78,6 +78,18 @@ def select_points(types: list[str], num_prompts: int | None = None) -> list[Benc
     return pick_points(SUITES, types, num_prompts)
 
 
+def choose_points(types: list[str], isl: int | None = None, osl: int | None = None,
+                  concurrency: int | None = None,
+                  num_prompts: int | None = None) -> list[BenchPoint]:
+    """What ``pyserve bench`` and ``api.bench`` run: one custom point when ISL/OSL are given,
+    else the named suites."""
+    if (isl is None) != (osl is None):
+        raise PyserveError("--isl and --osl go together")
+    if isl is not None:
+        return [custom_point(isl, osl, concurrency, num_prompts)]
+    return select_points(types, num_prompts)
+
+
 def custom_point(isl: int, osl: int, concurrency: int | None, num_prompts: int | None,
                  rate: str = "inf") -> BenchPoint:
     for label, value in (("--isl", isl), ("--osl", osl), ("--concurrency", concurrency),

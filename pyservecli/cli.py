@@ -358,13 +358,10 @@ def bench(host, port, model, types, isl, osl, concurrency, num_prompts, tokenize
     above 1 %, or no output tokens).
     """
     from .bench import run_points, server_gpus, server_info, write_summary
-    from .benchsuites import custom_point, select_points
+    from .benchsuites import choose_points
 
-    if (isl is None) != (osl is None):
-        raise PyserveError("--isl and --osl go together")
-    points = ([custom_point(isl, osl, concurrency, num_prompts)] if isl is not None
-              else select_points([t.strip() for t in types.split(",") if t.strip()],
-                                 num_prompts))
+    points = choose_points([t.strip() for t in types.split(",") if t.strip()], isl, osl,
+                           concurrency, num_prompts)
     api_key = _read_key(api_key_file)
     base = f"http://{host}:{port}"
     server = server_info(base, model, api_key)

@@ -88,6 +88,12 @@ def test_health_refuses_an_unknown_check_before_any_request():
     assert "FAIL" not in result.stdout  # nothing was asked of the (absent) server
 
 
+def test_bench_refuses_isl_without_osl_before_any_request():
+    result = run_pyserve("bench", "--host", "127.0.0.1", "--port", "1", "--isl", "128")
+    assert result.returncode == 2
+    assert "--isl and --osl go together" in result.stderr
+
+
 def test_port_with_only_lingering_connections_is_free():
     """A stopped server's connections in TIME_WAIT must not block the next launch."""
     from pyservecli.ports import is_port_free
