@@ -19,15 +19,16 @@ Nothing here imports vllm or torch at import time.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import default_workspace
+
 
 def _workspace(workspace: str | Path | None) -> Path:
-    return Path(workspace or os.environ.get("PYSERVE_WORKSPACE", "pyserve-work"))
+    return Path(workspace or default_workspace())
 
 
 def plan(model: str, *, tp: int | None = None, pp: int | None = None, dp: int | None = None,

@@ -10,16 +10,14 @@ from pathlib import Path
 
 import click
 
-from . import __version__
+from . import DEFAULT_WORKSPACE, __version__, default_workspace
 from .errors import PyserveError
-
-DEFAULT_WORKSPACE = "pyserve-work"
 
 
 def _workspace_option(func):
     return click.option(
         "--workspace", type=click.Path(file_okay=False, path_type=Path),
-        default=lambda: os.environ.get("PYSERVE_WORKSPACE", DEFAULT_WORKSPACE),
+        default=default_workspace,
         show_default=f"$PYSERVE_WORKSPACE or ./{DEFAULT_WORKSPACE}",
         help="Where logs, rendered scripts and launch records go.")(func)
 
