@@ -335,9 +335,6 @@ def node_main(plan_path: str) -> int:
     return 127
 
 
-if __name__ == "__main__":
-    raise SystemExit(node_main(sys.argv[1]))
-
 
 def _last_line(log: Path) -> str:
     try:
@@ -414,3 +411,7 @@ def execute(plan: OfflinePlan, say: Callable[[str], None], nsys: bool = False) -
                                               plan.job_id)
     (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(node_main(sys.argv[1]))
