@@ -8,10 +8,14 @@ import time
 from pathlib import Path
 
 from pyservecli import api
+from pyservecli.dummymodel import create_model_dir
 
 results = Path(sys.argv[1]) / "api"
+# The same config-only model as the shell scripts' (env.sh: DENSE_MODEL); made here too, so
+# this check also runs on its own.
+model = create_model_dir("qwen3-8b", Path("/tmp/models/qwen3-8b"))
 started = time.monotonic()
-with api.serve("/tmp/models/qwen3-8b", gpus_per_node=1, port=8100,
+with api.serve(str(model), gpus_per_node=1, port=8100,
                vllm_args=["--load-format", "dummy", "--max-model-len", "4096"],
                workspace="/tmp/ws-api", log_path=results / "launch.log") as server:
     ready = time.monotonic() - started
