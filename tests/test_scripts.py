@@ -122,11 +122,12 @@ def test_image_launch_runs_each_node_script_in_a_labelled_container(tmp_path):
 def test_shipped_shell_scripts_pass_shellcheck():
     # What the project ships (tracked, or new and not ignored), not what launches rendered
     # into an ignored workspace such as ./pyserve-work.
-    tracked = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard",
-                              "*.sh"], cwd=ROOT, capture_output=True, text=True)
-    if tracked.returncode == 0:
+    git = shutil.which("git")
+    tracked = subprocess.run([git, "ls-files", "--cached", "--others", "--exclude-standard",
+                              "*.sh"], cwd=ROOT, capture_output=True, text=True) if git else None
+    if tracked is not None and tracked.returncode == 0:
         scripts = [ROOT / name for name in tracked.stdout.split()]
-    else:  # an unpacked source tree without git
+    else:  # an unpacked source tree, or no git
         scripts = [p for p in ROOT.rglob("*.sh")
                    if not {".venv", ".work", "pyserve-work"} & set(p.parts)]
     scripts += [ROOT / "slurm" / "run.sbatch", ROOT / ".ci" / "run"]
