@@ -62,7 +62,7 @@ test: lint
 	$(PY) -m pytest -q tests
 
 unit: setup
-	$(PY) -m pytest -q tests -m "not engine"
+	$(PY) -m pytest -q tests -m "not engine and not cluster and not docker"
 
 dry-run: setup
 	$(PYSERVE) launch Qwen/Qwen3-30B-A3B-FP8 --tp 8 --ep --nodelist 'gpu[1-2]' \

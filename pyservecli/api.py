@@ -1,4 +1,5 @@
-"""pyserve as a library: the CLI's verbs as Python calls, with the CLI's names and checks.
+"""pyserve as a library: every verb of the CLI as a Python call, with the CLI's names and checks.
+The ``pyserve`` command is a thin layer over these functions.
 
     from pyservecli import api
 
@@ -9,40 +10,112 @@
                             out="results/dp2")
     result = api.offline("./Qwen3-8B", input_len=1024, output_len=256, num_prompts=512)
 
-``serve`` runs ``pyserve launch`` itself (a child process in its own session), so signal
-handling, READY and the stopping of every rank are the launcher's, exactly as on the command
-line; its leaving the ``with`` block stops the server. Planning errors (topology, a model that
-does not fit, a bad flag) are raised as ``PyserveError`` before anything starts.
+``serve`` runs the launcher in this process: READY on entering the block, every rank stopped on
+leaving it (an exception, Ctrl+C or SIGTERM included). Planning errors (topology, a model that
+does not fit, a bad flag, a port in use) are raised as ``PyserveError`` before anything starts;
+a rank that dies before READY raises ``PyserveError`` with the cause found in its log.
 Nothing here imports vllm or torch at import time.
 """
 
 from __future__ import annotations
 
-import json
+import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import default_workspace
+from pyservecli import default_workspace
+from pyservecli.bench.health import DEFAULT_TIMEOUT_S
+from pyservecli.errors import PyserveError
+
+Say = Callable[[str], None]
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def _workspace(workspace: str | Path | None) -> Path:
     return Path(workspace or default_workspace())
 
 
-def plan(model: str, *, tp: int | None = None, pp: int | None = None, dp: int | None = None,
-         ep: bool | None = None, backend: str | None = None, port: int = 8000,
-         nodelist: str | None = None, gpus_per_node: int | None = None,
-         vllm_args: Sequence[str] = (), env: dict[str, str] | None = None):
-    """The plan ``pyserve launch --dry-run`` prints (a ``LaunchPlan``; ``.to_json()``)."""
-    from .plan import LaunchRequest, make_plan
+@dataclass
+class PreparedLaunch:
+    """A checked plan and the launcher's options: what ``launch``/``serve`` run."""
 
+    plan: object  # plan.launch.LaunchPlan
+    options: object  # run.launcher.LaunchOptions
+    container: object | None = None  # run.container.ContainerSpec for --image
+
+
+def prepare_launch(model: str, *, tp: int | None = None, pp: int | None = None,
+                   dp: int | None = None, ep: bool | None = None, backend: str | None = None,
+                   port: int = 8000, nodelist: str | None = None,
+                   gpus_per_node: int | None = None, vllm_args: Sequence[str] = (),
+                   env: dict[str, str] | None = None, api_key_file: str | Path | None = None,
+                   workspace: str | Path | None = None, ready_timeout: float = 1800.0,
+                   then: Sequence[str] | None = None, nsys: bool = False,
+                   profile_dir: str | Path | None = None, image: str | None = None,
+                   container_mounts: Sequence[str] = (), force: bool = False,
+                   privileged: bool = False, dry_run: bool = False) -> PreparedLaunch:
+    """Every check ``pyserve launch`` makes before starting anything, and the plan.
+
+    ``profile_dir``: vLLM's torch profiler into this directory ("" for WORKSPACE/profiles).
+    ``dry_run``: a plan for anywhere (ports are not probed, nsys need not be installed)."""
+    from pyservecli.plan.launch import LaunchRequest, make_plan
+    from pyservecli.plan.profiling import NSYS_FINALIZE_GRACE_S, torch_profiler_config
+    from pyservecli.plan.vllm_args import option_value
+    from pyservecli.run.cluster import detect
+    from pyservecli.run.launcher import LaunchOptions
+    from pyservecli.run.portprobe import is_port_free
+    from pyservecli.run.tools import require_nsys
+
+    ws = _workspace(workspace)
+    vllm_args = list(vllm_args)
+    if profile_dir is not None:
+        if option_value(vllm_args, "--profiler-config"):
+            raise PyserveError("give either --profile or vLLM's --profiler-config, not both")
+        target = Path(profile_dir) if profile_dir else ws / "profiles"
+        vllm_args += ["--profiler-config", torch_profiler_config(target.resolve())]
+    if nsys and not dry_run:
+        require_nsys()  # before anything starts
+    if (container_mounts or force or privileged) and not image:
+        raise PyserveError("--container-mount, --force and --privileged need --image")
+    container = None
+    if image:
+        from pyservecli.run.container import make_spec
+
+        container = make_spec(image, list(container_mounts), force, privileged)
     request = LaunchRequest(model=model, tp=tp, pp=pp, dp=dp, ep=ep, backend=backend, port=port,
                             nodelist=nodelist, gpus_per_node=gpus_per_node,
-                            vllm_args=list(vllm_args), env=dict(env or {}))
-    # As the CLI's dry run: the head's ports are checked by the launcher, on the head.
-    return make_plan(request, is_free=lambda _port: True)
+                            vllm_args=vllm_args, env=dict(env or {}),
+                            nsys_dir=(ws / "nsys").resolve() if nsys else None)
+    cluster = detect(None, nodelist, gpus_per_node)
+    # Inside SLURM the head may be another machine: the launcher asks it about its ports.
+    probe = not dry_run and not cluster.in_slurm
+    plan = make_plan(request, cluster, is_free=is_port_free if probe else lambda _port: True)
+    options = LaunchOptions(workspace=ws.resolve(),
+                            api_key_file=Path(api_key_file) if api_key_file else None,
+                            ready_timeout=ready_timeout, then=list(then) if then else None,
+                            stop_grace=NSYS_FINALIZE_GRACE_S if nsys else 60.0,
+                            container=container)
+    return PreparedLaunch(plan=plan, options=options, container=container)
+
+
+def plan(model: str, **settings):
+    """The plan ``pyserve launch --dry-run`` prints (a ``LaunchPlan``; ``.to_json()``).
+    ``settings``: those of ``prepare_launch``."""
+    return prepare_launch(model, dry_run=True, **settings).plan
+
+
+def launch(model: str, *, say: Say = _stderr, **settings) -> int:
+    """``pyserve launch``: READY, then serve until stopped (or run ``then``); the exit status."""
+    from pyservecli.run.launcher import Launch
+
+    prepared = prepare_launch(model, **settings)
+    return Launch(prepared.plan, prepared.options, say=say).run()
 
 
 @dataclass
@@ -51,6 +124,8 @@ class Server:
 
     base_url: str  # http://HOST:PORT (no /v1)
     workspace: Path
+    record_path: Path = field(default=Path())
+    ready_s: float = 0.0  # launch to READY, seconds
 
     @property
     def host(self) -> str:
@@ -61,8 +136,39 @@ class Server:
         return int(self.base_url.rsplit(":", 1)[1])
 
     def record(self) -> dict:
-        """The launch record (topology, argv per node, READY timings, job id)."""
-        return json.loads((self.workspace / "latest.json").read_text())
+        """This launch's record (topology, argv per node, READY timings, job id)."""
+        import json
+
+        return json.loads(self.record_path.read_text())
+
+
+@contextmanager
+def serve(model: str, *, say: Say | None = None, log_path: str | Path | None = None,
+          **settings) -> Iterator[Server]:
+    """``pyserve launch`` as a context: yields a ``Server`` once READY, stops every rank on
+    leaving. Progress lines go to ``say`` (default: stderr), and are appended to ``log_path``
+    when given. ``settings``: those of ``prepare_launch``."""
+    from pyservecli.run.launcher import Launch
+
+    prepared = prepare_launch(model, **settings)
+    say = say or _stderr
+    if log_path is not None:
+        say = _tee(say, Path(log_path))
+    with Launch(prepared.plan, prepared.options, say=say).serving() as running:
+        yield Server(base_url=prepared.plan.endpoint.removesuffix("/v1"),
+                     workspace=prepared.options.workspace, record_path=running.files.record,
+                     ready_s=running.times["ready_s"])
+
+
+def _tee(say: Say, path: Path) -> Say:
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def both(line: str) -> None:
+        with open(path, "a") as log:
+            log.write(line + "\n")
+        say(line)
+
+    return both
 
 
 def launch_argv(model: str, *, tp: int | None = None, pp: int | None = None,
@@ -70,7 +176,7 @@ def launch_argv(model: str, *, tp: int | None = None, pp: int | None = None,
                 nodelist: str | None = None, gpus_per_node: int | None = None,
                 env: dict[str, str] | None = None, api_key_file: str | Path | None = None,
                 image: str | None = None, vllm_args: Sequence[str] = ()) -> list[str]:
-    """``pyserve launch`` arguments for these settings (after ``launch``, before workspace/port)."""
+    """``pyserve launch`` arguments for these settings (e.g. for an sbatch line)."""
     argv = [model]
     for flag, value in (("--tp", tp), ("--pp", pp), ("--dp", dp), ("--backend", backend),
                         ("--nodelist", nodelist), ("--gpus-per-node", gpus_per_node),
@@ -84,35 +190,10 @@ def launch_argv(model: str, *, tp: int | None = None, pp: int | None = None,
     return argv + list(vllm_args)
 
 
-@contextmanager
-def serve(model: str, *, tp: int | None = None, pp: int | None = None, dp: int | None = None,
-          ep: bool | None = None, backend: str | None = None, port: int = 8000,
-          nodelist: str | None = None, gpus_per_node: int | None = None,
-          env: dict[str, str] | None = None, api_key_file: str | Path | None = None,
-          image: str | None = None, vllm_args: Sequence[str] = (),
-          workspace: str | Path | None = None, ready_timeout: float = 1800,
-          log_path: str | Path | None = None) -> Iterator[Server]:
-    """``pyserve launch`` as a context: yields a ``Server`` once READY, stops every rank on
-    exit. The launcher's stderr (progress, errors) goes to ``log_path``
-    (default WORKSPACE/api-launch.log)."""
-    from .sweep import launched_server
-
-    # The same plan the launcher will make, so a bad request fails here, before any process.
-    plan(model, tp=tp, pp=pp, dp=dp, ep=ep, backend=backend, port=port, nodelist=nodelist,
-         gpus_per_node=gpus_per_node, vllm_args=vllm_args, env=env)
-    ws = _workspace(workspace).resolve()
-    args = launch_argv(model, tp=tp, pp=pp, dp=dp, ep=ep, backend=backend, nodelist=nodelist,
-                       gpus_per_node=gpus_per_node, env=env, api_key_file=api_key_file,
-                       image=image, vllm_args=vllm_args)
-    log = Path(log_path) if log_path else ws / "api-launch.log"
-    with launched_server(args, ws, port, log, ready_timeout=ready_timeout) as base:
-        yield Server(base_url=base, workspace=ws)
-
-
 def health(base_url: str, *, model: str | None = None, api_key: str | None = None,
-           timeout: float = 60.0, only: Sequence[str] | None = None):
+           timeout: float = DEFAULT_TIMEOUT_S, only: Sequence[str] | None = None):
     """``pyserve health``: the list of ``CheckResult`` (``.name``, ``.passed``, ``.detail``)."""
-    from .health import run_checks
+    from pyservecli.bench.health import run_checks
 
     return run_checks(base_url, model, api_key, timeout=timeout, only=list(only) if only else None)
 
@@ -122,46 +203,121 @@ def bench(base_url: str, *, types: Sequence[str] = ("throughput",), isl: int | N
           model: str | None = None, tokenizer: str | None = None,
           dataset_dir: str | Path | None = None, out: str | Path | None = None,
           resume: bool = False, profile: bool = False, api_key: str | None = None,
-          workspace: str | Path | None = None):
+          workspace: str | Path | None = None, say: Say = _stderr):
     """``pyserve bench``: runs the points, writes OUT/<suite>/<point>.json and OUT/summary.csv,
     returns the ``PointResult`` list (``.valid``, ``.result`` = vLLM's keys + provenance)."""
-    from .bench import run_points, server_gpus, server_info, write_summary
-    from .benchsuites import choose_points
+    from pyservecli.bench.runner import run_points, server_gpus, server_info, write_summary
+    from pyservecli.bench.suites import points_for
 
-    points = choose_points(list(types), isl, osl, concurrency, num_prompts)
+    points = points_for(list(types), isl=isl, osl=osl, concurrency=concurrency,
+                        num_prompts=num_prompts)
     ws = _workspace(workspace)
     out_dir = Path(out) if out else ws / "bench"
     results = run_points(points, server_info(base_url, model, api_key), out_dir,
                          tokenizer=tokenizer,
                          dataset_dir=Path(dataset_dir) if dataset_dir else None,
-                         api_key=api_key, workspace=ws, profile=profile, resume=resume)
+                         api_key=api_key, workspace=ws, profile=profile, resume=resume, say=say)
     write_summary(results, out_dir, server_gpus(results))
     return results
 
 
-def offline(model: str, *, tp: int | None = None, pp: int | None = None,
-            dp: int | None = None, ep: bool | None = None,
-            nodelist: str | None = None, gpus_per_node: int | None = None,
-            input_len: int | None = None, output_len: int | None = None,
-            dataset_path: str | None = None, num_prompts: int = 100, seed: int = 0,
-            viztracer: str | Path | None = None, torch_profile_dir: str | Path | None = None,
-            nsys: bool = False, engine_args: Sequence[str] = (), out: str | Path | None = None,
-            workspace: str | Path | None = None,
-            say: Callable[[str], None] = lambda _line: None) -> dict:
-    """``pyserve offline``: runs every rank, returns the merged result (also OUT/result.json).
-    ``engine_args`` are vLLM engine arguments in CLI spelling (``["--load-format", "dummy"]``);
-    ``viztracer`` writes one trace per rank (``FILE-rankN.json``); ``say`` gets progress lines."""
-    from .offline import execute, make_request, plan_offline
-    from .profiling import require_nsys, require_viztracer
+@dataclass
+class SweepRun:
+    """One server configuration of a sweep: its points and where the time went."""
+
+    label: str
+    out_dir: Path
+    results: list
+    wall_s: float
+    bench_s: float
+    overhead_pct: float | None
+    server_start_s: float | None = None  # launch to READY, for --serve configurations
+
+
+def sweep(suites: Sequence[str] = ("rate", "concurrency"), *, base_url: str | None = None,
+          servers: Sequence[tuple[str, dict]] = (), num_prompts: int | None = None,
+          tokenizer: str | None = None, out: str | Path | None = None, resume: bool = False,
+          api_key: str | None = None, workspace: str | Path | None = None,
+          say: Say = _stderr) -> list[SweepRun]:
+    """``pyserve sweep``: the suites' points against the server at ``base_url``, or against
+    each of ``servers`` (``(label, serve settings)``), launched one at a time. Results in
+    OUT/<label>/<suite>/<point>.json and OUT/<label>/summary.csv; ``resume`` skips points done."""
+    from pyservecli.bench.runner import run_points, server_gpus, server_info, write_summary
+    from pyservecli.bench.suites import points_for
+    from pyservecli.bench.sweep import SWEEPS, overhead
+
+    if bool(base_url) == bool(servers):
+        raise PyserveError("give either --host (a running server) or --serve (to launch)")
+    points = points_for(list(suites), table=SWEEPS, num_prompts=num_prompts, what="sweep suite")
+    ws = _workspace(workspace)
+    out_dir = Path(out) if out else ws / "sweep"
+    configs = [(base_url.removeprefix("http://").replace(":", "-"), None)] if base_url \
+        else list(servers)
+    runs = []
+    for label, settings in configs:
+        target = out_dir / label
+
+        def run_all(url: str, target: Path = target) -> tuple[list, float]:
+            start = time.monotonic()
+            results = run_points(points, server_info(url, None, api_key), target,
+                                 tokenizer=tokenizer, api_key=api_key, workspace=ws,
+                                 resume=resume, say=say)
+            return results, time.monotonic() - start
+
+        server_start = None
+        if settings is None:
+            results, wall = run_all(base_url)
+        else:
+            launched = time.monotonic()
+            with serve(**{"workspace": ws, **settings}, say=say,
+                       log_path=target / "launch.log") as server:
+                server_start = time.monotonic() - launched
+                results, wall = run_all(server.base_url)
+        write_summary(results, target, server_gpus(results))
+        cost = overhead(wall, results)
+        runs.append(SweepRun(label=label, out_dir=target, results=results,
+                             wall_s=cost["wall_s"], bench_s=cost["bench_s"],
+                             overhead_pct=cost["overhead_pct"], server_start_s=server_start))
+    return runs
+
+
+def plan_offline(model: str, *, tp: int | None = None, pp: int | None = None,
+                 dp: int | None = None, ep: bool | None = None, nodelist: str | None = None,
+                 gpus_per_node: int | None = None, input_len: int | None = None,
+                 output_len: int | None = None, dataset_path: str | None = None,
+                 num_prompts: int = 100, seed: int = 0, viztracer: str | Path | None = None,
+                 torch_profile_dir: str | Path | None = None, nsys: bool = False,
+                 engine_args: Sequence[str] = (), out: str | Path | None = None,
+                 workspace: str | Path | None = None):
+    """The plan ``pyserve offline --dry-run`` prints (an ``OfflinePlan``): one torchrun per
+    node. ``engine_args`` are vLLM engine arguments in CLI spelling
+    (``["--load-format", "dummy"]``); ``viztracer`` writes one trace per rank
+    (``FILE-rankN.json``)."""
+    from pyservecli.plan.offline import make_request
+    from pyservecli.plan.offline import plan_offline as make_offline_plan
+    from pyservecli.run.cluster import detect
 
     request = make_request(
         model, tp=tp, pp=pp, dp=dp, ep=ep, viztracer=viztracer,
-        torch_profile_dir=torch_profile_dir, engine_args=engine_args, nodelist=nodelist,
-        gpus_per_node=gpus_per_node, input_len=input_len, output_len=output_len,
-        dataset_path=dataset_path, num_prompts=num_prompts, seed=seed, nsys=nsys)
-    if nsys:
+        torch_profile_dir=torch_profile_dir, engine_args=engine_args,
+        input_len=input_len, output_len=output_len, dataset_path=dataset_path,
+        num_prompts=num_prompts, seed=seed, nsys=nsys)
+    cluster = detect(None, nodelist, gpus_per_node)
+    return make_offline_plan(request, cluster, Path(out) if out else None, _workspace(workspace))
+
+
+def run_offline(offline_plan, *, say: Say = lambda _line: None) -> dict:
+    """Run every rank of ``offline_plan``, merge; returns the result (also OUT/result.json)."""
+    from pyservecli.run.offline import execute
+    from pyservecli.run.tools import require_nsys, require_viztracer
+
+    if offline_plan.nsys:
         require_nsys()
-    if viztracer:
+    if offline_plan.config.get("viztracer"):
         require_viztracer()
-    offline_plan = plan_offline(request, Path(out) if out else None, _workspace(workspace))
-    return execute(offline_plan, say, nsys=nsys)
+    return execute(offline_plan, say)
+
+
+def offline(model: str, *, say: Say = lambda _line: None, **settings) -> dict:
+    """``pyserve offline``: ``plan_offline`` (same settings), then ``run_offline``."""
+    return run_offline(plan_offline(model, **settings), say=say)

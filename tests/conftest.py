@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pyservecli.dummymodel import builtin_config
+from pyservecli.models.dummy import builtin_config
 
-PYSERVE = [sys.executable, "-m", "pyservecli.cli"]
+PYSERVE = [sys.executable, "-m", "pyservecli"]
 
 
 def run_pyserve(*args, env=None, cwd=None, timeout=60):

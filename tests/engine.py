@@ -67,7 +67,7 @@ class LaunchedServer:
         self.log = cwd / "launcher.stderr"
         self.stderr = open(self.log, "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pyservecli.cli", "launch", *args], cwd=cwd, env=env,
+            [sys.executable, "-m", "pyservecli", "launch", *args], cwd=cwd, env=env,
             stdout=subprocess.PIPE, stderr=self.stderr, text=True, start_new_session=True)
 
     def wait_ready(self, timeout: float = 300) -> str:

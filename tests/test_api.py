@@ -6,8 +6,8 @@ import socket
 import pytest
 
 from pyservecli import api
-from pyservecli.dummymodel import create_model_dir
 from pyservecli.errors import PyserveError
+from pyservecli.models.dummy import create_model_dir
 
 from .conftest import run_pyserve
 from .engine import CPU_SERVE_ARGS, cpu_engine_env, engine_leftovers, free_port, require_engine
@@ -65,7 +65,8 @@ def test_serve_says_why_the_launcher_gave_up(tmp_path, config_dir):
         with pytest.raises(PyserveError, match=f"port {port} is already in use"):
             with api.serve(str(model), gpus_per_node=1, port=port, workspace=tmp_path / "ws"):
                 pytest.fail("entered the block of a server that did not start")
-    assert "api-launch.log" in str(list((tmp_path / "ws").iterdir()))
+    # Refused while planning, in this process: nothing was started or written.
+    assert not (tmp_path / "ws").exists()
 
 
 @pytest.mark.engine
@@ -96,17 +97,28 @@ def test_serve_health_bench_then_stopped(tmp_path, monkeypatch):
         sock.bind(("127.0.0.1", port))
 
 
-def test_launch_error_prefers_the_launchers_own_words(tmp_path):
-    from pyservecli.sweep import _launch_error
+def test_serve_raises_the_cause_found_in_the_failed_nodes_log(tmp_path, config_dir,
+                                                               monkeypatch):
+    """The launcher runs in this process: a node that dies before READY reaches the caller as
+    PyserveError carrying the cause from its log, and the launch record says "failed"."""
+    from pyservecli.run import jobfiles, launcher
 
-    log = tmp_path / "launch.log"
-    log.write_text("pyserve: job j: 1 node(s)\n"
-                   "pyserve: node h1 exited with status 1 before READY\n"
-                   "--- last lines of h1.log ---\nValueError: too long\n---\n"
-                   "pyserve: cause on h1: ValueError: max_model_len 999999 is too long\n")
-    assert _launch_error(log) == "cause on h1: ValueError: max_model_len 999999 is too long"
-    log.write_text("pyserve: node h1 exited with status 137 before READY\n")
-    assert _launch_error(log) == "node h1 exited with status 137 before READY"
-    log.write_text("pyserve: error: port 8000 is already in use on this host\n")
-    assert _launch_error(log) == "port 8000 is already in use on this host"
-    assert _launch_error(tmp_path / "missing.log") is None
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    vllm = fake_bin / "vllm"
+    vllm.write_text("#!/bin/sh\necho 'INFO starting'\n"
+                    "echo 'ValueError: max_model_len 999999 is too long'\nexit 3\n")
+    vllm.chmod(0o755)
+    monkeypatch.setattr(jobfiles, "bin_dir", lambda: str(fake_bin))
+    monkeypatch.setattr(launcher, "bin_dir", lambda: str(fake_bin))
+    lines = []
+    with pytest.raises(PyserveError) as failure:
+        with api.serve(str(config_dir("qwen3-tiny")), gpus_per_node=1, port=free_port(),
+                       workspace=tmp_path / "ws", say=lines.append):
+            pytest.fail("entered the block of a server that died")
+    message = str(failure.value)
+    assert "exited with status 3 before READY" in message
+    assert "ValueError: max_model_len 999999 is too long" in message
+    assert any(line.startswith("pyserve: cause on ") for line in lines)
+    record = json.loads((tmp_path / "ws" / "latest.json").read_text())
+    assert record["state"] == "failed" and record["exit_status"] == 1

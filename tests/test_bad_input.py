@@ -96,7 +96,7 @@ def test_bench_refuses_isl_without_osl_before_any_request():
 
 def test_port_with_only_lingering_connections_is_free():
     """A stopped server's connections in TIME_WAIT must not block the next launch."""
-    from pyservecli.ports import is_port_free
+    from pyservecli.run.portprobe import is_port_free
 
     server = socket.socket()
     server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

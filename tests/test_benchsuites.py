@@ -2,8 +2,8 @@
 
 import pytest
 
-from pyservecli.bench import PointResult, judge, summary_row
-from pyservecli.benchsuites import SUITES, bench_argv, custom_point, select_points
+from pyservecli.bench.runner import PointResult, judge, summary_row
+from pyservecli.bench.suites import SUITES, bench_argv, custom_point, points_for
 from pyservecli.errors import PyserveError
 
 
@@ -42,13 +42,13 @@ def test_bench_argv_uses_the_chat_endpoint_seed_and_lengths():
 
 
 def test_selection_custom_point_and_errors():
-    assert len(select_points(["throughput", "decode"])) == 5
-    assert {p.num_prompts for p in select_points(["prefill"], num_prompts=7)} == {7}
+    assert len(points_for(["throughput", "decode"])) == 5
+    assert {p.num_prompts for p in points_for(["prefill"], num_prompts=7)} == {7}
     point = custom_point(1024, 1024, 64, None)
     assert (point.input_len, point.output_len, point.max_concurrency, point.num_prompts) == (
         1024, 1024, 64, 256)
     with pytest.raises(PyserveError, match="unknown benchmark type"):
-        select_points(["speed"])
+        points_for(["speed"])
     with pytest.raises(PyserveError, match="--isl must be at least 1"):
         custom_point(0, 10, None, None)
 
@@ -71,7 +71,7 @@ def test_summary_row_derives_per_gpu_and_interactivity():
 
 
 def test_sweep_suites_reference_values():
-    from pyservecli.sweep import SWEEPS, serve_label, sweep_points
+    from pyservecli.bench.sweep import SWEEPS, serve_label
 
     assert [p.request_rate for p in SWEEPS["rate"]] == ["1", "2", "4", "8", "16", "32", "inf"]
     assert [p.max_concurrency for p in SWEEPS["concurrency"]] == [1, 2, 4, 8, 16, 32, 64, 128]
@@ -80,15 +80,15 @@ def test_sweep_suites_reference_values():
     assert {p.output_len for p in SWEEPS["input"]} == {128}
     assert [p.output_len for p in SWEEPS["output"]] == [64, 128, 256, 512, 1024, 2048]
     assert {p.input_len for p in SWEEPS["output"]} == {512}
-    assert len(sweep_points(["rate", "output"], num_prompts=3)) == 13
+    assert len(points_for(["rate", "output"], table=SWEEPS, num_prompts=3)) == 13
     with pytest.raises(PyserveError, match="unknown sweep suite"):
-        sweep_points(["speed"])
+        points_for(["speed"], table=SWEEPS, what="sweep suite")
     assert serve_label(["M", "--max-num-seqs", "64"]) == "max-num-seqs_64"
     assert serve_label(["M"]) == "default"
 
 
 def test_sweep_overhead_counts_every_point_that_ran():
-    from pyservecli.sweep import SWEEPS, overhead
+    from pyservecli.bench.sweep import SWEEPS, overhead
 
     point = SWEEPS["rate"][0]
     results = [PointResult(point, "ok", "", {"duration": 90.0}),

@@ -44,7 +44,7 @@ def test_answers_survive_stdout_logging(tmp_path: Path):
     env = {**os.environ, "PYTHONPATH": f"{fake}{os.pathsep}{repo}"}
     jobs = [{"argv": [], "log": str(tmp_path / "a.log")},
             {"argv": ["--exit-code", "3"], "log": str(tmp_path / "b.log")}]
-    done = subprocess.run([sys.executable, "-m", "pyservecli.benchworker"], env=env,
+    done = subprocess.run([sys.executable, "-m", "pyservecli.workers.bench_worker"], env=env,
                           input="".join(json.dumps(job) + "\n" for job in jobs),
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr

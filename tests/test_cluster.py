@@ -2,8 +2,9 @@ import subprocess
 
 import pytest
 
-from pyservecli.cluster import detect, detect_gpus_per_node, expand_hostlist
 from pyservecli.errors import PyserveError
+from pyservecli.plan.hosts import expand_hostlist
+from pyservecli.run.cluster import detect, detect_gpus_per_node
 
 
 @pytest.mark.parametrize(

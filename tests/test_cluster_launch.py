@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from pyservecli.dummymodel import create_model_dir
-from pyservecli.procs import stop_launcher
+from pyservecli.models.dummy import create_model_dir
+from pyservecli.run.procs import stop_launcher
 
 from .engine import (
     CPU_SERVE_ARGS,
@@ -115,7 +115,7 @@ def test_dp2_across_two_nodes_serves_and_a_dead_worker_is_named(cluster, tiny_mo
     with open(stderr_log, "w") as stderr:
         proc = subprocess.Popen(
             ["salloc", "-N", "2", "--gpus-per-node=1", "--job-name=pyserve-dp2",
-             sys.executable, "-m", "pyservecli.cli", "launch",
+             sys.executable, "-m", "pyservecli", "launch",
              *launch_args(tiny_model, workspace, 8000)],
             env=env, stdout=subprocess.PIPE, stderr=stderr, text=True, start_new_session=True)
     try:
@@ -181,7 +181,7 @@ def test_sbatch_reaches_ready_records_the_endpoint_and_scancel_stops_cleanly(
     try:
         wait_for(lambda: record(workspace).get("state") == "ready", 400, "READY from sbatch",
                  log=job_out)
-        status = subprocess.run([sys.executable, "-m", "pyservecli.cli", "status",
+        status = subprocess.run([sys.executable, "-m", "pyservecli", "status",
                                  "--workspace", str(workspace), "--format", "json"],
                                 env=env, capture_output=True, text=True, timeout=60)
         info = json.loads(status.stdout)
@@ -196,7 +196,7 @@ def test_sbatch_reaches_ready_records_the_endpoint_and_scancel_stops_cleanly(
     log_dir = Path(record(workspace)["log_dir"])
     assert (log_dir / f"{HEAD}.log").stat().st_size > 0
     assert (log_dir / f"{WORKER}.log").stat().st_size > 0
-    status = subprocess.run([sys.executable, "-m", "pyservecli.cli", "status",
+    status = subprocess.run([sys.executable, "-m", "pyservecli", "status",
                              "--workspace", str(workspace), "--format", "json"],
                             env=env, capture_output=True, text=True, timeout=60)
     info = json.loads(status.stdout)
@@ -214,7 +214,7 @@ def test_head_port_taken_is_refused_before_any_rank_starts(cluster, tiny_model, 
         assert holder.stdout.readline().strip() == "bound"
         workspace = tmp_path / "ws"
         result = subprocess.run(
-            ["salloc", "-N", "2", "--gpus-per-node=1", sys.executable, "-m", "pyservecli.cli",
+            ["salloc", "-N", "2", "--gpus-per-node=1", sys.executable, "-m", "pyservecli",
              "launch", *launch_args(tiny_model, workspace, 8000)],
             env=cluster_env(cluster, tmp_path), capture_output=True, text=True, timeout=120)
     finally:
@@ -228,7 +228,7 @@ def test_head_port_taken_is_refused_before_any_rank_starts(cluster, tiny_model, 
 
 def test_two_jobs_on_the_same_nodes_get_different_ports(cluster, tmp_path):
     env = cluster_env(cluster, tmp_path)
-    argv = ["salloc", "-N", "2", "--gpus-per-node=1", sys.executable, "-m", "pyservecli.cli",
+    argv = ["salloc", "-N", "2", "--gpus-per-node=1", sys.executable, "-m", "pyservecli",
             "launch", "m", "--dry-run", "--format", "json"]
     first = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True)
     second = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True)
@@ -261,7 +261,7 @@ def test_ray_backend_forms_the_cluster_then_reports_the_cpu_refusal(cluster, tin
     pytest.importorskip("ray", reason="ray is part of `make setup`")
     workspace = tmp_path / "ws"
     result = subprocess.run(
-        ["salloc", "-N", "2", "--gpus-per-node=1", sys.executable, "-m", "pyservecli.cli",
+        ["salloc", "-N", "2", "--gpus-per-node=1", sys.executable, "-m", "pyservecli",
          "launch", *launch_args(tiny_model, workspace, 8000, "--backend", "ray",
                                 "--ready-timeout", "400")],
         env=cluster_env(cluster, tmp_path), capture_output=True, text=True, timeout=560)
@@ -301,8 +301,8 @@ def test_mp_backend_spans_one_tp2_replica_over_both_nodes(cluster, tiny_model, t
     out = tmp_path / "bench"
     then = tmp_path / "then.sh"
     then.write_text(
-        f"set -e\n{sys.executable} -m pyservecli.cli health --host {HEAD_IP} --check chat\n"
-        f"{sys.executable} -m pyservecli.cli bench --host {HEAD_IP} --isl 64 --osl 16 "
+        f"set -e\n{sys.executable} -m pyservecli health --host {HEAD_IP} --check chat\n"
+        f"{sys.executable} -m pyservecli bench --host {HEAD_IP} --isl 64 --osl 16 "
         f"--num-prompts 4 --out {out}\n")
     args = [str(tiny_model), "--tp", "2", "--workspace", str(workspace), "--port", "8000",
             "--env", "VLLM_CPU_OMP_THREADS_BIND={node_rank}", "--ready-timeout", "400",
@@ -310,7 +310,7 @@ def test_mp_backend_spans_one_tp2_replica_over_both_nodes(cluster, tiny_model, t
     env = cluster_env(cluster, tmp_path)
     env["PATH"] = f"{smi_dir}:{env['PATH']}"
     result = subprocess.run(
-        ["salloc", "-N", "2", "--gpus-per-node=1", sys.executable, "-m", "pyservecli.cli",
+        ["salloc", "-N", "2", "--gpus-per-node=1", sys.executable, "-m", "pyservecli",
          "launch", *args], env=env, capture_output=True, text=True, timeout=560)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "health: 2 of 2 checks passed" in result.stdout
@@ -333,7 +333,7 @@ def test_offline_dp2_runs_one_torchrun_per_node(cluster, tiny_model, tmp_path):
     out = tmp_path / "offline"
     env = cluster_env(cluster, tmp_path)
     result = subprocess.run(
-        ["salloc", "-N", "2", "--gpus-per-node=1", sys.executable, "-m", "pyservecli.cli",
+        ["salloc", "-N", "2", "--gpus-per-node=1", sys.executable, "-m", "pyservecli",
          "offline", str(tiny_model), "--dp", "2", "--input-len", "32", "--output-len", "8",
          "--num-prompts", "6", "--out", str(out), "--load-format", "dummy",
          "--enforce-eager", "--dtype", "bfloat16", "--max-model-len", "512"],

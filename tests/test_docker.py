@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from pyservecli import __version__
-from pyservecli.container import ContainerSpec, make_spec, run_options, tarball_tag
 from pyservecli.errors import PyserveError
+from pyservecli.run.container import ContainerSpec, make_spec, run_options, tarball_tag
 
 from .conftest import run_pyserve
 
@@ -185,7 +185,7 @@ def running(name: str) -> bool:
 @pytest.mark.engine
 def test_launch_image_serves_cleans_up_only_its_own_and_skips_a_second_load(
         cpu_image_tarball, tmp_path):
-    from pyservecli.dummymodel import create_model_dir
+    from pyservecli.models.dummy import create_model_dir
 
     from .engine import cpu_engine_env, free_port
 
@@ -202,14 +202,14 @@ def test_launch_image_serves_cleans_up_only_its_own_and_skips_a_second_load(
             port = free_port()
             then = then.replace("PORT", str(port))
             return subprocess.run(
-                [sys.executable, "-m", "pyservecli.cli", "launch", str(model), "--image",
+                [sys.executable, "-m", "pyservecli", "launch", str(model), "--image",
                  str(cpu_image_tarball), "--workspace", str(workspace), "--port", str(port),
                  "--env", "VLLM_CPU_KVCACHE_SPACE=1", "--load-format", "dummy",
                  "--enforce-eager", "--dtype", "bfloat16", "--max-model-len", "512",
                  "--then", then], env=env, capture_output=True, text=True, timeout=900)
 
         first = launch(tmp_path / "ws1",
-                       f"{sys.executable} -m pyservecli.cli health --host 127.0.0.1 --port PORT")
+                       f"{sys.executable} -m pyservecli health --host 127.0.0.1 --port PORT")
         assert first.returncode == 0, first.stderr[-3000:]
         assert re.search(r"health: (\d+) of \1 checks passed", first.stdout)
         record = json.loads((tmp_path / "ws1" / "latest.json").read_text())

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from pyservecli.dummymodel import create_model_dir
+from pyservecli.models.dummy import create_model_dir
 
 from .engine import (
     CPU_SERVE_ARGS,
@@ -41,7 +41,7 @@ def server(tmp_path_factory):
 
 
 def pyserve(server, *args, timeout=900):
-    return subprocess.run([sys.executable, "-m", "pyservecli.cli", *args], env=server["env"],
+    return subprocess.run([sys.executable, "-m", "pyservecli", *args], env=server["env"],
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -118,7 +118,7 @@ def test_sweep_launches_its_own_server_and_stops_it(tmp_path):
     out = tmp_path / "sweep"
     serve = " ".join([str(model), *CPU_SERVE_ARGS])
     result = subprocess.run(
-        [sys.executable, "-m", "pyservecli.cli", "sweep", "--serve", serve, "--suite", "rate",
+        [sys.executable, "-m", "pyservecli", "sweep", "--serve", serve, "--suite", "rate",
          "--num-prompts", "2", "--port", str(free_port()), "--out", str(out),
          "--workspace", str(tmp_path / "ws")],
         env=env, capture_output=True, text=True, timeout=900)

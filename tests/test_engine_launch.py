@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from pyservecli.dummymodel import create_model_dir
+from pyservecli.models.dummy import create_model_dir
 
 from .engine import (
     CPU_SERVE_ARGS,
@@ -48,7 +48,7 @@ def launch(tiny_model, work, *extra, port=None):
 
 
 def pyserve(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "pyservecli.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "pyservecli", *args], capture_output=True,
                           text=True, env=env, timeout=600)
 
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from pyservecli.dummymodel import create_model_dir
+from pyservecli.models.dummy import create_model_dir
 
 from .engine import cpu_engine_env, engine_leftovers, require_engine
 
@@ -23,7 +23,7 @@ def run_offline(tmp_path, *args):
     env = cpu_engine_env(tmp_path)
     out = tmp_path / "offline"
     result = subprocess.run(
-        [sys.executable, "-m", "pyservecli.cli", "offline", str(model), *args, "--out", str(out),
+        [sys.executable, "-m", "pyservecli", "offline", str(model), *args, "--out", str(out),
          *ENGINE_ARGS], env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return model, env, out, result
@@ -54,7 +54,7 @@ def test_offline_dp2_distinct_prompts_merged_stats_and_per_rank_traces(tmp_path)
     assert [t.name for t in traces] == ["trace-rank0.json", "trace-rank1.json"]
     for trace in traces:
         assert json.loads(trace.read_text())["traceEvents"]
-    summary = subprocess.run([sys.executable, "-m", "pyservecli.cli", "trace", "summarize",
+    summary = subprocess.run([sys.executable, "-m", "pyservecli", "trace", "summarize",
                               str(traces[0]), "--top", "5"], env=env, capture_output=True,
                              text=True, timeout=120)
     assert summary.returncode == 0, summary.stderr
@@ -90,7 +90,7 @@ def test_offline_single_rank_through_the_api_runs_the_engine_in_the_rank(tmp_pat
     # result directory as a whole summarizes: the trace is read, the run's own JSON skipped.
     traces = list((out / "traces").rglob("*.json*"))
     assert traces, sorted(p.name for p in out.rglob("*"))
-    summary = subprocess.run([sys.executable, "-m", "pyservecli.cli", "trace", "summarize",
+    summary = subprocess.run([sys.executable, "-m", "pyservecli", "trace", "summarize",
                               str(out), "--top", "3"], env=env, capture_output=True,
                              text=True, timeout=120)
     assert summary.returncode == 0, summary.stderr

@@ -9,21 +9,20 @@ from pathlib import Path
 
 import pytest
 
-from pyservecli.dummymodel import create_model_dir as create_model
-from pyservecli.errors import PyserveError
-from pyservecli.offline import (
-    OfflineRequest,
+from pyservecli.bench.offline import (
     format_report,
     merge_samples,
     percentile,
-    plan_offline,
     random_token_prompts,
     sharegpt_prompts,
-    viztracer_template,
 )
-from pyservecli.profiling import NSYS_PROFILE
-from pyservecli.trace import load_events, summarize_events
-from pyservecli.vllm_args import engine_kwargs
+from pyservecli.bench.trace import load_events, summarize_events
+from pyservecli.errors import PyserveError
+from pyservecli.models.dummy import create_model_dir as create_model
+from pyservecli.plan.offline import OfflineRequest, plan_offline, viztracer_template
+from pyservecli.plan.profiling import NSYS_PROFILE
+from pyservecli.plan.vllm_args import engine_kwargs
+from pyservecli.run.cluster import detect
 
 from .conftest import run_pyserve
 
@@ -37,7 +36,7 @@ def fake_ip(host: str) -> str:
 
 def plan(tmp_path, env=None, **kw):
     request = OfflineRequest(model="Qwen/Qwen3-8B", input_len=128, output_len=32, **kw)
-    return plan_offline(request, tmp_path / "out", env=env or SLURM_2x4, resolve=fake_ip,
+    return plan_offline(request, detect(env or SLURM_2x4), tmp_path / "out", resolve=fake_ip,
                         python="python3")
 
 
@@ -57,7 +56,8 @@ def test_dp_across_two_nodes_rendezvous_on_the_head(tmp_path):
         assert argv[:3] == ["python3", "-m", "torch.distributed.run"]
         assert "--nnodes=2" in argv and f"--node-rank={rank}" in argv
         assert "--master-addr=10.1.0.1" in argv
-        assert argv[-3:] == ["-m", "pyservecli.offline_worker", str(tmp_path / "out/config.json")]
+        assert argv[-3:] == ["-m", "pyservecli.workers.offline_worker",
+                             str(tmp_path / "out/config.json")]
     port = int(next(a for a in p.node_argv[0] if a.startswith("--master-port=")).split("=")[1])
     assert 20000 <= port < 52000
     assert p.config["dp"] == 2 and p.config["ep"] is True
@@ -83,19 +83,18 @@ def test_the_same_topology_rules_as_launch(tmp_path):
     with pytest.raises(PyserveError, match="does not fit"):
         plan(tmp_path, tp=4, dp=4)
     with pytest.raises(PyserveError, match="--input-len and --output-len"):
-        plan_offline(OfflineRequest(model="m"), tmp_path, env=SLURM_2x4)
+        plan_offline(OfflineRequest(model="m"), detect(SLURM_2x4), tmp_path)
     with pytest.raises(PyserveError, match="does not exist"):
         plan_offline(OfflineRequest(model="m", dataset_path=str(tmp_path / "none.json")),
-                     tmp_path, env=SLURM_2x4)
+                     detect(SLURM_2x4), tmp_path)
 
 
 def test_model_checks_apply(tmp_path):
     model = create_model("qwen3-8b", tmp_path / "qwen3-8b")  # 8 KV heads, 32 query heads
     request = OfflineRequest(model=str(model), tp=3, dp=1, input_len=8, output_len=8)
     with pytest.raises(PyserveError, match="3"):
-        plan_offline(request, tmp_path / "o", env={"SLURM_JOB_ID": "1",
-                                                   "SLURM_JOB_NODELIST": "gpu1",
-                                                   "SLURM_GPUS_ON_NODE": "3"})
+        plan_offline(request, detect({"SLURM_JOB_ID": "1", "SLURM_JOB_NODELIST": "gpu1",
+                                      "SLURM_GPUS_ON_NODE": "3"}), tmp_path / "o")
 
 
 def test_engine_kwargs_from_vllm_spellings():

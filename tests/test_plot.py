@@ -5,8 +5,8 @@ import struct
 
 import pytest
 
+from pyservecli.bench.plot import load_samples, pareto_front
 from pyservecli.errors import PyserveError
-from pyservecli.plot import load_samples, pareto_front
 
 
 def write_result(root, suite, point, conc, tput, tpot, gpus=2, status="ok"):

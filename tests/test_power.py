@@ -3,9 +3,9 @@ import os
 import subprocess
 import time
 
-from pyservecli.bench import power_gpu_ids
-from pyservecli.power import PowerSampler, read_sample, summarize
-from pyservecli.provenance import launch_record_for
+from pyservecli.bench.power import PowerSampler, read_sample, summarize
+from pyservecli.bench.provenance import launch_record_for
+from pyservecli.bench.runner import power_gpu_ids
 
 
 def fake_smi(text, code=0):

@@ -6,8 +6,8 @@ import sys
 import time
 from pathlib import Path
 
-from pyservecli.procs import job_processes, reap
-from pyservecli.readiness import last_error
+from pyservecli.run.procs import job_processes, reap
+from pyservecli.run.readiness import last_error
 
 
 def spawn_detached(job: str, rank: str) -> int:
@@ -46,10 +46,10 @@ def test_reap_stops_the_job_ranks_detached_processes_and_nothing_else():
 
 
 def test_reap_command_line():
-    result = subprocess.run([sys.executable, "-m", "pyservecli.procs", "reap", "no-such-job", "0"],
+    result = subprocess.run([sys.executable, "-m", "pyservecli.workers.reap", "no-such-job", "0"],
                             capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout == ""
-    result = subprocess.run([sys.executable, "-m", "pyservecli.procs"], capture_output=True,
+    result = subprocess.run([sys.executable, "-m", "pyservecli.workers.reap"], capture_output=True,
                             text=True)
     assert result.returncode == 2 and "usage" in result.stderr
 
@@ -79,7 +79,7 @@ def test_entrypoint_reaper_stops_renamed_processes_of_its_own_session(tmp_path):
         # an orphan in our session whose environment holds nothing of ours
         f"(env -i bash -c 'exec -a VLLM::EngineCore sleep 300' & echo $! > {pid_file})\n"
         "sleep 0.5\n"
-        f"{sys.executable} -m pyservecli.procs reap no-env-match 0\n")
+        f"{sys.executable} -m pyservecli.workers.reap no-env-match 0\n")
     result = subprocess.run(["setsid", "--wait", "bash", str(script)], capture_output=True,
                             text=True, timeout=60, cwd=Path(__file__).parent.parent)
     orphan = int(pid_file.read_text())

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from pyservecli.launcher import LaunchOptions, write_job_files
-from pyservecli.plan import LaunchRequest, make_plan
-from pyservecli.render import render
+from pyservecli.plan.launch import LaunchRequest, make_plan
+from pyservecli.run.cluster import detect
+from pyservecli.run.launcher import LaunchOptions, write_job_files
+from pyservecli.run.render import render
 
 ROOT = Path(__file__).resolve().parent.parent
 HOSTILE = [
@@ -44,7 +45,7 @@ def render_node(tmp_path, argv, api_key_file=None, stop_signal="TERM"):
         env={"PATH": f"{bin_dir}:/usr/bin:/bin", "ARGV_OUT": str(tmp_path / "argv.json")},
         api_key_file=api_key_file, exit_file=str(tmp_path / "h.exit"), argv=argv,
         log_file=str(tmp_path / "h.log"),
-        display=" ".join(argv), ray_head=None, ray_wait=None, reap=["true"],
+        display=" ".join(argv), setup=[], backend="single", gloo_ifname=["true"], reap=["true"],
         stop_signal=stop_signal))
     return script
 
@@ -92,17 +93,17 @@ def test_rendered_job_files_pass_shellcheck(tmp_path):
     env = {"SLURM_JOB_ID": "99", "SLURM_JOB_NODELIST": "a,b", "SLURM_GPUS_ON_NODE": "8"}
     for backend in ("rpc", "ray"):
         plan = make_plan(LaunchRequest(model="m", tp=8, backend=backend, vllm_args=HOSTILE),
-                         env=env, is_free=lambda _p: True)
+                         detect(env), is_free=lambda _p: True)
         files = write_job_files(plan, LaunchOptions(workspace=tmp_path / backend,
                                                     api_key_file=tmp_path / "key"))
         shellcheck(*files.node_scripts, files.dispatch)
 
 
 def test_image_launch_runs_each_node_script_in_a_labelled_container(tmp_path):
-    from pyservecli.container import ContainerSpec
+    from pyservecli.run.container import ContainerSpec
 
     env = {"SLURM_JOB_ID": "99", "SLURM_JOB_NODELIST": "a,b", "SLURM_GPUS_ON_NODE": "8"}
-    plan = make_plan(LaunchRequest(model="m", tp=8, vllm_args=HOSTILE), env=env,
+    plan = make_plan(LaunchRequest(model="m", tp=8, vllm_args=HOSTILE), detect(env),
                      is_free=lambda _p: True)
     spec = ContainerSpec(image="/img/v.tar.gz", tag="pyserve:latest", tarball="/img/v.tar.gz")
     files = write_job_files(plan, LaunchOptions(workspace=tmp_path, container=spec))
@@ -111,11 +112,11 @@ def test_image_launch_runs_each_node_script_in_a_labelled_container(tmp_path):
     shellcheck(*files.node_scripts, *files.script_dir.glob("node-*.sh"), files.dispatch)
     wrapper = files.node_scripts[1].read_text()
     assert "--label pyserve.job=99 --label pyserve.rank=1" in wrapper
-    assert "pyservecli.container load /img/v.tar.gz pyserve:latest" in wrapper
+    assert "pyservecli.workers.image load /img/v.tar.gz pyserve:latest" in wrapper
     assert "--privileged" not in wrapper
     inner = (files.script_dir / "node-1.sh").read_text()
     # Inside the image: the image's python and PATH, not this host's virtualenv.
-    assert "python3 -m pyservecli.procs reap 99 1" in inner
+    assert "python3 -m pyservecli.workers.reap 99 1" in inner
     assert sys.executable not in inner and "export PATH=" not in inner
 
 

@@ -1,4 +1,4 @@
-from pyservecli.sonnet import INSTRUCTION, build_prompts
+from pyservecli.bench.sonnet import INSTRUCTION, build_prompts
 
 LINES = [f"Line {i} of a sonnet about the sea and the sky" for i in range(40)]
 

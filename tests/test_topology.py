@@ -1,7 +1,7 @@
 import pytest
 
 from pyservecli.errors import PyserveError
-from pyservecli.topology import plan_topology
+from pyservecli.plan.topology import plan_topology
 
 
 def test_reference_two_nodes_tp8_ep_gives_dp2_ep16():

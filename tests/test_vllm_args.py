@@ -1,7 +1,7 @@
 import pytest
 
 from pyservecli.errors import PyserveError
-from pyservecli.vllm_args import merge_setting, option_value, split_parallel_flags
+from pyservecli.plan.vllm_args import merge_setting, option_value, split_parallel_flags
 
 
 @pytest.mark.parametrize(

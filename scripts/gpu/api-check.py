@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from pyservecli import api
-from pyservecli.dummymodel import create_model_dir
+from pyservecli.models.dummy import create_model_dir
 
 results = Path(sys.argv[1]) / "api"
 # The same config-only model as the shell scripts' (env.sh: DENSE_MODEL); made here too, so

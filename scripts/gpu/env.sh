@@ -9,7 +9,7 @@ export PYTHONPATH="$repo:$SITE${PYTHONPATH:+:$PYTHONPATH}"
 mkdir -p "$SITE/bin"
 # The bundle is installed with pip --target: no console scripts. pyserve calls `vllm`.
 printf '#!/bin/sh\nexec python3 -m vllm.entrypoints.cli.main "$@"\n' >"$SITE/bin/vllm"
-printf '#!/bin/sh\nexec python3 -m pyservecli.cli "$@"\n' >"$SITE/bin/pyserve"
+printf '#!/bin/sh\nexec python3 -m pyservecli "$@"\n' >"$SITE/bin/pyserve"
 printf '#!/bin/sh\nexec python3 -m ray.scripts.scripts "$@"\n' >"$SITE/bin/ray"
 chmod +x "$SITE/bin/vllm" "$SITE/bin/pyserve" "$SITE/bin/ray"
 export PATH="$SITE/bin:$PATH"

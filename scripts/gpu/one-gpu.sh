@@ -33,7 +33,7 @@ plain)
     # Same READY rule as pyserve (health, model listed, 1-token completion), timed from start.
     python3 - "$model" "$server" >"$results/plain-start.txt" <<'PY'
 import os, sys, time
-from pyservecli.readiness import probe_ready
+from pyservecli.run.readiness import probe_ready
 start = time.monotonic()
 while True:
     ok, why = probe_ready("http://127.0.0.1:8000", sys.argv[1], timeout=2.0)

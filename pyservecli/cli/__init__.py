@@ -1,0 +1,69 @@
+"""The ``pyserve`` command line. Imports only the light dependencies at start-up."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from pyservecli import DEFAULT_WORKSPACE, __version__, default_workspace
+from pyservecli.errors import PyserveError
+
+
+def workspace_option(func):
+    return click.option(
+        "--workspace", type=click.Path(file_okay=False, path_type=Path),
+        default=default_workspace,
+        show_default=f"$PYSERVE_WORKSPACE or ./{DEFAULT_WORKSPACE}",
+        help="Where logs, rendered scripts and launch records go.")(func)
+
+
+def read_key(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        return path.read_text().strip()
+    except OSError as exc:
+        raise PyserveError(f"cannot read --api-key-file {path}: {exc.strerror}") from None
+
+
+class PyserveGroup(click.Group):
+    """Turns PyserveError into a one-line message and exit status 2."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except PyserveError as exc:
+            click.echo(f"pyserve: error: {exc}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=PyserveGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="pyserve")
+def main():
+    """Launch and benchmark vLLM on SLURM and bare-metal GPU clusters.
+
+    \b
+    Typical use, inside `salloc -N 2 --gpus-per-node=8`:
+      pyserve launch Qwen/Qwen3-30B-A3B-FP8 --tp 8 --ep
+      pyserve health --host HEAD_IP
+    """
+
+
+def print_summary(rows: list[dict], out: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    columns = ("suite", "point", "status", "output_tok_s", "ttft_p50_ms", "tpot_p50_ms",
+               "interactivity_tok_s_user", "watts_per_gpu", "note")
+    table = Table(title=f"pyserve bench -> {out}/summary.csv")
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*("" if row[c] is None else str(row[c]) for c in columns))
+    Console().print(table)
+
+
+# The commands register themselves on ``main`` when their modules are imported.
+from pyservecli.cli import measure, serve, tools  # noqa: E402, F401

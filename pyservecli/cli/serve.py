@@ -1,0 +1,228 @@
+"""Commands that start, show and stop servers: launch, status, image, sbatch-script."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from pyservecli.cli import main, workspace_option
+from pyservecli.errors import PyserveError
+
+LAUNCH_EXAMPLES = """
+\b
+Examples:
+  pyserve launch Qwen/Qwen3-8B                         # one node, every GPU as DP
+  pyserve launch Qwen/Qwen3-30B-A3B-FP8 --tp 8 --ep    # 2 nodes x 8: DP 2, EP 16
+  pyserve launch ./Qwen3-8B --tp 8 --pp 2              # mp backend, --nnodes 2
+  pyserve launch MODEL -tp 4 --max-model-len 8192      # vLLM's own flags work too
+  pyserve launch MODEL --tp 8 --ep --nodelist n[1-2] --gpus-per-node 8 --dry-run --format json
+  pyserve launch ./tiny --load-format dummy --then "pyserve health --host 127.0.0.1"
+"""
+
+
+@main.command(
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": True},
+    epilog=LAUNCH_EXAMPLES,
+)
+@click.argument("model")
+@click.option("--tp", type=int, help="Tensor-parallel size (also -tp / --tensor-parallel-size).")
+@click.option("--pp", type=int, help="Pipeline-parallel size; selects the mp backend.")
+@click.option("--dp", type=int, help="Data-parallel size [default: all GPUs / (TP x PP)].")
+@click.option("--ep/--no-ep", default=None, help="Expert parallelism (EP = DP x TP).")
+@click.option("--backend", type=click.Choice(["single", "rpc", "mp", "ray"]),
+              help="How ranks are started across nodes [default: from the topology].")
+@click.option("--port", type=int, default=8000, show_default=True, help="API server port.")
+@click.option("--nodelist", help="Plan for these hosts (SLURM hostlist syntax) instead of the "
+              "allocation's.")
+@click.option("--gpus-per-node", type=int, help="Override GPU detection.")
+@click.option("--env", "env_pairs", multiple=True, metavar="KEY=VALUE",
+              help="Environment variable for every node (repeatable); {node_rank} in VALUE "
+              "becomes each node's rank.")
+@click.option("--api-key-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="File holding the API key; it reaches vLLM as VLLM_API_KEY, never in argv.")
+@click.option("--ready-timeout", type=float, default=1800.0, show_default=True,
+              help="Seconds to wait for READY.")
+@click.option("--then", "then_cmd", metavar="COMMAND",
+              help="Run COMMAND once READY (env: PYSERVE_ENDPOINT, PYSERVE_BASE_URL, "
+              "PYSERVE_MODEL, PYSERVE_WORKSPACE), then stop the server and exit with its "
+              "status.")
+@click.option("--nsys", is_flag=True, help="Run each node's `vllm serve` under `nsys profile` "
+              "(capture range: cudaProfilerApi); one report per node in WORKSPACE/nsys.")
+@click.option("--profile", "profile_dir", is_flag=False, flag_value="", default=None,
+              metavar="[DIR]", help="vLLM's torch profiler, traces into DIR [default: "
+              "WORKSPACE/profiles]; capture with `pyserve bench --profile`.")
+@click.option("--image", metavar="TARBALL|REF", help="Run every node's server in this image: a "
+              "`docker save` tarball (loaded where its tag is missing) or a registry reference.")
+@click.option("--container-mount", "container_mounts", multiple=True, metavar="DIR[:DEST]",
+              help="Extra bind mount for --image (repeatable); the workspace and a local model "
+              "directory are mounted already.")
+@click.option("--force", is_flag=True, help="With --image: reload the image even if present "
+              "(only a pyserve-labelled image is replaced).")
+@click.option("--privileged", is_flag=True, help="With --image: run privileged containers "
+              "(off by default; GPUs and EFA/IB devices are passed through without it).")
+@click.option("--dry-run", is_flag=True, help="Print the plan; launch nothing.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="Dry-run output format.")
+@workspace_option
+@click.argument("vllm_args", nargs=-1, type=click.UNPROCESSED)
+def launch(model, tp, pp, dp, ep, backend, port, nodelist, gpus_per_node, env_pairs,
+           api_key_file, ready_timeout, then_cmd, nsys, profile_dir, image, container_mounts,
+           force, privileged, dry_run, fmt, workspace, vllm_args):
+    """Launch `vllm serve` for MODEL across the allocation and wait until it is READY.
+
+    Arguments pyserve does not know are passed to `vllm serve` unchanged. READY means /health
+    answers, /v1/models lists the model and a 1-token completion succeeds; then the endpoint is
+    printed and pyserve stays up until Ctrl+C / SIGTERM / scancel, stopping every rank.
+    """
+    from pyservecli import api
+
+    settings = launch_settings(
+        model=model, tp=tp, pp=pp, dp=dp, ep=ep, backend=backend, port=port, nodelist=nodelist,
+        gpus_per_node=gpus_per_node, env_pairs=env_pairs, api_key_file=api_key_file,
+        ready_timeout=ready_timeout, then_cmd=then_cmd, nsys=nsys, profile_dir=profile_dir,
+        image=image, container_mounts=container_mounts, force=force, privileged=privileged,
+        workspace=workspace, vllm_args=vllm_args)
+    if dry_run:
+        prepared = api.prepare_launch(dry_run=True, **settings)
+        click.echo(prepared.plan.to_json() if fmt == "json" else describe_plan(prepared.plan))
+        spec = prepared.container
+        if spec is not None and fmt == "text":
+            click.echo(f"image {spec.tag}" + (f" (from {spec.tarball})" if spec.tarball else ""))
+        return
+    sys.exit(api.launch(**settings))
+
+
+def launch_settings(*, env_pairs, then_cmd, **params) -> dict:
+    """``api.prepare_launch`` settings from the launch command's parameters (also how
+    ``pyserve sweep --serve '...'`` reads its launch lines)."""
+    env = {}
+    for pair in env_pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise PyserveError(f"--env expects KEY=VALUE, got {pair!r}")
+        env[key] = value
+    return {**params, "vllm_args": list(params.get("vllm_args", ())), "env": env,
+            "then": shlex.split(then_cmd) if then_cmd else None,
+            "container_mounts": list(params.get("container_mounts", ()))}
+
+
+def parse_launch_line(line: str) -> dict:
+    """``api.prepare_launch`` settings from a ``pyserve launch`` argument string such as
+    "Qwen/Qwen3-8B --tp 2 --max-model-len 4096" (pyserve sweep --serve)."""
+    try:
+        ctx = launch.make_context("launch", shlex.split(line))
+    except click.UsageError as exc:
+        raise PyserveError(f"--serve {line!r}: {exc.format_message()}") from None
+    except ValueError as exc:
+        raise PyserveError(f"--serve {line!r}: {exc}") from None
+    params = dict(ctx.params)
+    for unused in ("dry_run", "fmt"):
+        params.pop(unused)
+    return launch_settings(**params)
+
+
+def describe_plan(plan) -> str:
+    from pyservecli.run.render import shjoin
+
+    t = plan.topology
+    lines = [
+        f"job {plan.job_id}: {t.nodes} node(s) x {t.gpus_per_node} "
+        f"{'GPUs' if plan.has_gpus else 'CPU rank slots'} ({plan.gpu_source})",
+        f"TP {t.tp}  PP {t.pp}  DP {t.dp} (local {t.dp_local})  EP {t.ep}  backend {t.backend}",
+        f"endpoint {plan.endpoint}",
+    ]
+    for node in plan.nodes:
+        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in node.env.items())
+        lines.append(f"node {node.rank} {node.host}: {env + ' ' if env else ''}{shjoin(node.argv)}")
+    return "\n".join(lines)
+
+
+@main.command(epilog="""
+\b
+Examples:
+  pyserve status
+  pyserve status --workspace /shared/me/pyserve-work --format json
+""")
+@workspace_option
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)
+def status(workspace, fmt):
+    """Show the latest launch recorded in the workspace and whether it answers now."""
+    from pyservecli.run.status import latest_status
+
+    info = latest_status(workspace)
+    if fmt == "json":
+        click.echo(json.dumps(info, indent=2))
+    else:
+        for key in ("job_id", "state", "slurm_state", "answering", "endpoint",
+                    "served_model_name", "log_dir"):
+            if key in info:
+                click.echo(f"{key:18} {info[key]}")
+
+
+@main.group(epilog="""
+\b
+Examples:
+  pyserve image load vllm-serve-latest.tar.gz      # on every node of the allocation
+  pyserve image ls
+  pyserve image rm pyserve:latest
+""")
+def image():
+    """Manage the serving image on the allocation's nodes (or this host outside SLURM).
+
+    Only images carrying the pyserve.version label are ever removed or replaced.
+    """
+
+
+def _on_every_node(*helper_args: str) -> int:
+    import subprocess
+
+    from pyservecli.run import cluster as cluster_mod
+    from pyservecli.run.procs import srun_per_node
+
+    argv = [sys.executable, "-m", "pyservecli.workers.image", *helper_args]
+    found = cluster_mod.detect()
+    if found.in_slurm:
+        argv = [*srun_per_node(found.nodes), *argv]
+    return subprocess.run(argv).returncode
+
+
+@image.command("load")
+@click.argument("tarball", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Replace the image if present (pyserve images only).")
+def image_load(tarball, force):
+    """Load TARBALL (`docker save`, optionally gzip/pigz) where its tag is missing."""
+    from pyservecli.run.container import tarball_tag
+
+    tag = tarball_tag(tarball.resolve())
+    sys.exit(_on_every_node("load", str(tarball.resolve()), tag, *(["--force"] if force else [])))
+
+
+@image.command("ls")
+def image_ls():
+    """pyserve images on each node: NODE, TAG, ID, SIZE, AGE."""
+    sys.exit(_on_every_node("ls"))
+
+
+@image.command("rm")
+@click.argument("ref")
+def image_rm(ref):
+    """Remove REF on each node, if it is a pyserve image (labelled pyserve.version)."""
+    sys.exit(_on_every_node("rm", ref))
+
+
+@main.command("sbatch-script", epilog="""
+\b
+Examples:
+  pyserve sbatch-script > run.sbatch && sbatch -N 2 --gpus-per-node 8 run.sbatch MODEL --tp 8 --ep
+""")
+def sbatch_script():
+    """Print the sbatch script (slurm/run.sbatch is this output)."""
+    from pyservecli.run.render import render
+
+    click.echo(render("run.sbatch.j2"), nl=False)
+

@@ -1,0 +1,122 @@
+"""Turn a launch request into a complete plan: topology, head endpoint and per-node commands.
+
+``make_plan`` does every check that can be done before anything starts; ``--dry-run`` prints its
+result and the launcher executes it. The JSON shape is a contract other tools rely on:
+
+    {"topology": {"nodes", "gpus_per_node", "tp", "pp", "dp", "dp_local", "ep", "backend"},
+     "head": {"host", "ip", "port"},
+     "nodes": [{"host", "rank", "argv": [...], "env": {...}}]}
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pyservecli.errors import PyserveError
+from pyservecli.plan.backends import NodeCommand, node_commands
+from pyservecli.plan.hosts import Cluster
+from pyservecli.plan.placement import place, resolve_ip
+from pyservecli.plan.ports import Ports, allocate
+from pyservecli.plan.profiling import nsys_prefix
+from pyservecli.plan.topology import Topology
+from pyservecli.plan.vllm_args import merge_setting, option_value, split_parallel_flags
+
+
+@dataclass
+class LaunchRequest:
+    model: str
+    tp: int | None = None
+    pp: int | None = None
+    dp: int | None = None
+    ep: bool | None = None
+    backend: str | None = None
+    port: int = 8000
+    nodelist: str | None = None
+    gpus_per_node: int | None = None
+    vllm_args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    nsys_dir: Path | None = None  # wrap each node's vllm serve in `nsys profile`, reports here
+
+
+@dataclass
+class LaunchPlan:
+    topology: Topology
+    head_host: str
+    head_ip: str
+    ports: Ports
+    nodes: list[NodeCommand]
+    job_id: str
+    in_slurm: bool
+    model: str
+    served_model_name: str
+    model_dir: Path | None
+    gpu_source: str  # where the GPU count came from (run.cluster), for messages
+    has_gpus: bool  # False: the CPU engine (no GPU found); containers get no GPU devices
+    stop_signal: str = "TERM"  # what a node entrypoint sends its server to stop it
+
+    def as_dict(self) -> dict:
+        return {
+            "topology": self.topology.as_dict(),
+            "head": {"host": self.head_host, "ip": self.head_ip, "port": self.ports.api},
+            "nodes": [
+                {"host": n.host, "rank": n.rank, "argv": list(n.argv), "env": dict(n.env)}
+                for n in self.nodes
+            ],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.as_dict(), indent=2)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.head_ip}:{self.ports.api}/v1"
+
+
+def make_plan(request: LaunchRequest, cluster: Cluster, is_free: Callable[[int], bool],
+              resolve: Callable[[str], str] = resolve_ip) -> LaunchPlan:
+    """The whole launch, checked; ``cluster`` is the allocation (``run.cluster.detect``) and
+    ``is_free`` says whether a port is free on the head (``run.portprobe.is_port_free`` for a
+    local launch; a plan for elsewhere passes ``lambda _port: True`` and the head checks its
+    own ports at launch)."""
+    flags, passthrough = split_parallel_flags(request.vllm_args)
+    placement = place(
+        request.model, cluster, tp=merge_setting("tp", request.tp, flags.tp) or 1,
+        pp=merge_setting("pp", request.pp, flags.pp) or 1,
+        dp=merge_setting("dp", request.dp, flags.dp),
+        ep=bool(merge_setting("ep", request.ep, flags.ep)), backend=request.backend,
+        resolve=resolve)
+    topology = placement.topology
+    ports = allocate(cluster.job_id, request.port, is_free=is_free)
+    for key in request.env:
+        if not key.replace("_", "").isalnum() or key[0].isdigit():
+            raise PyserveError(f"--env name {key!r} is not a valid environment variable name")
+    model_path = str(placement.model_dir or request.model)
+    commands = node_commands(topology, model_path, cluster.nodes, placement.head_ip, ports,
+                             passthrough, request.env)
+    for command in commands:
+        for key, value in placement.node_env(command.host).items():
+            command.env.setdefault(key, value)
+    if request.nsys_dir is not None:
+        for command in commands:
+            report = Path(request.nsys_dir) / f"{cluster.job_id}-node{command.rank}"
+            command.argv[:0] = nsys_prefix(report)
+    served = option_value(passthrough, "--served-model-name") or model_path
+    return LaunchPlan(
+        topology=topology,
+        head_host=cluster.nodes[0],
+        head_ip=placement.head_ip,
+        ports=ports,
+        nodes=commands,
+        job_id=cluster.job_id,
+        in_slurm=cluster.in_slurm,
+        model=request.model,
+        served_model_name=served,
+        model_dir=placement.model_dir,
+        gpu_source=cluster.gpu_source,
+        has_gpus=cluster.gpus_per_node is not None,
+        # nsys finalises its report on SIGINT; on SIGTERM it can die without writing it.
+        stop_signal="INT" if request.nsys_dir is not None else "TERM",
+    )

@@ -1,0 +1,126 @@
+"""The files of one launch in the workspace: rendered node entrypoints, the srun dispatch
+script, logs and the launch record (launch.json, and latest.json for the workspace)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pyservecli import __version__
+from pyservecli.plan.backends import get_backend
+from pyservecli.plan.launch import LaunchPlan
+from pyservecli.run.render import render, shjoin
+
+if TYPE_CHECKING:
+    from pyservecli.run.launcher import LaunchOptions
+
+
+@dataclass
+class JobFiles:
+    log_dir: Path
+    script_dir: Path
+    record: Path
+    node_scripts: list[Path] = field(default_factory=list)
+    dispatch: Path | None = None
+
+    def log(self, host: str) -> Path:
+        return self.log_dir / f"{host}.log"
+
+    def exit_file(self, host: str) -> Path:
+        return self.log_dir / f"{host}.exit"
+
+
+def bin_dir() -> str:
+    """Where this Python's console scripts live, so `vllm` and `ray` resolve on the nodes."""
+    return str(Path(sys.executable).parent)
+
+
+def write_job_files(plan: LaunchPlan, options: LaunchOptions) -> JobFiles:
+    log_dir = options.workspace / "logs" / plan.job_id
+    files = JobFiles(log_dir=log_dir, script_dir=log_dir / "scripts",
+                     record=log_dir / "launch.json")
+    files.script_dir.mkdir(parents=True, exist_ok=True)
+    (log_dir / "plan.json").write_text(plan.to_json() + "\n")
+    api_key_file = str(options.api_key_file.resolve()) if options.api_key_file else None
+    spec = options.container
+    # Inside a container the image's own Python and PATH serve; on the host, this Python's.
+    python = "python3" if spec else sys.executable
+    backend = get_backend(plan.topology.backend)
+    for node in plan.nodes:
+        env = {"PYSERVE_JOB_ID": plan.job_id, "PYSERVE_NODE_RANK": str(node.rank), **node.env}
+        if not spec:
+            env = {"PATH": f"{bin_dir()}:{os.environ.get('PATH', '')}", **env}
+        setup = backend.head_setup(plan.topology, plan.head_ip, plan.ports, python) \
+            if node.rank == 0 else []
+        script = render(
+            "node.sh.j2", job_id=plan.job_id, rank=node.rank, host=node.host, env=env,
+            api_key_file=api_key_file, exit_file=str(files.exit_file(node.host)),
+            log_file=str(files.log(node.host)),
+            argv=node.argv, display=shjoin(node.argv), setup=setup, backend=backend.name,
+            gloo_ifname=[python, "-m", "pyservecli.workers.gloo_ifname"],
+            stop_signal=plan.stop_signal,
+            reap=[python, "-m", "pyservecli.workers.reap", plan.job_id, str(node.rank)],
+        )
+        path = files.script_dir / f"node-{node.rank}.sh"
+        path.write_text(script)
+        path.chmod(0o755)
+        if spec:
+            path = write_container_script(plan, options, files, node, path, api_key_file)
+        files.node_scripts.append(path)
+    if plan.in_slurm:
+        files.dispatch = files.script_dir / "dispatch.sh"
+        files.dispatch.write_text(render("dispatch.sh.j2", job_id=plan.job_id,
+                                         script_dir=str(files.script_dir),
+                                         entry="container" if spec else "node"))
+    return files
+
+
+def write_record(plan: LaunchPlan, files: JobFiles, options: LaunchOptions, **state) -> None:
+    record = {
+        "pyserve_version": __version__,
+        "job_id": plan.job_id,
+        "model": plan.model,
+        "served_model_name": plan.served_model_name,
+        "endpoint": plan.endpoint,
+        "log_dir": str(files.log_dir),
+        "launcher_pid": os.getpid(),
+        # The GPUs a local launch was given; `pyserve bench` samples power on these only.
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "plan": plan.as_dict(),
+        **state,
+    }
+    text = json.dumps(record, indent=2) + "\n"
+    tmp = files.record.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(files.record)
+    latest = options.workspace / "latest.json"
+    tmp = latest.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(latest)
+
+
+def write_container_script(plan: LaunchPlan, options: LaunchOptions, files: JobFiles, node,
+                           node_script: Path, api_key_file: str | None) -> Path:
+    """The host-side entrypoint that runs ``node_script`` in the image (``--image``)."""
+    from pyservecli.run.container import container_name, run_options
+
+    spec = options.container
+    helper = [sys.executable, "-m", "pyservecli.workers.image"]
+    script = render(
+        "container.sh.j2", job_id=plan.job_id, rank=node.rank, host=node.host, tag=spec.tag,
+        name=container_name(plan.job_id, node.rank), tarball=spec.tarball,
+        load=[*helper, "load", spec.tarball or "", spec.tag, *(["--force"] if spec.force else [])],
+        pull=[*helper, "pull", spec.tag],
+        options=run_options(spec, plan.job_id, node.rank, options.workspace, plan.model_dir,
+                            api_key_file, gpus=plan.has_gpus,
+                            environ=dict(os.environ)),
+        node_script=str(node_script), log_file=str(files.log(node.host)),
+        exit_file=str(files.exit_file(node.host)))
+    path = files.script_dir / f"container-{node.rank}.sh"
+    path.write_text(script)
+    path.chmod(0o755)
+    return path

@@ -1,0 +1,366 @@
+"""Execute a launch plan: render entrypoints, start every node, wait for READY, supervise, stop.
+
+Runs on the launching host; talks to nodes only through the processes it started (a local session
+or one srun step) and the files they write in the workspace.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyservecli.errors import PyserveError
+from pyservecli.plan.backends import get_backend
+from pyservecli.plan.launch import LaunchPlan
+from pyservecli.run.jobfiles import JobFiles, bin_dir, write_job_files, write_record
+from pyservecli.run.procs import NodeProcess, start_local, start_srun
+from pyservecli.run.readiness import (
+    API_STARTING,
+    LogFollower,
+    PhaseTracker,
+    last_error,
+    probe_ready,
+)
+from pyservecli.run.render import shjoin
+
+
+class StopRequested(Exception):
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@dataclass
+class LaunchOptions:
+    workspace: Path
+    api_key_file: Path | None = None
+    ready_timeout: float = 1800.0
+    then: list[str] | None = None
+    stop_grace: float = 60.0
+    poll_interval: float = 0.25
+    container: object | None = None  # container.ContainerSpec for --image launches
+
+
+def check_can_launch(plan: LaunchPlan, options: LaunchOptions) -> None:
+    """Everything that would make the launch fail, found before any process starts."""
+    if not plan.in_slurm:
+        if plan.topology.nodes > 1:
+            raise PyserveError(
+                f"a {plan.topology.nodes}-node plan needs a SLURM allocation (salloc/sbatch); "
+                "outside SLURM pyserve launches on this host only (use --dry-run to inspect it)"
+            )
+        import socket
+
+        if plan.head_host not in (socket.gethostname(), "localhost"):
+            raise PyserveError(
+                f"--nodelist {plan.head_host} is not this host; outside SLURM pyserve launches "
+                "here only (use --dry-run to inspect a plan for other hosts)"
+            )
+    elif shutil.which("srun") is None:
+        raise PyserveError("inside a SLURM job but `srun` is not on PATH")
+    else:
+        check_head_ports(plan)
+    if options.container is not None:
+        # vLLM and Ray come from the image; the host needs docker (checked here for local
+        # launches; each node's entrypoint checks its own).
+        if not plan.in_slurm and shutil.which("docker") is None:
+            raise PyserveError("--image needs `docker` on this host (not found on PATH)")
+        tools = set()
+    else:
+        tools = set(get_backend(plan.topology.backend).tools)
+    search_path = bin_dir() + os.pathsep + os.environ.get("PATH", "")
+    for tool in sorted(tools):
+        if shutil.which(tool, path=search_path) is None:
+            raise PyserveError(
+                f"`{tool}` is not installed where pyserve runs; install the engine "
+                "(pip install 'pyserve[engine]', or scripts/setup-cpu-engine.sh on CPU machines)"
+            )
+    if options.api_key_file is not None and not os.access(options.api_key_file, os.R_OK):
+        raise PyserveError(f"cannot read --api-key-file {options.api_key_file}")
+
+
+def check_head_ports(plan: LaunchPlan) -> None:
+    """Ask the head node itself whether the job's ports are free (one short srun step)."""
+    ports = plan.ports
+    argv = ["srun", "--nodes=1", "--ntasks=1", f"--nodelist={plan.head_host}", "--overlap",
+            sys.executable, "-m", "pyservecli.workers.portcheck",
+            str(ports.api), str(ports.dp_rpc), str(ports.master), str(ports.ray)]
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        raise PyserveError(f"checking ports on {plan.head_host} took over 120 s") from None
+    if result.returncode == 3:
+        busy = result.stdout.split()
+        if str(ports.api) in busy:
+            raise PyserveError(f"port {ports.api} is already in use on {plan.head_host}; "
+                               "choose another --port")
+        raise PyserveError(f"ports {', '.join(busy)} are in use on {plan.head_host}")
+    if result.returncode != 0:
+        raise PyserveError(f"could not check ports on {plan.head_host}: "
+                           f"{(result.stderr or result.stdout).strip()[-300:]}")
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log written)"
+
+
+class Launch:
+    """One running launch. ``run()`` returns the process exit status."""
+
+    def __init__(self, plan: LaunchPlan, options: LaunchOptions,
+                 say: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)):
+        self.plan = plan
+        self.options = options
+        self.say = say
+        self.files: JobFiles | None = None
+        self.process: NodeProcess | None = None
+        self.api_key = (options.api_key_file.read_text().strip()
+                        if options.api_key_file else None)
+        self.t0 = time.monotonic()
+        self.times: dict[str, float] = {}
+
+    # -- helpers ---------------------------------------------------------------------------
+    def elapsed(self) -> float:
+        return time.monotonic() - self.t0
+
+    def probe_url(self) -> str:
+        host = "127.0.0.1" if not self.plan.in_slurm else self.plan.head_ip
+        return f"http://{host}:{self.plan.ports.api}"
+
+    def failed_node(self) -> tuple[str, int] | None:
+        """(host, exit status) of the node whose entrypoint ended first (a dead worker often
+        takes the head down with it; the first to go is the one to name)."""
+        ended = []
+        for node in self.plan.nodes:
+            exit_file = self.files.exit_file(node.host)
+            try:
+                ended.append((exit_file.stat().st_mtime_ns, node.host, exit_file.read_text()))
+            except OSError:
+                continue
+        if ended:
+            _, host, text = min(ended)
+            text = text.strip()
+            return host, int(text) if text.lstrip("-").isdigit() else -1
+        code = self.process.poll()
+        if code is not None:
+            return (self.plan.nodes[0].host if self.process.local_session else "srun"), code
+        return None
+
+    def report_failure(self, failure: NodeFailed) -> str:
+        """Say which node ended and why (its log's last lines, the cause found there); returns
+        the one-line reason."""
+        host = failure.host
+        log = self.files.log(host) if host != "srun" else self.process.log_path
+        reason = f"node {host} exited with status {failure.code} {failure.when}"
+        self.say(f"pyserve: {reason}")
+        self.say(f"--- last lines of {log} ---\n{tail(log)}\n---")
+        cause = last_error(tail(log, 200).splitlines())
+        if cause:
+            self.say(f"pyserve: cause on {host}: {cause}")
+            return f"{reason}: {cause}"
+        return reason
+
+    # -- phases ----------------------------------------------------------------------------
+    def start(self) -> None:
+        check_can_launch(self.plan, self.options)
+        self.files = write_job_files(self.plan, self.options)
+        t = self.plan.topology
+        self.say(f"pyserve: job {self.plan.job_id}: {t.nodes} node(s), TP {t.tp} PP {t.pp} "
+                 f"DP {t.dp} (local {t.dp_local}) EP {t.ep}, backend {t.backend}; "
+                 f"logs in {self.files.log_dir}")
+        if self.plan.in_slurm:
+            self.process = start_srun(self.files.dispatch, [n.host for n in self.plan.nodes],
+                                      self.files.log_dir)
+        else:
+            node = self.plan.nodes[0]
+            self.process = start_local(node.host, self.files.node_scripts[0],
+                                       self.files.log(node.host))
+            self.process.leader_first = self.plan.stop_signal != "TERM"
+        write_record(self.plan, self.files, self.options, state="starting",
+                     started_at=time.time())
+
+    def wait_ready(self) -> None:
+        follower = LogFollower(self.files.log(self.plan.head_host))
+        tracker = PhaseTracker()
+        last_probe = last_note = 0.0
+        while True:
+            for line in follower.new_lines():
+                was_complete = tracker.startup_complete_seen
+                phase = tracker.feed(line)
+                if tracker.startup_complete_seen and not was_complete:
+                    self.times["startup_complete_seen_s"] = self.elapsed()
+                if phase:
+                    self.say(f"[{self.elapsed():7.1f}s] {phase}")
+                    last_note = self.elapsed()
+            failed = self.failed_node()
+            if failed:
+                raise NodeFailed(*failed, "before READY")
+            now = self.elapsed()
+            if now > self.options.ready_timeout:
+                raise PyserveError(f"not READY after {self.options.ready_timeout:.0f}s "
+                                   f"(last phase: {tracker.phase}); see {self.files.log_dir}")
+            # Probe often once the API server is starting; otherwise once a second is enough.
+            interval = self.options.poll_interval if tracker.reached(API_STARTING) else 1.0
+            if now - last_probe >= interval:
+                last_probe = now
+                ok, _why = probe_ready(self.probe_url(), self.plan.served_model_name,
+                                       self.api_key, timeout=2.0)
+                if ok:
+                    self.times["ready_s"] = self.elapsed()
+                    return
+            if now - last_note >= 30:
+                self.say(f"[{now:7.1f}s] still {tracker.phase}")
+                last_note = now
+            time.sleep(self.options.poll_interval)
+
+    def supervise(self) -> int:
+        if self.options.then:
+            # PYSERVE_WORKSPACE lets `pyserve bench` in COMMAND find this launch's record
+            # (server command and topology go into its provenance).
+            env = {**os.environ, "PYSERVE_ENDPOINT": self.plan.endpoint,
+                   "PYSERVE_BASE_URL": self.probe_url(),
+                   "PYSERVE_MODEL": self.plan.served_model_name,
+                   "PYSERVE_WORKSPACE": str(self.options.workspace)}
+            self.say(f"pyserve: running {shjoin(self.options.then)}")
+            child = subprocess.Popen(self.options.then, env=env)
+            try:
+                while child.poll() is None:
+                    failed = self.failed_node()
+                    if failed:
+                        child.terminate()
+                        child.wait()
+                        raise NodeFailed(*failed, "while serving")
+                    time.sleep(self.options.poll_interval)
+            except StopRequested:
+                child.terminate()
+                child.wait()
+                raise
+            self.say(f"pyserve: command exited with status {child.returncode}; stopping")
+            return child.returncode
+        while True:
+            failed = self.failed_node()
+            if failed:
+                raise NodeFailed(*failed, "while serving")
+            time.sleep(self.options.poll_interval)
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.say("pyserve: stopping every rank")
+        self.process.stop(self.options.stop_grace)
+        left = self.process.leftovers()
+        if left:
+            self.say(f"pyserve: warning: processes {left} outlived the stop")
+        if self.options.container is not None and not self.plan.in_slurm:
+            # Each node's entrypoint removes its container; this catches one whose entrypoint
+            # was killed. By this job's label only.
+            from pyservecli.run.container import remove_job_containers
+
+            for name in remove_job_containers(self.plan.job_id):
+                self.say(f"pyserve: removed leftover container {name}")
+
+    def bring_up(self) -> None:
+        """Start every node and wait for READY (raises NodeFailed, PyserveError)."""
+        self.start()
+        self.wait_ready()
+        ready = self.times["ready_s"]
+        seen = self.times.get("startup_complete_seen_s")
+        delay = f", {ready - seen:.2f}s after vLLM's startup message" if seen else ""
+        self.say(f"pyserve: READY in {ready:.1f}s{delay}")
+        write_record(self.plan, self.files, self.options, state="ready",
+                     ready_at=time.time(), **self.times)
+
+    def shut_down(self, state: str, code: int) -> None:
+        try:
+            self.stop()
+        finally:
+            if self.files is not None:
+                write_record(self.plan, self.files, self.options, state=state,
+                             exit_status=code, ended_at=time.time(), **self.times)
+
+    def run(self) -> int:
+        """The CLI's launch: READY, then serve (or run --then) until stopped; the exit status."""
+        code = 1
+        state = "failed"
+        with _stop_on_signals():
+            try:
+                self.bring_up()
+                print(f"READY {self.plan.endpoint} model={self.plan.served_model_name}",
+                      flush=True)
+                code = self.supervise()
+                state = "finished"
+            except StopRequested as stop:
+                self.say(f"pyserve: {stop} received")
+                code, state = 0, "stopped"
+            except NodeFailed as failure:
+                self.report_failure(failure)
+            finally:
+                self.shut_down(state, code)
+        return code
+
+    @contextmanager
+    def serving(self) -> Iterator[Launch]:
+        """The Python API's launch: READY on entry, every rank stopped on leaving the block.
+
+        A node that ends before READY raises PyserveError with its cause. SIGTERM/SIGHUP during
+        the block (from the main thread) stop the server, then reach the caller as
+        StopRequested; Ctrl+C as KeyboardInterrupt does the same."""
+        state, code = "failed", 1
+        with _stop_on_signals(interrupt=False):
+            try:
+                try:
+                    self.bring_up()
+                except NodeFailed as failure:
+                    raise PyserveError(f"launch of {self.plan.model} failed: "
+                                       f"{self.report_failure(failure)}; logs in "
+                                       f"{self.files.log_dir}") from None
+                yield self
+                state, code = "finished", 0
+            except (StopRequested, KeyboardInterrupt) as stop:
+                self.say(f"pyserve: {type(stop).__name__} {stop} received".rstrip())
+                state, code = "stopped", 0
+                raise
+            finally:
+                self.shut_down(state, code)
+
+
+class NodeFailed(Exception):
+    def __init__(self, host: str, code: int, when: str):
+        super().__init__(f"{host} exited {code} {when}")
+        self.host, self.code, self.when = host, code, when
+
+
+def _raise_stop(signum, _frame):
+    # Ignore further signals while stopping; a second Ctrl+C must not abandon the cleanup.
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, signal.SIG_IGN)
+    raise StopRequested(signum)
+
+
+@contextmanager
+def _stop_on_signals(interrupt: bool = True) -> Iterator[None]:
+    """SIGTERM and SIGHUP (and SIGINT when ``interrupt``) raise StopRequested while inside, so
+    that the stop runs; the previous handlers come back on leaving. Only the main thread can
+    set handlers: elsewhere this does nothing (the caller's own handling applies)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signals = [signal.SIGTERM, signal.SIGHUP] + ([signal.SIGINT] if interrupt else [])
+    previous = {s: signal.signal(s, _raise_stop) for s in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

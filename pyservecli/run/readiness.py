@@ -1,0 +1,129 @@
+"""When is a server really ready, and what is it doing until then.
+
+READY means all three: ``/health`` answers 200, ``/v1/models`` lists the served model, and a
+one-token completion succeeds. The startup phases come from the head node's log, so a user
+watching a 10-minute model load sees weights, compile and CUDA-graph progress instead of silence.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+# (phase shown to the user, pattern in vLLM's log). Order is startup order.
+PHASES: tuple[tuple[str, re.Pattern], ...] = tuple(
+    (name, re.compile(pattern))
+    for name, pattern in (
+        ("starting engine", r"Initializing a V1 LLM engine"),
+        ("loading weights", r"Starting to load model|Loading weights|Loading safetensors"),
+        ("weights loaded", r"Loading weights took|Model loading took|Initializing model took"),
+        ("compiling", r"Starting torch\.compile|Compiling a graph|Dynamo bytecode transform"),
+        ("capturing CUDA graphs", r"Capturing CUDA graph|Graph capturing"),
+        ("allocating KV cache", r"KV cache size|Available KV cache memory"),
+        ("engine initialised", r"init engine .* took"),
+        ("starting API server", r"Starting vLLM (API )?server on"),
+        ("API server up", r"Application startup complete"),
+    )
+)
+STARTUP_COMPLETE = "Application startup complete"
+API_STARTING = "starting API server"  # from here on READY is seconds away: probe often
+
+
+class LogFollower:
+    """Reads lines appended to a log file since the last call (the file may not exist yet)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.offset = 0
+        self.partial = b""
+
+    def new_lines(self) -> list[str]:
+        try:
+            with open(self.path, "rb") as handle:
+                handle.seek(self.offset)
+                data = handle.read()
+        except FileNotFoundError:
+            return []
+        self.offset += len(data)
+        data = self.partial + data
+        lines = data.split(b"\n")
+        self.partial = lines.pop()
+        return [line.decode("utf-8", "replace") for line in lines]
+
+
+@dataclass
+class PhaseTracker:
+    """The furthest startup phase seen so far in a stream of log lines."""
+
+    index: int = -1
+    startup_complete_seen: bool = False
+
+    def feed(self, line: str) -> str | None:
+        """Return the new phase name when ``line`` moves startup forward."""
+        if STARTUP_COMPLETE in line:
+            self.startup_complete_seen = True
+        for i in range(len(PHASES) - 1, self.index, -1):
+            if PHASES[i][1].search(line):
+                self.index = i
+                return PHASES[i][0]
+        return None
+
+    @property
+    def phase(self) -> str:
+        return PHASES[self.index][0] if self.index >= 0 else "starting"
+
+    def reached(self, phase: str) -> bool:
+        """Whether startup got to ``phase`` (a name of PHASES) or further."""
+        return self.index >= [name for name, _ in PHASES].index(phase)
+
+
+_ERROR_LINE = re.compile(r"(?:^|[\s.])((?:[A-Z]\w*)(?:Error|Exception|Exit)\b: .+)$")
+
+
+def last_error(lines: list[str]) -> str | None:
+    """The last ``SomethingError: message`` line of a log: usually what a user needs first."""
+    for line in reversed(lines):
+        match = _ERROR_LINE.search(line.rstrip())
+        if match:
+            return match.group(1)
+    return None
+
+
+def auth_headers(api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def probe_ready(base_url: str, model: str, api_key: str | None = None,
+                timeout: float = 5.0) -> tuple[bool, str]:
+    """(True, "ready") when the server at ``base_url`` (no /v1) passes all three checks,
+    else (False, what failed)."""
+    http = requests
+    headers = auth_headers(api_key)
+    try:
+        health = http.get(f"{base_url}/health", timeout=timeout)
+        if health.status_code != 200:
+            return False, f"/health answered {health.status_code}"
+        models = http.get(f"{base_url}/v1/models", headers=headers, timeout=timeout)
+        if models.status_code != 200:
+            return False, f"/v1/models answered {models.status_code}"
+        ids = [entry.get("id") for entry in models.json().get("data", [])]
+        if model not in ids:
+            return False, f"/v1/models lists {ids}, not {model}"
+        completion = http.post(
+            f"{base_url}/v1/completions",
+            json={"model": model, "prompt": "ping", "max_tokens": 1, "temperature": 0},
+            headers=headers,
+            timeout=max(timeout, 30.0),
+        )
+        if completion.status_code != 200:
+            return False, f"1-token completion answered {completion.status_code}"
+        if not completion.json().get("choices"):
+            return False, "1-token completion returned no choices"
+    except requests.RequestException as exc:
+        return False, f"not answering ({type(exc).__name__})"
+    except ValueError:
+        return False, "answered with something that is not JSON"
+    return True, "ready"
