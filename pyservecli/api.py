@@ -67,7 +67,7 @@ def prepare_launch(model: str, *, tp: int | None = None, pp: int | None = None,
     from pyservecli.plan.launch import LaunchRequest, make_plan
     from pyservecli.plan.profiling import NSYS_FINALIZE_GRACE_S, torch_profiler_config
     from pyservecli.plan.vllm_args import option_value
-    from pyservecli.run.cluster import detect
+    from pyservecli.run.cluster import detect, resolve_ip
     from pyservecli.run.launcher import LaunchOptions
     from pyservecli.run.portprobe import is_port_free
     from pyservecli.run.tools import require_nsys
@@ -95,7 +95,8 @@ def prepare_launch(model: str, *, tp: int | None = None, pp: int | None = None,
     cluster = detect(None, nodelist, gpus_per_node)
     # Inside SLURM the head may be another machine: the launcher asks it about its ports.
     probe = not dry_run and not cluster.in_slurm
-    plan = make_plan(request, cluster, is_free=is_port_free if probe else lambda _port: True)
+    plan = make_plan(request, cluster, is_free=is_port_free if probe else lambda _port: True,
+                     resolve=resolve_ip)
     options = LaunchOptions(workspace=ws.resolve(),
                             api_key_file=Path(api_key_file) if api_key_file else None,
                             ready_timeout=ready_timeout, then=list(then) if then else None,
@@ -295,7 +296,7 @@ def plan_offline(model: str, *, tp: int | None = None, pp: int | None = None,
     (``FILE-rankN.json``)."""
     from pyservecli.plan.offline import make_request
     from pyservecli.plan.offline import plan_offline as make_offline_plan
-    from pyservecli.run.cluster import detect
+    from pyservecli.run.cluster import detect, resolve_ip
 
     request = make_request(
         model, tp=tp, pp=pp, dp=dp, ep=ep, viztracer=viztracer,
@@ -303,7 +304,8 @@ def plan_offline(model: str, *, tp: int | None = None, pp: int | None = None,
         input_len=input_len, output_len=output_len, dataset_path=dataset_path,
         num_prompts=num_prompts, seed=seed, nsys=nsys)
     cluster = detect(None, nodelist, gpus_per_node)
-    return make_offline_plan(request, cluster, Path(out) if out else None, _workspace(workspace))
+    return make_offline_plan(request, cluster, Path(out) if out else None, _workspace(workspace),
+                             resolve=resolve_ip)
 
 
 def run_offline(offline_plan, *, say: Say = lambda _line: None) -> dict:

@@ -88,7 +88,7 @@ def test_dockerfiles_pass_hadolint():
 
 
 def test_run_options_label_everything_and_keep_secrets_off_argv(tmp_path):
-    spec = ContainerSpec(image="img:1", tag="img:1", mounts=["/data", "/scratch:/mnt/s"])
+    spec = ContainerSpec(tag="img:1", mounts=["/data", "/scratch:/mnt/s"])
     argv = run_options(spec, "4242", 1, tmp_path / "ws", tmp_path / "model", "/keys/k",
                        gpus=True, environ={"NCCL_DEBUG": "INFO", "VLLM_API_KEY": "sekrit",
                                            "HOME": "/root", "FI_PROVIDER": "efa"})
@@ -104,7 +104,7 @@ def test_run_options_label_everything_and_keep_secrets_off_argv(tmp_path):
     forwarded = [argv[i + 1] for i, a in enumerate(argv) if a == "--env"]
     assert forwarded == ["FI_PROVIDER", "NCCL_DEBUG"]  # names only; never the API key
     assert "sekrit" not in joined and "INFO" not in joined
-    privileged = run_options(ContainerSpec(image="i", tag="i", privileged=True), "1", 0,
+    privileged = run_options(ContainerSpec(tag="i", privileged=True), "1", 0,
                              tmp_path, None, None, gpus=False, environ={})
     assert "--privileged" in privileged and "--gpus" not in privileged
 

@@ -36,7 +36,8 @@ def fake_ip(host: str) -> str:
 
 def plan(tmp_path, env=None, **kw):
     request = OfflineRequest(model="Qwen/Qwen3-8B", input_len=128, output_len=32, **kw)
-    return plan_offline(request, detect(env or SLURM_2x4), tmp_path / "out", resolve=fake_ip,
+    return plan_offline(request, detect(env or SLURM_2x4), tmp_path / "out", tmp_path,
+                        resolve=fake_ip,
                         python="python3")
 
 
@@ -83,10 +84,11 @@ def test_the_same_topology_rules_as_launch(tmp_path):
     with pytest.raises(PyserveError, match="does not fit"):
         plan(tmp_path, tp=4, dp=4)
     with pytest.raises(PyserveError, match="--input-len and --output-len"):
-        plan_offline(OfflineRequest(model="m"), detect(SLURM_2x4), tmp_path)
+        plan_offline(OfflineRequest(model="m"), detect(SLURM_2x4), tmp_path, tmp_path,
+                     resolve=fake_ip)
     with pytest.raises(PyserveError, match="does not exist"):
         plan_offline(OfflineRequest(model="m", dataset_path=str(tmp_path / "none.json")),
-                     detect(SLURM_2x4), tmp_path)
+                     detect(SLURM_2x4), tmp_path, tmp_path, resolve=fake_ip)
 
 
 def test_model_checks_apply(tmp_path):
@@ -94,7 +96,8 @@ def test_model_checks_apply(tmp_path):
     request = OfflineRequest(model=str(model), tp=3, dp=1, input_len=8, output_len=8)
     with pytest.raises(PyserveError, match="3"):
         plan_offline(request, detect({"SLURM_JOB_ID": "1", "SLURM_JOB_NODELIST": "gpu1",
-                                      "SLURM_GPUS_ON_NODE": "3"}), tmp_path / "o")
+                                      "SLURM_GPUS_ON_NODE": "3"}), tmp_path / "o", tmp_path,
+                     resolve=fake_ip)
 
 
 def test_engine_kwargs_from_vllm_spellings():

@@ -93,7 +93,8 @@ def test_rendered_job_files_pass_shellcheck(tmp_path):
     env = {"SLURM_JOB_ID": "99", "SLURM_JOB_NODELIST": "a,b", "SLURM_GPUS_ON_NODE": "8"}
     for backend in ("rpc", "ray"):
         plan = make_plan(LaunchRequest(model="m", tp=8, backend=backend, vllm_args=HOSTILE),
-                         detect(env), is_free=lambda _p: True)
+                         detect(env), is_free=lambda _p: True,
+                         resolve=str)
         files = write_job_files(plan, LaunchOptions(workspace=tmp_path / backend,
                                                     api_key_file=tmp_path / "key"))
         shellcheck(*files.node_scripts, files.dispatch)
@@ -104,8 +105,8 @@ def test_image_launch_runs_each_node_script_in_a_labelled_container(tmp_path):
 
     env = {"SLURM_JOB_ID": "99", "SLURM_JOB_NODELIST": "a,b", "SLURM_GPUS_ON_NODE": "8"}
     plan = make_plan(LaunchRequest(model="m", tp=8, vllm_args=HOSTILE), detect(env),
-                     is_free=lambda _p: True)
-    spec = ContainerSpec(image="/img/v.tar.gz", tag="pyserve:latest", tarball="/img/v.tar.gz")
+                     is_free=lambda _p: True, resolve=str)
+    spec = ContainerSpec(tag="pyserve:latest", tarball="/img/v.tar.gz")
     files = write_job_files(plan, LaunchOptions(workspace=tmp_path, container=spec))
     assert [p.name for p in files.node_scripts] == ["container-0.sh", "container-1.sh"]
     assert '"container-${rank}.sh"' in files.dispatch.read_text()

@@ -18,7 +18,7 @@ from pathlib import Path
 from pyservecli.errors import PyserveError
 from pyservecli.plan.backends import NodeCommand, node_commands
 from pyservecli.plan.hosts import Cluster
-from pyservecli.plan.placement import place, resolve_ip
+from pyservecli.plan.placement import place
 from pyservecli.plan.ports import Ports, allocate
 from pyservecli.plan.profiling import nsys_prefix
 from pyservecli.plan.topology import Topology
@@ -76,11 +76,12 @@ class LaunchPlan:
 
 
 def make_plan(request: LaunchRequest, cluster: Cluster, is_free: Callable[[int], bool],
-              resolve: Callable[[str], str] = resolve_ip) -> LaunchPlan:
+              resolve: Callable[[str], str]) -> LaunchPlan:
     """The whole launch, checked; ``cluster`` is the allocation (``run.cluster.detect``) and
     ``is_free`` says whether a port is free on the head (``run.portprobe.is_port_free`` for a
     local launch; a plan for elsewhere passes ``lambda _port: True`` and the head checks its
-    own ports at launch)."""
+    own ports at launch); ``resolve`` turns a host name into its address
+    (``run.cluster.resolve_ip``)."""
     flags, passthrough = split_parallel_flags(request.vllm_args)
     placement = place(
         request.model, cluster, tp=merge_setting("tp", request.tp, flags.tp) or 1,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pyservecli.errors import PyserveError
 from pyservecli.plan.hosts import Cluster
-from pyservecli.plan.placement import place, resolve_ip
+from pyservecli.plan.placement import place
 from pyservecli.plan.ports import offline_rendezvous_port
 from pyservecli.plan.profiling import nsys_prefix
 from pyservecli.plan.topology import Topology
@@ -92,7 +92,7 @@ def viztracer_template(path: str) -> str:
 
 
 def plan_offline(request: OfflineRequest, cluster: Cluster, out_dir: Path | None,
-                 workspace: Path = Path("."), resolve: Callable[[str], str] = resolve_ip,
+                 workspace: Path, resolve: Callable[[str], str],
                  python: str = sys.executable) -> OfflinePlan:
     if request.dataset_path is None and (request.input_len is None or request.output_len is None):
         raise PyserveError("give --input-len and --output-len (random prompts), "

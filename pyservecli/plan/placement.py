@@ -1,13 +1,12 @@
 """Placement: the step ``launch`` and ``offline`` share between a request and their own plans.
 
 Resolve the model (a local directory's config.json is checked against the topology), plan the
-topology for the allocation, and find each node's address. Pure: the allocation comes in as a
-``Cluster`` and name resolution as a function.
+topology for the allocation, and find each node's address. Pure (it reads only a local model's
+config.json): the allocation comes in as a ``Cluster`` and name resolution as a function.
 """
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,14 +14,6 @@ from pathlib import Path
 from pyservecli.plan.hosts import Cluster
 from pyservecli.plan.modelconfig import check_model_fits, load_config, resolve_model_dir
 from pyservecli.plan.topology import Topology, plan_topology
-
-
-def resolve_ip(host: str) -> str:
-    """The IPv4 address of ``host``; the name itself when it does not resolve here."""
-    try:
-        return socket.gethostbyname(host)
-    except OSError:
-        return host
 
 
 @dataclass(frozen=True)
@@ -41,8 +32,9 @@ class Placement:
 
 def place(model: str, cluster: Cluster, *, tp: int = 1, pp: int = 1, dp: int | None = None,
           ep: bool = False, backend: str | None = None,
-          resolve: Callable[[str], str] = resolve_ip) -> Placement:
-    """Everything that can be refused before anything starts, in the order a user fixes it."""
+          resolve: Callable[[str], str]) -> Placement:
+    """Everything that can be refused before anything starts, in the order a user fixes it.
+    ``resolve``: a host name to its address (``run.cluster.resolve_ip``)."""
     model_dir = resolve_model_dir(model)
     topology = plan_topology(len(cluster.nodes), cluster.gpus_per_node, tp=tp, pp=pp, dp=dp,
                              ep=ep, backend=backend)

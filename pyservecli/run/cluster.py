@@ -122,3 +122,11 @@ def gloo_interface(environ: Mapping[str, str], run=subprocess.run) -> str | None
     if environ.get("GLOO_SOCKET_IFNAME") or not environ.get("VLLM_HOST_IP"):
         return None
     return interface_holding(environ["VLLM_HOST_IP"], run=run)
+
+
+def resolve_ip(host: str) -> str:
+    """The IPv4 address of ``host``; the name itself when it does not resolve here."""
+    try:
+        return socket.gethostbyname(host)
+    except OSError:
+        return host

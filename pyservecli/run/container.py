@@ -34,7 +34,6 @@ FORWARDED_PREFIXES = ("VLLM_", "NCCL_", "FI_", "NVSHMEM_", "TORCH_", "PYTORCH_",
 
 @dataclass
 class ContainerSpec:
-    image: str  # a tarball path or an image reference
     tag: str  # the reference to run (from the tarball's manifest.json when loading one)
     tarball: str | None = None
     mounts: list[str] = field(default_factory=list)
@@ -74,9 +73,9 @@ def make_spec(image: str, mounts: list[str], force: bool, privileged: bool) -> C
             raise PyserveError(f"--container-mount {mount!r}: give an absolute path")
     if is_tarball(image):
         path = Path(image).resolve()
-        return ContainerSpec(image=str(path), tag=tarball_tag(path), tarball=str(path),
+        return ContainerSpec(tag=tarball_tag(path), tarball=str(path),
                              mounts=mounts, force=force, privileged=privileged)
-    return ContainerSpec(image=image, tag=image, mounts=mounts, force=force,
+    return ContainerSpec(tag=image, mounts=mounts, force=force,
                          privileged=privileged)
 
 

@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,7 +61,7 @@ class NodeProcess:
     def leftovers(self) -> list[int]:
         return session_members(self.popen.pid) if self.local_session else []
 
-    def stop(self, grace: float = 30.0, on_wait: Callable[[float], None] | None = None) -> None:
+    def stop(self, grace: float = 30.0) -> None:
         """SIGTERM, wait up to ``grace`` seconds for the process and its session, then SIGKILL."""
         if self.local_session and self.leader_first:
             _signal_all([self.popen.pid], signal.SIGTERM)
@@ -75,8 +74,6 @@ class NodeProcess:
             self.popen.poll()
             if self.popen.returncode is not None and not self.leftovers():
                 return
-            if on_wait:
-                on_wait(deadline - time.monotonic())
             time.sleep(0.2)
         if self.local_session:
             _signal_all(session_members(self.popen.pid), signal.SIGKILL)
@@ -101,10 +98,9 @@ def stop_launcher(popen: subprocess.Popen, grace: float) -> None:
         popen.wait()
 
 
-def start_local(name: str, script: Path, log_path: Path, env: dict[str, str] | None = None
-                ) -> NodeProcess:
+def start_local(name: str, script: Path, log_path: Path) -> NodeProcess:
     """Run ``bash script`` here in a new session, stdout and stderr appended to ``log_path``."""
-    return start_command(name, ["bash", str(script)], log_path, env)
+    return start_command(name, ["bash", str(script)], log_path)
 
 
 def start_command(name: str, argv: list[str], log_path: Path,
@@ -126,8 +122,7 @@ def srun_per_node(nodes: list[str] | tuple[str, ...], *options: str) -> list[str
             f"--nodelist={','.join(nodes)}", "--overlap", *options]
 
 
-def start_srun(dispatch: Path, nodes: list[str] | tuple[str, ...], log_dir: Path,
-               env: dict[str, str] | None = None) -> NodeProcess:
+def start_srun(dispatch: Path, nodes: list[str] | tuple[str, ...], log_dir: Path) -> NodeProcess:
     """One srun step over the allocation's nodes, one task each, a log per host."""
     log_dir.mkdir(parents=True, exist_ok=True)
     # Each node script writes its own <host>.log; srun.log catches srun's own complaints.
@@ -136,7 +131,7 @@ def start_srun(dispatch: Path, nodes: list[str] | tuple[str, ...], log_dir: Path
     srun_log = log_dir / "srun.log"
     with open(srun_log, "ab") as log:
         popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                 start_new_session=True, env=env)
+                                 start_new_session=True)
     return NodeProcess(name="srun", popen=popen, log_path=srun_log, local_session=False)
 
 

@@ -1,0 +1,147 @@
+"""A small stand-in for vLLM's OpenAI server (no engine): enough of /v1/models, completions and
+chat completions to drive ``pyserve health``, with faults to switch on one at a time. It
+answers like a server with random weights would: arbitrary text, but every constraint kept."""
+
+from __future__ import annotations
+
+import json
+import threading
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+MODEL = "standin-model"
+# Each fault breaks exactly one promise of the API (the check of the same name must fail).
+FAULTS = {
+    "batch prompt": "one choice for a list of prompts",
+    "sampling params": "a seed that does not repeat",
+    "streaming": "a stream without [DONE]",
+    "logprobs": "a positive logprob",
+    "stop sequences": "stop strings left in the text",
+    "echo": "the prompt not echoed",
+    "n=2": "one choice for n=2",
+    "json_schema": "JSON of the wrong shape",
+    "regex": "text outside the regex",
+    "choice": "an answer outside the choices",
+    "grammar": "a word outside the grammar",
+}
+
+
+def _completion_text(body: dict, faults: set[str], counter: list[int]) -> str:
+    text = "w x\ny"  # holds both stop strings of the stop-sequence check
+    if body.get("stop") and "stop sequences" not in faults:
+        text = "xyz"
+    if body.get("seed") is not None and "sampling params" in faults:
+        counter[0] += 1
+        text = f"{text}{counter[0]}"
+    if body.get("echo") and "echo" not in faults:
+        text = str(body["prompt"]) + text
+    return text
+
+
+def _chat_content(body: dict, faults: set[str]) -> str:
+    structured = body.get("structured_outputs") or {}
+    if body.get("response_format", {}).get("type") == "json_schema":
+        return '{"name": 7}' if "json_schema" in faults else '{"name": "ab", "age": 3}'
+    if "regex" in structured:
+        return "abcd" if "regex" in faults else "abc-12"
+    if "choice" in structured:
+        return "maybe" if "choice" in faults else structured["choice"][0]
+    if "grammar" in structured:
+        return "bird" if "grammar" in faults else "cat"
+    return "hello there"
+
+
+def make_handler(faults: set[str], api_key: str | None):
+    counter = [0]
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *_args):  # quiet
+            pass
+
+        def _send(self, status: int, payload) -> None:
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _authorised(self) -> bool:
+            if api_key and self.headers.get("Authorization") != f"Bearer {api_key}":
+                self._send(401, {"error": "Unauthorized"})
+                return False
+            return True
+
+        def do_GET(self):
+            if self.path == "/health":
+                return self._send(200, {})
+            if not self._authorised():
+                return None
+            if self.path == "/v1/models":
+                return self._send(200, {"data": [{"id": MODEL, "max_model_len": 2048}]})
+            return self._send(404, {"error": self.path})
+
+        def do_POST(self):
+            if not self._authorised():
+                return None
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            if body.get("model") != MODEL:
+                return self._send(404, {"error": f"model {body.get('model')} not served"})
+            if self.path == "/v1/completions":
+                return self._completions(body)
+            if self.path == "/v1/chat/completions":
+                return self._chat(body)
+            return self._send(404, {"error": self.path})
+
+        def _completions(self, body):
+            prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
+            if "batch prompt" in faults:
+                prompts = prompts[:1]
+            n = 1 if "n=2" in faults else body.get("n", 1)
+            tokens = min(body.get("max_tokens", 16), 3)
+            choices = []
+            for index in range(len(prompts) * n):
+                choice = {"index": index, "finish_reason": "length",
+                          "text": _completion_text({**body, "prompt": prompts[index // n]},
+                                                   faults, counter)}
+                if body.get("logprobs"):
+                    value = 0.5 if "logprobs" in faults else -0.5
+                    choice["logprobs"] = {
+                        "token_logprobs": [value] * tokens,
+                        "top_logprobs": [{"a": -0.5, "b": -1.0}] * tokens}
+                choices.append(choice)
+            return self._send(200, {"choices": choices, "usage": {"completion_tokens": tokens}})
+
+        def _chat(self, body):
+            content = _chat_content(body, faults)
+            if body.get("stream"):
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.end_headers()
+                for word in content.split():
+                    chunk = {"choices": [{"delta": {"content": word}}]}
+                    self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                if "streaming" not in faults:
+                    self.wfile.write(b"data: [DONE]\n\n")
+                return None
+            return self._send(200, {
+                "choices": [{"index": 0, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": content}}],
+                "usage": {"completion_tokens": 2}})
+
+    return Handler
+
+
+@contextmanager
+def standin_server(faults: set[str] = frozenset(), api_key: str | None = None):
+    """Yields the base URL (http://127.0.0.1:PORT) of a running stand-in; stops it after."""
+    unknown = set(faults) - set(FAULTS)
+    assert not unknown, unknown
+    server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(set(faults), api_key))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
