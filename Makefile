@@ -27,12 +27,12 @@ SERVE_ARGS  ?=
 TORCH_WHEEL ?= $(firstword $(wildcard /opt/wheels/torch-2.13.0+cpu-*.whl $(PIP_FIND_LINKS)/torch-2.13.0+cpu-*.whl))
 launch_image = $(PYSERVE) launch $(MODEL) --image $(IMAGE_TAR) --workspace $(WORKSPACE)
 
-.PHONY: help setup demo test lint unit dry-run bench sweep cluster-up cluster-down clean \
+.PHONY: help setup demo test lint unit dry-run bench sweep sysdeps cluster-up cluster-down clean \
 	docker docker-cpu docker-base save save-cpu single mp ray
 
 help:
 	@echo "make demo      set up (CPU engine in $(VENV)) and serve a tiny dummy model here, checked"
-	@echo "make test      set up, lint and run the whole test suite"
+	@echo "make test      set up (system tools too, as root), lint and run the whole test suite"
 	@echo "make unit      only the tests that need no engine"
 	@echo "make dry-run   print the plan for 2 nodes x 8 GPUs, --tp 8 --ep"
 	@echo "make bench HOST=10.0.0.5 [BENCH_TYPE=throughput,prefill] [NUM_PROMPTS=n]"
@@ -58,7 +58,11 @@ lint: setup
 	$(VENV)/bin/hadolint docker/Dockerfile docker/Dockerfile.cpu
 	shellcheck -x -P SCRIPTDIR scripts/*.sh scripts/gpu/*.sh tests/cluster/*.sh slurm/*.sbatch
 
-test: lint
+# The system tools too (apt, as root; otherwise it names them): a fresh machine needs nothing else.
+sysdeps:
+	bash scripts/install-system-deps.sh --docker
+
+test: sysdeps lint
 	$(PY) -m pytest -q tests
 
 unit: setup
@@ -85,6 +89,7 @@ sweep: setup
 # A SLURM cluster of network namespaces on this machine (tests/cluster/); then
 #   export SLURM_CONF=/run/pyserve-cluster/slurm.conf && salloc -N 2 ...
 cluster-up:
+	bash scripts/install-system-deps.sh
 	bash tests/cluster/up.sh
 
 cluster-down:

@@ -164,3 +164,23 @@ def test_entrypoint_stops_its_server_with_the_planned_signal(tmp_path, stop_sign
     proc.send_signal(signal.SIGTERM)  # what the launcher sends the entrypoint
     assert proc.wait(timeout=20) == 0
     assert (tmp_path / "got").read_text() == f"SIG{stop_signal}"
+
+
+def test_system_tools_missing_are_named_with_the_command_when_not_installing(tmp_path):
+    """`make test` runs scripts/install-system-deps.sh: as root it installs what is missing;
+    otherwise (here PYSERVE_NO_INSTALL=1, so the test never touches the machine) it names the
+    packages and the apt-get line, and exits 2."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("id", "dirname"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    result = subprocess.run(
+        [shutil.which("bash"), str(ROOT / "scripts" / "install-system-deps.sh")],
+        env={"PATH": str(bin_dir), "PYSERVE_NO_INSTALL": "1"}, capture_output=True, text=True)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "missing shellcheck shfmt" in result.stderr
+    assert "apt-get install -y shellcheck shfmt" in result.stderr
+    present = subprocess.run(["bash", str(ROOT / "scripts" / "install-system-deps.sh")],
+                             env={**os.environ, "PYSERVE_NO_INSTALL": "1"}, capture_output=True,
+                             text=True)
+    assert present.returncode == 0, present.stderr  # everything there: nothing to do
