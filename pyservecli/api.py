@@ -19,6 +19,7 @@ Nothing here imports vllm or torch at import time.
 
 from __future__ import annotations
 
+import secrets
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -96,7 +97,7 @@ def prepare_launch(model: str, *, tp: int | None = None, pp: int | None = None,
     # Inside SLURM the head may be another machine: the launcher asks it about its ports.
     probe = not dry_run and not cluster.in_slurm
     plan = make_plan(request, cluster, is_free=is_port_free if probe else lambda _port: True,
-                     resolve=resolve_ip)
+                     resolve=resolve_ip, launch_suffix=secrets.token_hex(3))
     options = LaunchOptions(workspace=ws.resolve(),
                             api_key_file=Path(api_key_file) if api_key_file else None,
                             ready_timeout=ready_timeout, then=list(then) if then else None,

@@ -40,12 +40,15 @@ def render_node(tmp_path, argv, api_key_file=None, stop_signal="TERM"):
     fake.write_text(FAKE_VLLM.format(python=sys.executable))
     fake.chmod(0o755)
     script = tmp_path / "node.sh"
+    heartbeat = tmp_path / "launcher.heartbeat"
+    heartbeat.touch()
     script.write_text(render(
         "node.sh.j2", job_id="t", rank=0, host="h",
         env={"PATH": f"{bin_dir}:/usr/bin:/bin", "ARGV_OUT": str(tmp_path / "argv.json")},
         api_key_file=api_key_file, exit_file=str(tmp_path / "h.exit"), argv=argv,
         log_file=str(tmp_path / "h.log"),
         display=" ".join(argv), setup=[], backend="single", gloo_ifname=["true"], reap=["true"],
+        secrets_file=None, heartbeat=str(heartbeat), heartbeat_timeout=45,
         stop_signal=stop_signal))
     return script
 

@@ -11,6 +11,7 @@ result and the launcher executes it. The JSON shape is a contract other tools re
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,15 @@ from pyservecli.plan.ports import Ports, allocate
 from pyservecli.plan.profiling import nsys_prefix
 from pyservecli.plan.topology import Topology
 from pyservecli.plan.vllm_args import merge_setting, option_value, split_parallel_flags
+
+# An --env value is kept out of every record when its name says it is a secret.
+SECRET_NAME_PARTS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL")
+REDACTED = "<redacted>"
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def is_secret_name(name: str) -> bool:
+    return any(part in name.upper() for part in SECRET_NAME_PARTS)
 
 
 @dataclass
@@ -48,7 +58,8 @@ class LaunchPlan:
     head_ip: str
     ports: Ports
     nodes: list[NodeCommand]
-    job_id: str
+    job_id: str  # the allocation's (SLURM's job id, or a local one): ports, squeue, srun
+    launch_id: str  # this launch's own: process tags, log directory, container names
     in_slurm: bool
     model: str
     served_model_name: str
@@ -56,13 +67,19 @@ class LaunchPlan:
     gpu_source: str  # where the GPU count came from (run.cluster), for messages
     has_gpus: bool  # False: the CPU engine (no GPU found); containers get no GPU devices
     stop_signal: str = "TERM"  # what a node entrypoint sends its server to stop it
+    # --env values whose names look secret: never in argv, records or output; each node reads
+    # them from a 0600 file (as the API key). as_dict shows their names only.
+    secret_env: dict[str, str] = field(default_factory=dict)
+    request: LaunchRequest | None = None  # what the plan was made from (to re-plan ports)
+    cluster: Cluster | None = None
 
     def as_dict(self) -> dict:
         return {
             "topology": self.topology.as_dict(),
             "head": {"host": self.head_host, "ip": self.head_ip, "port": self.ports.api},
             "nodes": [
-                {"host": n.host, "rank": n.rank, "argv": list(n.argv), "env": dict(n.env)}
+                {"host": n.host, "rank": n.rank, "argv": list(n.argv),
+                 "env": {**n.env, **dict.fromkeys(self.secret_env, REDACTED)}}
                 for n in self.nodes
             ],
         }
@@ -76,33 +93,39 @@ class LaunchPlan:
 
 
 def make_plan(request: LaunchRequest, cluster: Cluster, is_free: Callable[[int], bool],
-              resolve: Callable[[str], str]) -> LaunchPlan:
+              resolve: Callable[[str], str], launch_suffix: str = "") -> LaunchPlan:
     """The whole launch, checked; ``cluster`` is the allocation (``run.cluster.detect``) and
     ``is_free`` says whether a port is free on the head (``run.portprobe.is_port_free`` for a
     local launch; a plan for elsewhere passes ``lambda _port: True`` and the head checks its
     own ports at launch); ``resolve`` turns a host name into its address
-    (``run.cluster.resolve_ip``)."""
+    (``run.cluster.resolve_ip``). ``launch_suffix`` makes this launch's id unique within its
+    allocation (job id + suffix): its processes, logs and containers are tagged with it."""
     flags, passthrough = split_parallel_flags(request.vllm_args)
+    tp = merge_setting("tp", request.tp, flags.tp)
+    pp = merge_setting("pp", request.pp, flags.pp)
     placement = place(
-        request.model, cluster, tp=merge_setting("tp", request.tp, flags.tp) or 1,
-        pp=merge_setting("pp", request.pp, flags.pp) or 1,
+        request.model, cluster, tp=1 if tp is None else tp, pp=1 if pp is None else pp,
         dp=merge_setting("dp", request.dp, flags.dp),
         ep=bool(merge_setting("ep", request.ep, flags.ep)), backend=request.backend,
         resolve=resolve)
     topology = placement.topology
     ports = allocate(cluster.job_id, request.port, is_free=is_free)
     for key in request.env:
-        if not key.replace("_", "").isalnum() or key[0].isdigit():
-            raise PyserveError(f"--env name {key!r} is not a valid environment variable name")
+        if not ENV_NAME.fullmatch(key):
+            raise PyserveError(f"--env name {key!r} is not a valid environment variable name "
+                               "(ASCII letters, digits and '_', not starting with a digit)")
+    public = {k: v for k, v in request.env.items() if not is_secret_name(k)}
+    secret = {k: v for k, v in request.env.items() if is_secret_name(k)}
     model_path = str(placement.model_dir or request.model)
+    launch_id = f"{cluster.job_id}-{launch_suffix}" if launch_suffix else cluster.job_id
     commands = node_commands(topology, model_path, cluster.nodes, placement.head_ip, ports,
-                             passthrough, request.env)
+                             passthrough, public)
     for command in commands:
         for key, value in placement.node_env(command.host).items():
             command.env.setdefault(key, value)
     if request.nsys_dir is not None:
         for command in commands:
-            report = Path(request.nsys_dir) / f"{cluster.job_id}-node{command.rank}"
+            report = Path(request.nsys_dir) / f"{launch_id}-node{command.rank}"
             command.argv[:0] = nsys_prefix(report)
     served = option_value(passthrough, "--served-model-name") or model_path
     return LaunchPlan(
@@ -112,6 +135,7 @@ def make_plan(request: LaunchRequest, cluster: Cluster, is_free: Callable[[int],
         ports=ports,
         nodes=commands,
         job_id=cluster.job_id,
+        launch_id=launch_id,
         in_slurm=cluster.in_slurm,
         model=request.model,
         served_model_name=served,
@@ -120,4 +144,7 @@ def make_plan(request: LaunchRequest, cluster: Cluster, is_free: Callable[[int],
         has_gpus=cluster.gpus_per_node is not None,
         # nsys finalises its report on SIGINT; on SIGTERM it can die without writing it.
         stop_signal="INT" if request.nsys_dir is not None else "TERM",
+        secret_env=secret,
+        request=request,
+        cluster=cluster,
     )

@@ -66,6 +66,35 @@ def _split_eq(arg: str) -> tuple[str, str | None]:
     return arg, None
 
 
+def _normalise(flag: str) -> str:
+    """vLLM's parser reads ``--api_key`` as ``--api-key``."""
+    return "--" + flag[2:].replace("_", "-") if flag.startswith("--") else flag
+
+
+# Long flags pyserve owns or refuses: vLLM's parser also accepts any unambiguous prefix of them
+# (``--api-ke``, ``--tensor-parallel``), which must not slip past the checks below.
+def _owned_long_flags() -> list[str]:
+    spellings = [s for names in _VALUE_FLAGS.values() for s in names] + list(COMPUTED_FLAGS) \
+        + list(SECRET_FLAGS)
+    return [s for s in spellings if s.startswith("--")]
+
+
+def canonical_flag(flag: str) -> str:
+    """The flag vLLM would read ``flag`` as, among those pyserve owns or refuses: underscores
+    as dashes, an abbreviation expanded. Other flags come back normalised only; an abbreviation
+    of several owned flags is refused."""
+    flag = _normalise(flag)
+    if not flag.startswith("--") or len(flag) < 3:
+        return flag
+    owned = _owned_long_flags()
+    if flag in owned or flag in _EP_ON or flag in _EP_OFF:
+        return flag
+    matches = sorted({o for o in owned if o.startswith(flag)})
+    if len(matches) > 1:
+        raise PyserveError(f"{flag} is an abbreviation of {', '.join(matches)}; spell it out")
+    return matches[0] if matches else flag
+
+
 def _positive_int(flag: str, value: str | None) -> int:
     if value is None:
         raise PyserveError(f"{flag} needs a value")
@@ -88,7 +117,8 @@ def split_parallel_flags(args: list[str] | tuple[str, ...]) -> tuple[ParallelFla
     rest: list[str] = []
     i = 0
     while i < len(args):
-        flag, inline = _split_eq(args[i])
+        written, inline = _split_eq(args[i])
+        flag = canonical_flag(written)
         matched = None
         for name, spellings in _VALUE_FLAGS.items():
             if flag in spellings:
@@ -100,25 +130,25 @@ def split_parallel_flags(args: list[str] | tuple[str, ...]) -> tuple[ParallelFla
             else:
                 value = inline
                 i += 1
-            number = _positive_int(flag, value)
+            number = _positive_int(written, value)
             if matched in found and found[matched] != number:
                 raise PyserveError(
-                    f"{flag} given twice with different values ({found[matched]} and {number})"
+                    f"{written} given twice with different values ({found[matched]} and {number})"
                 )
             found[matched] = number
             continue
         if flag in _EP_ON or flag in _EP_OFF:
             if inline is not None:
-                raise PyserveError(f"{flag} takes no value, got {flag}={inline}")
+                raise PyserveError(f"{written} takes no value, got {written}={inline}")
             found["ep"] = flag in _EP_ON
             i += 1
             continue
         if flag in SECRET_FLAGS:
             raise PyserveError(
-                f"{flag} would put a secret on the command line: {SECRET_FLAGS[flag]}"
+                f"{written} would put a secret on the command line: {SECRET_FLAGS[flag]}"
             )
         if flag in COMPUTED_FLAGS:
-            raise PyserveError(f"{flag} is set by pyserve ({COMPUTED_FLAGS[flag]})")
+            raise PyserveError(f"{written} is set by pyserve ({COMPUTED_FLAGS[flag]})")
         rest.append(args[i])
         i += 1
     return ParallelFlags(**found), rest
@@ -139,7 +169,7 @@ def option_value(args: list[str] | tuple[str, ...], *spellings: str) -> str | No
     value = None
     for i, arg in enumerate(args):
         flag, inline = _split_eq(arg)
-        if flag in spellings:
+        if _normalise(flag) in spellings:
             if inline is not None:
                 value = inline
             elif i + 1 < len(args):

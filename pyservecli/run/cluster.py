@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 
 from pyservecli.errors import PyserveError
-from pyservecli.plan.hosts import Cluster, expand_hostlist
+from pyservecli.plan.hosts import Cluster, check_job_id, expand_hostlist
 
 
 def _count_from_gres(value: str) -> int | None:
@@ -75,7 +75,7 @@ def detect(
     """The cluster this launch plans for; ``nodelist`` / ``gpus_per_node`` override detection."""
     env = os.environ if env is None else env
     in_slurm = bool(env.get("SLURM_JOB_ID"))
-    if nodelist:
+    if nodelist is not None:  # "" is a mistake, not "this host"
         nodes = tuple(expand_hostlist(nodelist))
     elif in_slurm:
         raw = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST")
@@ -97,7 +97,8 @@ def detect(
         gpus, source = gpus_per_node, "--gpus-per-node"
     else:
         gpus, source = detect_gpus_per_node(env, run)
-    job_id = env.get("SLURM_JOB_ID") or f"local-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    job_id = check_job_id(env.get("SLURM_JOB_ID")
+                          or f"local-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
     return Cluster(nodes=nodes, gpus_per_node=gpus, job_id=job_id, in_slurm=in_slurm,
                    gpu_source=source)
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pyservecli import __version__
-from pyservecli.plan.backends import get_backend
+from pyservecli.plan.backends import NODE_RANK_PLACEHOLDER, get_backend
 from pyservecli.plan.launch import LaunchPlan
 from pyservecli.run.render import render, shjoin
 
@@ -24,6 +26,7 @@ class JobFiles:
     log_dir: Path
     script_dir: Path
     record: Path
+    heartbeat: Path
     node_scripts: list[Path] = field(default_factory=list)
     dispatch: Path | None = None
 
@@ -39,41 +42,72 @@ def bin_dir() -> str:
     return str(Path(sys.executable).parent)
 
 
+# The launcher touches its heartbeat file every HEARTBEAT_INTERVAL_S; a node whose launcher has
+# not touched it for HEARTBEAT_TIMEOUT_S (the launcher was killed) stops its server.
+HEARTBEAT_INTERVAL_S = 2.0
+HEARTBEAT_TIMEOUT_S = 45
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` readable by the owner only (0600), atomically: a reader sees the old
+    content or the new, never a part."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.chmod(tmp, 0o600)
+    tmp.replace(path)
+
+
+def secrets_script(env: dict[str, str]) -> str:
+    """Shell lines that export ``env`` (sourced by a node script; values never on argv)."""
+    return "".join(f"export {key}={shlex.quote(value)}\n" for key, value in env.items())
+
+
 def write_job_files(plan: LaunchPlan, options: LaunchOptions) -> JobFiles:
-    log_dir = options.workspace / "logs" / plan.job_id
+    log_dir = options.workspace / "logs" / plan.launch_id
     files = JobFiles(log_dir=log_dir, script_dir=log_dir / "scripts",
-                     record=log_dir / "launch.json")
+                     record=log_dir / "launch.json", heartbeat=log_dir / "launcher.heartbeat")
     files.script_dir.mkdir(parents=True, exist_ok=True)
-    (log_dir / "plan.json").write_text(plan.to_json() + "\n")
+    write_private(log_dir / "plan.json", plan.to_json() + "\n")
+    files.heartbeat.touch()
     api_key_file = str(options.api_key_file.resolve()) if options.api_key_file else None
     spec = options.container
     # Inside a container the image's own Python and PATH serve; on the host, this Python's.
     python = "python3" if spec else sys.executable
     backend = get_backend(plan.topology.backend)
     for node in plan.nodes:
-        env = {"PYSERVE_JOB_ID": plan.job_id, "PYSERVE_NODE_RANK": str(node.rank), **node.env}
+        env = {"PYSERVE_JOB_ID": plan.launch_id, "PYSERVE_NODE_RANK": str(node.rank), **node.env}
         if not spec:
             env = {"PATH": f"{bin_dir()}:{os.environ.get('PATH', '')}", **env}
         setup = backend.head_setup(plan.topology, plan.head_ip, plan.ports, python) \
             if node.rank == 0 else []
+        secrets_file = None
+        if plan.secret_env:
+            secrets_file = files.script_dir / f"secrets-{node.rank}.env"
+            write_private(secrets_file, secrets_script(
+                {k: v.replace(NODE_RANK_PLACEHOLDER, str(node.rank))
+                 for k, v in plan.secret_env.items()}))
         script = render(
-            "node.sh.j2", job_id=plan.job_id, rank=node.rank, host=node.host, env=env,
+            "node.sh.j2", job_id=plan.launch_id, rank=node.rank, host=node.host, env=env,
+            secrets_file=str(secrets_file) if secrets_file else None,
+            heartbeat=str(files.heartbeat), heartbeat_timeout=HEARTBEAT_TIMEOUT_S,
             api_key_file=api_key_file, exit_file=str(files.exit_file(node.host)),
             log_file=str(files.log(node.host)),
             argv=node.argv, display=shjoin(node.argv), setup=setup, backend=backend.name,
             gloo_ifname=[python, "-m", "pyservecli.workers.gloo_ifname"],
             stop_signal=plan.stop_signal,
-            reap=[python, "-m", "pyservecli.workers.reap", plan.job_id, str(node.rank)],
+            reap=[python, "-m", "pyservecli.workers.reap", plan.launch_id, str(node.rank)],
         )
         path = files.script_dir / f"node-{node.rank}.sh"
         path.write_text(script)
-        path.chmod(0o755)
+        path.chmod(0o700)
         if spec:
             path = write_container_script(plan, options, files, node, path, api_key_file)
         files.node_scripts.append(path)
     if plan.in_slurm:
         files.dispatch = files.script_dir / "dispatch.sh"
-        files.dispatch.write_text(render("dispatch.sh.j2", job_id=plan.job_id,
+        files.dispatch.write_text(render("dispatch.sh.j2", job_id=plan.launch_id,
                                          script_dir=str(files.script_dir),
                                          entry="container" if spec else "node"))
     return files
@@ -83,24 +117,22 @@ def write_record(plan: LaunchPlan, files: JobFiles, options: LaunchOptions, **st
     record = {
         "pyserve_version": __version__,
         "job_id": plan.job_id,
+        "launch_id": plan.launch_id,
         "model": plan.model,
         "served_model_name": plan.served_model_name,
         "endpoint": plan.endpoint,
         "log_dir": str(files.log_dir),
         "launcher_pid": os.getpid(),
+        "launcher_host": socket.gethostname(),
+        "heartbeat": str(files.heartbeat),
         # The GPUs a local launch was given; `pyserve bench` samples power on these only.
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "plan": plan.as_dict(),
         **state,
     }
     text = json.dumps(record, indent=2) + "\n"
-    tmp = files.record.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(files.record)
-    latest = options.workspace / "latest.json"
-    tmp = latest.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(latest)
+    write_private(files.record, text)
+    write_private(options.workspace / "latest.json", text)
 
 
 def write_container_script(plan: LaunchPlan, options: LaunchOptions, files: JobFiles, node,
@@ -111,11 +143,11 @@ def write_container_script(plan: LaunchPlan, options: LaunchOptions, files: JobF
     spec = options.container
     helper = [sys.executable, "-m", "pyservecli.workers.image"]
     script = render(
-        "container.sh.j2", job_id=plan.job_id, rank=node.rank, host=node.host, tag=spec.tag,
-        name=container_name(plan.job_id, node.rank), tarball=spec.tarball,
+        "container.sh.j2", job_id=plan.launch_id, rank=node.rank, host=node.host, tag=spec.tag,
+        name=container_name(plan.launch_id, node.rank), tarball=spec.tarball,
         load=[*helper, "load", spec.tarball or "", spec.tag, *(["--force"] if spec.force else [])],
         pull=[*helper, "pull", spec.tag],
-        options=run_options(spec, plan.job_id, node.rank, options.workspace, plan.model_dir,
+        options=run_options(spec, plan.launch_id, node.rank, options.workspace, plan.model_dir,
                             api_key_file, gpus=plan.has_gpus,
                             environ=dict(os.environ)),
         node_script=str(node_script), log_file=str(files.log(node.host)),

@@ -21,7 +21,13 @@ from pathlib import Path
 from pyservecli.errors import PyserveError
 from pyservecli.plan.backends import get_backend
 from pyservecli.plan.launch import LaunchPlan
-from pyservecli.run.jobfiles import JobFiles, bin_dir, write_job_files, write_record
+from pyservecli.run.jobfiles import (
+    HEARTBEAT_INTERVAL_S,
+    JobFiles,
+    bin_dir,
+    write_job_files,
+    write_record,
+)
 from pyservecli.run.procs import NodeProcess, start_local, start_srun
 from pyservecli.run.readiness import (
     API_STARTING,
@@ -84,8 +90,23 @@ def check_can_launch(plan: LaunchPlan, options: LaunchOptions) -> None:
                 f"`{tool}` is not installed where pyserve runs; install the engine "
                 "(pip install 'pyserve[engine]', or scripts/setup-cpu-engine.sh on CPU machines)"
             )
-    if options.api_key_file is not None and not os.access(options.api_key_file, os.R_OK):
-        raise PyserveError(f"cannot read --api-key-file {options.api_key_file}")
+    if options.api_key_file is not None:
+        read_api_key(options.api_key_file)  # unreadable or empty: refused here
+    if options.then and shutil.which(options.then[0]) is None:
+        raise PyserveError(f"--then: command {options.then[0]!r} not found")
+
+
+def read_api_key(path: Path) -> str:
+    """The key in ``path`` without surrounding whitespace (node scripts read it the same way).
+    A missing, unreadable or empty key file is refused: a server must never start open."""
+    try:
+        key = Path(path).read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PyserveError(f"cannot read --api-key-file {path}: "
+                           f"{getattr(exc, 'strerror', None) or exc}") from None
+    if not key:
+        raise PyserveError(f"--api-key-file {path} is empty; the server would run without a key")
+    return key
 
 
 def check_head_ports(plan: LaunchPlan) -> None:
@@ -126,8 +147,8 @@ class Launch:
         self.say = say
         self.files: JobFiles | None = None
         self.process: NodeProcess | None = None
-        self.api_key = (options.api_key_file.read_text().strip()
-                        if options.api_key_file else None)
+        self.api_key = read_api_key(options.api_key_file) if options.api_key_file else None
+        self.heartbeat: Heartbeat | None = None
         self.t0 = time.monotonic()
         self.times: dict[str, float] = {}
 
@@ -176,8 +197,9 @@ class Launch:
     def start(self) -> None:
         check_can_launch(self.plan, self.options)
         self.files = write_job_files(self.plan, self.options)
+        self.heartbeat = Heartbeat(self.files.heartbeat)
         t = self.plan.topology
-        self.say(f"pyserve: job {self.plan.job_id}: {t.nodes} node(s), TP {t.tp} PP {t.pp} "
+        self.say(f"pyserve: launch {self.plan.launch_id}: {t.nodes} node(s), TP {t.tp} PP {t.pp} "
                  f"DP {t.dp} (local {t.dp_local}) EP {t.ep}, backend {t.backend}; "
                  f"logs in {self.files.log_dir}")
         if self.plan.in_slurm:
@@ -260,6 +282,8 @@ class Launch:
             return
         self.say("pyserve: stopping every rank")
         self.process.stop(self.options.stop_grace)
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
         left = self.process.leftovers()
         if left:
             self.say(f"pyserve: warning: processes {left} outlived the stop")
@@ -268,7 +292,7 @@ class Launch:
             # was killed. By this job's label only.
             from pyservecli.run.container import remove_job_containers
 
-            for name in remove_job_containers(self.plan.job_id):
+            for name in remove_job_containers(self.plan.launch_id):
                 self.say(f"pyserve: removed leftover container {name}")
 
     def bring_up(self) -> None:
@@ -334,6 +358,29 @@ class Launch:
                 raise
             finally:
                 self.shut_down(state, code)
+
+
+class Heartbeat:
+    """Touches the launch's heartbeat file every HEARTBEAT_INTERVAL_S from a thread, so node
+    entrypoints can tell that this launcher is alive (a SIGKILLed launcher stops touching it,
+    and the nodes stop their servers; see node.sh.j2)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name="pyserve-heartbeat", daemon=True)
+        self.thread.start()
+
+    def _beat(self) -> None:
+        while not self.done.wait(HEARTBEAT_INTERVAL_S):
+            try:
+                os.utime(self.path)
+            except OSError:
+                self.path.touch()
+
+    def stop(self) -> None:
+        self.done.set()
+        self.thread.join(timeout=5)
 
 
 class NodeFailed(Exception):

@@ -96,6 +96,11 @@ def auth_headers(api_key: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
 
+def _status(response) -> str:
+    """``401 Unauthorized``: the code with its reason, which says more than the number."""
+    return f"{response.status_code} {response.reason or ''}".strip()
+
+
 def probe_ready(base_url: str, model: str, api_key: str | None = None,
                 timeout: float = 5.0) -> tuple[bool, str]:
     """(True, "ready") when the server at ``base_url`` (no /v1) passes all three checks,
@@ -105,10 +110,10 @@ def probe_ready(base_url: str, model: str, api_key: str | None = None,
     try:
         health = http.get(f"{base_url}/health", timeout=timeout)
         if health.status_code != 200:
-            return False, f"/health answered {health.status_code}"
+            return False, f"/health answered {_status(health)}"
         models = http.get(f"{base_url}/v1/models", headers=headers, timeout=timeout)
         if models.status_code != 200:
-            return False, f"/v1/models answered {models.status_code}"
+            return False, f"/v1/models answered {_status(models)}"
         ids = [entry.get("id") for entry in models.json().get("data", [])]
         if model not in ids:
             return False, f"/v1/models lists {ids}, not {model}"
@@ -119,7 +124,7 @@ def probe_ready(base_url: str, model: str, api_key: str | None = None,
             timeout=max(timeout, 30.0),
         )
         if completion.status_code != 200:
-            return False, f"1-token completion answered {completion.status_code}"
+            return False, f"1-token completion answered {_status(completion)}"
         if not completion.json().get("choices"):
             return False, "1-token completion returned no choices"
     except requests.RequestException as exc:

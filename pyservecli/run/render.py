@@ -24,6 +24,10 @@ def _environment() -> jinja2.Environment:
     )
     env.filters["shquote"] = lambda value: shlex.quote(str(value))
     env.filters["shjoin"] = shjoin
+    # For text inside a '#' comment: printable characters only, so a value can never end the
+    # comment (values are validated upstream too; this keeps a template safe on its own).
+    env.filters["comment"] = lambda value: "".join(c if c.isprintable() else "?"
+                                                   for c in str(value))
     return env
 
 
