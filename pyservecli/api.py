@@ -19,6 +19,7 @@ Nothing here imports vllm or torch at import time.
 
 from __future__ import annotations
 
+import os
 import secrets
 import sys
 import time
@@ -98,12 +99,24 @@ def prepare_launch(model: str, *, tp: int | None = None, pp: int | None = None,
     probe = not dry_run and not cluster.in_slurm
     plan = make_plan(request, cluster, is_free=is_port_free if probe else lambda _port: True,
                      resolve=resolve_ip, launch_suffix=secrets.token_hex(3))
+    if not dry_run:
+        _check_writable(ws, "--workspace")
     options = LaunchOptions(workspace=ws.resolve(),
                             api_key_file=Path(api_key_file) if api_key_file else None,
                             ready_timeout=ready_timeout, then=list(then) if then else None,
                             stop_grace=NSYS_FINALIZE_GRACE_S if nsys else 60.0,
                             container=container)
     return PreparedLaunch(plan=plan, options=options, container=container)
+
+
+def _check_writable(directory: Path, option: str) -> None:
+    """Create ``directory`` if needed; refuse one this user cannot write, before any start."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PyserveError(f"{option} {directory}: {exc.strerror}") from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise PyserveError(f"{option} {directory} is not writable")
 
 
 def plan(model: str, **settings):

@@ -3,6 +3,8 @@ import os
 import subprocess
 import time
 
+import pytest
+
 from pyservecli.bench.power import PowerSampler, read_sample, summarize
 from pyservecli.bench.provenance import launch_record_for
 from pyservecli.bench.runner import power_gpu_ids
@@ -54,8 +56,20 @@ def test_sampler_reads_only_the_servers_gpus(tmp_path, monkeypatch):
     assert report["output_tok_s_per_kw"] == 10000.0
 
 
+def live_record(tmp_path, **fields) -> dict:
+    """A launch record as a live local launcher writes it (its PID: this process)."""
+    import os
+    import socket
+
+    heartbeat = tmp_path / "launcher.heartbeat"
+    heartbeat.touch()
+    return {"endpoint": "http://127.0.0.1:8123/v1", "cuda_visible_devices": "1",
+            "state": "ready", "launcher_pid": os.getpid(),
+            "launcher_host": socket.gethostname(), "heartbeat": str(heartbeat), **fields}
+
+
 def test_power_gpus_come_from_the_launch_record(tmp_path, monkeypatch):
-    record = {"endpoint": "http://127.0.0.1:8123/v1", "cuda_visible_devices": "1"}
+    record = live_record(tmp_path)
     (tmp_path / "latest.json").write_text(json.dumps(record))
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
     assert power_gpu_ids(launch_record_for("http://127.0.0.1:8123", tmp_path)) == "1"
@@ -63,3 +77,18 @@ def test_power_gpus_come_from_the_launch_record(tmp_path, monkeypatch):
     assert power_gpu_ids(launch_record_for("http://127.0.0.1:9000", tmp_path)) == "0,1"
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     assert power_gpu_ids(launch_record_for("http://127.0.0.1:9000", None)) is None
+
+
+@pytest.mark.parametrize("change", [
+    {"state": "finished"},  # that launch ended: whatever answers on the port now is another
+    {"launcher_host": "elsewhere", "endpoint": "http://10.1.2.3:8123/v1"},  # same port, other host
+    {"launcher_pid": 2 ** 22 + 12345},  # its launcher is gone
+])
+def test_a_stale_or_foreign_launch_record_is_not_attached(tmp_path, change):
+    """Only a live launch of the same host and port describes the server being benchmarked
+    (a stale latest.json once attached TP 8 x DP 2 to an unrelated server)."""
+    (tmp_path / "latest.json").write_text(json.dumps(live_record(tmp_path, **change)))
+    assert launch_record_for("http://127.0.0.1:8123", tmp_path) is None
+    (tmp_path / "latest.json").write_text(json.dumps(live_record(tmp_path)))
+    assert launch_record_for("http://127.0.0.1:8123", tmp_path) is not None
+    assert launch_record_for("http://10.9.9.9:8123", tmp_path) is None

@@ -9,6 +9,7 @@ import subprocess
 import time
 from importlib import metadata
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
 
@@ -47,17 +48,27 @@ def git_sha(cwd: Path | None = None) -> str | None:
 
 
 def launch_record_for(base_url: str, workspace: Path | None) -> dict | None:
-    """The launch record of the server at ``base_url``, if this workspace launched it."""
+    """The launch record of the server at ``base_url``, if this workspace launched it and that
+    launch is live: same port, same host (the endpoint's address, or this host's loopback for
+    a launch made here), launcher still there. Anything else is another server."""
+    from pyservecli.run.status import is_live
+
     if workspace is None:
         return None
-    path = Path(workspace) / "latest.json"
     try:
-        record = json.loads(path.read_text())
+        record = json.loads((Path(workspace) / "latest.json").read_text())
     except (OSError, ValueError):
         return None
-    endpoint = record.get("endpoint", "").removesuffix("/v1")
-    port = endpoint.rsplit(":", 1)[-1]
-    return record if base_url.rsplit(":", 1)[-1] == port else None
+    if not isinstance(record, dict) or not isinstance(record.get("endpoint"), str):
+        return None
+    endpoint = urlsplit(record["endpoint"])
+    asked = urlsplit(base_url)
+    if endpoint.port != asked.port:
+        return None
+    local = record.get("launcher_host") == socket.gethostname()
+    same_host = asked.hostname == endpoint.hostname or (
+        local and asked.hostname in ("127.0.0.1", "localhost", "::1"))
+    return record if same_host and is_live(record) else None
 
 
 def _where_and_when() -> dict:

@@ -126,14 +126,22 @@ def server_info(base_url: str, model: str | None, api_key: str | None) -> Server
         raise PyserveError(f"no server answers at {base_url} ({type(exc).__name__})") from None
     if response.status_code != 200:
         raise PyserveError(f"{base_url}/v1/models answered {response.status_code}")
-    cards = response.json().get("data", [])
+    try:
+        cards = response.json().get("data", [])
+        if not isinstance(cards, list) or not all(isinstance(c, dict) and isinstance(
+                c.get("id"), str) for c in cards):
+            raise ValueError("no list of models with ids")
+    except (ValueError, AttributeError) as exc:
+        raise PyserveError(f"{base_url}/v1/models did not answer an OpenAI model list "
+                           f"({exc}); is this a vLLM server?") from None
     if not cards:
         raise PyserveError(f"{base_url} serves no model")
     card = next((c for c in cards if c["id"] == model), None) if model else cards[0]
     if card is None:
         raise PyserveError(f"{base_url} does not serve {model}; it serves "
                            f"{', '.join(c['id'] for c in cards)}")
-    return ServerInfo(base_url, card["id"], card.get("max_model_len"))
+    max_len = card.get("max_model_len")
+    return ServerInfo(base_url, card["id"], max_len if isinstance(max_len, int) else None)
 
 
 def check_datasets(points: list[BenchPoint], dataset_dir: Path | None) -> None:
@@ -224,8 +232,8 @@ def _run_points(points, server, out_dir, runner, origin, tokenizer, dataset_dir,
         suite_dir = out_dir / point.suite
         path = suite_dir / point.result_name
         label = f"[{index}/{len(points)}] {point.suite}/{point.name}"
-        if resume and path.is_file():
-            stored = json.loads(path.read_text())
+        stored = _read_result(path)
+        if resume and stored is not None:
             if stored.get("pyserve", {}).get("status") == "ok":
                 say(f"{label}: done before, skipped (--resume)")
                 results.append(PointResult(point, "resumed", "", stored))
@@ -236,9 +244,11 @@ def _run_points(points, server, out_dir, runner, origin, tokenizer, dataset_dir,
             results.append(PointResult(point, "skipped", note))
             continue
         suite_dir.mkdir(parents=True, exist_ok=True)
-        path.unlink(missing_ok=True)
+        # vLLM writes the new result beside the old one, which stays until the new one is in.
+        running = suite_dir / f"{point.name}.running.json"
+        running.unlink(missing_ok=True)
         argv = bench_argv(point, server.base_url, server.model, tokenizer, str(suite_dir),
-                          str(dataset_dir) if dataset_dir else None)
+                          str(dataset_dir) if dataset_dir else None, result_name=running.name)
         if point.dataset == "sonnet":
             write_dataset((dataset_dir or Path(".")) / DATASET_FILES["sonnet"],
                           Path(sonnet_dataset_path(point, str(suite_dir))),
@@ -253,26 +263,49 @@ def _run_points(points, server, out_dir, runner, origin, tokenizer, dataset_dir,
         wall = time.monotonic() - started
         if profile:
             wait_stop_profile(server.base_url, say)
-        if code != 0 or not path.is_file():
+        result = _read_result(running)
+        running.unlink(missing_ok=True)
+        if code != 0 or result is None:
             log = suite_dir / f"{point.name}.log"
             tail = log.read_text(errors="replace")[-400:] if log.exists() else "(no log)"
             note = f"vllm bench serve exited {code}: {tail.strip().splitlines()[-1:]}"
+            failure = {"pyserve": {"status": "failed", "note": note, "provenance": origin}}
+            if stored is not None and stored.get("pyserve", {}).get("status") == "ok":
+                # A good earlier result is never lost to a failed rerun.
+                _write_json(suite_dir / f"{point.name}.failed.json", failure)
+                note += f"; kept the earlier result in {path.name}"
+            else:
+                _write_json(path, failure)
             say(f"{label}: FAILED ({note})")
-            result = {"pyserve": {"status": "failed", "note": note, "provenance": origin}}
-            path.write_text(json.dumps(result, indent=2) + "\n")
-            results.append(PointResult(point, "failed", note, result))
+            results.append(PointResult(point, "failed", note, failure))
             continue
-        result = json.loads(path.read_text())
         status, note = judge(result)
         result["pyserve"] = {
             "status": status, "note": note, "suite": point.suite, "point": point.name,
             "wall_s": round(wall, 3), "provenance": origin,
             "power": summarize(power.samples, result.get("output_throughput")),
         }
-        path.write_text(json.dumps(result, indent=2) + "\n")
+        _write_json(path, result)
+        (suite_dir / f"{point.name}.failed.json").unlink(missing_ok=True)
         say(f"{label}: {status} {note}".rstrip())
         results.append(PointResult(point, status, note, result))
     return results
+
+
+def _read_result(path: Path) -> dict | None:
+    """A result file's JSON object; None when missing, unreadable or not a result."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _write_json(path: Path, value: dict) -> None:
+    """Replace ``path`` whole: a reader (or a crash) never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=2) + "\n")
+    tmp.replace(path)
 
 
 def summary_row(r: PointResult, gpus: int | None) -> dict:

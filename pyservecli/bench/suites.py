@@ -98,14 +98,17 @@ def sonnet_dataset_path(point: BenchPoint, result_dir: str) -> str:
 
 
 def bench_argv(point: BenchPoint, base_url: str, model: str, tokenizer: str | None,
-               result_dir: str, dataset_dir: str | None = None) -> list[str]:
-    """The `vllm bench serve` command for one point (the engine's own client)."""
+               result_dir: str, dataset_dir: str | None = None,
+               result_name: str | None = None) -> list[str]:
+    """The `vllm bench serve` command for one point (the engine's own client), writing its
+    result to RESULT_DIR/``result_name`` (default: the point's result file)."""
     argv = ["vllm", "bench", "serve", "--backend", "openai-chat",
             "--endpoint", "/v1/chat/completions", "--base-url", base_url, "--model", model,
             "--seed", str(SEED), "--num-prompts", str(point.num_prompts),
             "--request-rate", point.request_rate, "--ignore-eos",
             "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,90,99",
-            "--save-result", "--result-dir", result_dir, "--result-filename", point.result_name]
+            "--save-result", "--result-dir", result_dir,
+            "--result-filename", result_name or point.result_name]
     if tokenizer:
         argv += ["--tokenizer", tokenizer]
     if point.max_concurrency:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,12 +61,23 @@ def load_traces(path: Path) -> tuple[list[tuple[Path, list[dict], str]], list[Pa
     return loaded, skipped
 
 
-def load_events(path: Path) -> tuple[list[dict], str]:
+# Traces are read whole into memory; past this (uncompressed) size pyserve refuses rather than
+# let a wrong path (/dev/zero, a disk image) fill the machine's memory.
+MAX_TRACE_BYTES = 4 << 30
+
+
+def load_events(path: Path, max_bytes: int = MAX_TRACE_BYTES) -> tuple[list[dict], str]:
     """The trace's events and what wrote it ("torch profiler", "VizTracer" or "trace")."""
+    if not path.is_file():
+        raise PyserveError(f"{path} is not a regular file")
     opener = gzip.open if path.name.endswith(".gz") else open
     try:
-        with opener(path, "rt") as handle:
-            data = json.load(handle)
+        with opener(path, "rb") as handle:
+            raw = handle.read(max_bytes + 1)
+        if len(raw) > max_bytes:
+            raise PyserveError(f"{path} is larger than {max_bytes >> 20} MiB uncompressed; "
+                               "pyserve reads traces whole and stops there")
+        data = json.loads(raw)
     except (OSError, EOFError) as exc:
         raise PyserveError(f"cannot read trace {path}: {exc}") from None
     except ValueError as exc:
@@ -97,9 +109,13 @@ def summarize_events(events: list[dict], category: str | None = None,
         cat = str(event.get("cat", "") or "")
         if (category and cat != category) or (not category and cat in skip):
             continue
+        duration = event["dur"]
+        if isinstance(duration, bool) or not isinstance(duration, int | float) \
+                or not math.isfinite(duration):
+            continue  # a hand-edited or broken event: not a duration
         entry = totals[(cat, str(event.get("name", "?")))]
         entry[0] += 1
-        entry[1] += float(event["dur"])
+        entry[1] += float(duration)
     ops = [OpTotal(cat, name, int(n), total) for (cat, name), (n, total) in totals.items()]
     return sorted(ops, key=lambda op: op.total_us, reverse=True)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -29,14 +30,32 @@ def read_key(path: Path | None) -> str | None:
 
 
 class PyserveGroup(click.Group):
-    """Turns PyserveError into a one-line message and exit status 2."""
+    """Every failure ends as one line, ``pyserve: error: ...``, and exit status 2: a
+    PyserveError says what to fix; a file-system error names the file; anything else is named
+    as unexpected (PYSERVE_DEBUG=1 shows the traceback). Click's own usage errors are click's."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
         except PyserveError as exc:
-            click.echo(f"pyserve: error: {exc}", err=True)
-            sys.exit(2)
+            fail(str(exc))
+        except OSError as exc:
+            if os.environ.get("PYSERVE_DEBUG"):
+                raise
+            where = f"{exc.filename}: " if exc.filename else ""
+            fail(f"{where}{exc.strerror or exc}")
+        except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
+            if os.environ.get("PYSERVE_DEBUG"):
+                raise
+            fail(f"unexpected {type(exc).__name__}: {exc} (PYSERVE_DEBUG=1 shows where)")
+
+
+def fail(message: str) -> None:
+    click.echo(f"pyserve: error: {' '.join(message.split()) if message else 'failed'}",
+               err=True)
+    sys.exit(2)
 
 
 @click.group(cls=PyserveGroup, context_settings={"help_option_names": ["-h", "--help"]})

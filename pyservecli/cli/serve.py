@@ -145,23 +145,44 @@ def describe_plan(plan) -> str:
 \b
 Examples:
   pyserve status
+  pyserve status 123456                     # a launch of SLURM job 123456 in this workspace
   pyserve status --workspace /shared/me/pyserve-work --format json
 """)
+@click.argument("launch", required=False)
 @workspace_option
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True)
-def status(workspace, fmt):
-    """Show the latest launch recorded in the workspace and whether it answers now."""
+def status(launch, workspace, fmt):
+    """Show a launch recorded in the workspace (the latest, or LAUNCH: a launch or job id),
+    whether its launcher still runs and whether it answers now."""
     from pyservecli.run.status import latest_status
 
-    info = latest_status(workspace)
+    info = latest_status(workspace, launch)
     if fmt == "json":
         click.echo(json.dumps(info, indent=2))
     else:
-        for key in ("job_id", "state", "slurm_state", "answering", "endpoint",
-                    "served_model_name", "log_dir"):
+        for key in ("launch_id", "job_id", "state", "launcher_alive", "slurm_state",
+                    "answering", "endpoint", "served_model_name", "log_dir"):
             if key in info:
                 click.echo(f"{key:18} {info[key]}")
+
+
+@main.command(epilog="""
+\b
+Examples:
+  pyserve stop                              # the latest launch of this workspace
+  pyserve stop 123456-1a2b3c
+""")
+@click.argument("launch", required=False)
+@workspace_option
+@click.option("--grace", type=float, default=120.0, show_default=True,
+              help="Seconds to wait for the launcher to stop every rank.")
+def stop(launch, workspace, grace):
+    """Stop a recorded launch: its launcher stops every rank (SIGTERM). When the launcher is
+    gone or on another host, its heartbeat is expired and the nodes stop themselves."""
+    from pyservecli.run.status import stop_launch
+
+    stop_launch(workspace, launch, grace=grace, say=click.echo)
 
 
 @main.group(epilog="""

@@ -45,14 +45,16 @@ def health(host, port, model, api_key_file, only, timeout, fmt):
         click.echo(json.dumps([r.__dict__ for r in results], indent=2))
     else:
         from rich.console import Console
+        from rich.markup import escape
         from rich.table import Table
 
         table = Table(title=f"pyserve health {base}")
         for column in ("check", "result", "detail", "s"):
             table.add_column(column)
         for r in results:
+            # The detail quotes the server's words: shown as text, never read as rich markup.
             table.add_row(r.name, "[green]PASS[/]" if r.passed else "[red]FAIL[/]",
-                          r.detail, f"{r.seconds:.2f}")
+                          escape(r.detail), f"{r.seconds:.2f}")
         console = Console()
         console.print(table)
         console.print(f"health: {len(results) - len(failed)} of {len(results)} checks passed")

@@ -69,23 +69,40 @@ def build_tokenizer_json(vocab_size: int, bos_id: int) -> str:
     return tokenizer.to_str()
 
 
+# Written into every directory pyserve creates: --force replaces only such a directory.
+MARKER = ".pyserve-model"
+
+
 def create_model_dir(name: str, out_dir: str | Path, force: bool = False) -> Path:
-    """Write a servable config-only directory for built-in model ``name`` into ``out_dir``."""
+    """Write a servable config-only directory for built-in model ``name`` into ``out_dir``.
+    ``force`` replaces an existing directory only if pyserve made it (it holds MARKER)."""
     config = builtin_config(name)
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise PyserveError(f"{out} exists and is not a directory")
+    # The tokenizer first: a missing dependency must not cost the old directory.
+    vocab_size, bos = config["vocab_size"], config["bos_token_id"]
+    tokenizer_json = build_tokenizer_json(vocab_size, bos)
     if out.exists() and any(out.iterdir()):
         if not force:
             if (out / "config.json").is_file() and (out / "tokenizer.json").is_file():
-                existing = json.loads((out / "config.json").read_text())
+                try:
+                    existing = json.loads((out / "config.json").read_text())
+                except ValueError:
+                    existing = None
                 if existing == config:
                     return out
             raise PyserveError(f"{out} exists and is not empty (use --force to replace it)")
+        if not (out / MARKER).is_file():
+            raise PyserveError(f"{out} was not made by pyserve model create (no {MARKER}); "
+                               "--force replaces only pyserve's own model directories")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    vocab_size, bos, eos = config["vocab_size"], config["bos_token_id"], config["eos_token_id"]
+    (out / MARKER).write_text(f"{name}\n")
+    eos = config["eos_token_id"]
     if eos != bos + 2:
         raise PyserveError(f"{name}: expected eos_token_id = bos_token_id + 2 (Qwen layout)")
-    (out / "tokenizer.json").write_text(build_tokenizer_json(vocab_size, bos))
+    (out / "tokenizer.json").write_text(tokenizer_json)
     tokenizer_config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "bos_token": None,

@@ -27,15 +27,30 @@ def resolve_model_dir(model: str) -> Path | None:
     return None
 
 
+# The fields the checks read: each must be a whole number when present.
+_COUNT_KEYS = ("num_attention_heads", "num_key_value_heads", "num_hidden_layers", *_EXPERT_KEYS)
+
+
 def load_config(model_dir: Path) -> dict:
+    path = model_dir / "config.json"
     try:
-        config = json.loads((model_dir / "config.json").read_text())
+        config = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PyserveError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") \
+            from None
     except json.JSONDecodeError as exc:
-        raise PyserveError(f"{model_dir}/config.json is not valid JSON: {exc}") from None
+        raise PyserveError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(config, dict):
+        raise PyserveError(f"{path} is not a model config (a JSON object)")
     # Multimodal models keep the language model's shape in text_config.
     text = config.get("text_config")
     if isinstance(text, dict):
         config = {**config, **text}
+    for key in _COUNT_KEYS:
+        value = config.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < 0):
+            raise PyserveError(f"{path}: {key} must be a whole number, got {value!r}")
     return config
 
 

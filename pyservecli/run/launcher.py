@@ -21,6 +21,7 @@ from pathlib import Path
 from pyservecli.errors import PyserveError
 from pyservecli.plan.backends import get_backend
 from pyservecli.plan.launch import LaunchPlan
+from pyservecli.plan.ports import job_window
 from pyservecli.run.jobfiles import (
     HEARTBEAT_INTERVAL_S,
     JobFiles,
@@ -73,8 +74,6 @@ def check_can_launch(plan: LaunchPlan, options: LaunchOptions) -> None:
             )
     elif shutil.which("srun") is None:
         raise PyserveError("inside a SLURM job but `srun` is not on PATH")
-    else:
-        check_head_ports(plan)
     if options.container is not None:
         # vLLM and Ray come from the image; the host needs docker (checked here for local
         # launches; each node's entrypoint checks its own).
@@ -109,25 +108,35 @@ def read_api_key(path: Path) -> str:
     return key
 
 
-def check_head_ports(plan: LaunchPlan) -> None:
-    """Ask the head node itself whether the job's ports are free (one short srun step)."""
-    ports = plan.ports
+def check_head_ports(plan: LaunchPlan) -> LaunchPlan:
+    """Ask the head node itself which ports of the job's window (and the API port) are taken
+    (one short srun step). The API port taken: refused, naming it. Internal ports taken (two
+    launches in one allocation, or job ids whose windows meet): the plan is made again with
+    the head's free ports, and returned."""
+    window = job_window(plan.job_id)
+    asked = sorted({plan.ports.api, *window})
     argv = ["srun", "--nodes=1", "--ntasks=1", f"--nodelist={plan.head_host}", "--overlap",
-            sys.executable, "-m", "pyservecli.workers.portcheck",
-            str(ports.api), str(ports.dp_rpc), str(ports.master), str(ports.ray)]
+            sys.executable, "-m", "pyservecli.workers.portcheck", *map(str, asked)]
     try:
         result = subprocess.run(argv, capture_output=True, text=True, timeout=120)
     except subprocess.TimeoutExpired:
         raise PyserveError(f"checking ports on {plan.head_host} took over 120 s") from None
-    if result.returncode == 3:
-        busy = result.stdout.split()
-        if str(ports.api) in busy:
-            raise PyserveError(f"port {ports.api} is already in use on {plan.head_host}; "
-                               "choose another --port")
-        raise PyserveError(f"ports {', '.join(busy)} are in use on {plan.head_host}")
-    if result.returncode != 0:
+    if result.returncode not in (0, 3):
         raise PyserveError(f"could not check ports on {plan.head_host}: "
                            f"{(result.stderr or result.stdout).strip()[-300:]}")
+    busy = {int(p) for p in result.stdout.split() if p.isdigit()}
+    if plan.ports.api in busy:
+        raise PyserveError(f"port {plan.ports.api} is already in use on {plan.head_host}; "
+                           "choose another --port")
+    chosen = {plan.ports.dp_rpc, plan.ports.master, plan.ports.ray}
+    if not chosen & busy or plan.request is None or plan.cluster is None:
+        return plan
+    from pyservecli.plan.launch import make_plan
+    from pyservecli.run.cluster import resolve_ip
+
+    return make_plan(plan.request, plan.cluster, is_free=lambda port: port not in busy,
+                     resolve=resolve_ip,
+                     launch_suffix=plan.launch_id.removeprefix(plan.job_id).lstrip("-"))
 
 
 def tail(path: Path, lines: int = 30) -> str:
@@ -196,6 +205,8 @@ class Launch:
     # -- phases ----------------------------------------------------------------------------
     def start(self) -> None:
         check_can_launch(self.plan, self.options)
+        if self.plan.in_slurm:
+            self.plan = check_head_ports(self.plan)
         self.files = write_job_files(self.plan, self.options)
         self.heartbeat = Heartbeat(self.files.heartbeat)
         t = self.plan.topology

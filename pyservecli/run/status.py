@@ -7,13 +7,18 @@ For SLURM jobs the scheduler's view is added: ``squeue`` while the job is queued
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import socket
 import subprocess
+import time
 from pathlib import Path
 
 import requests
 
 from pyservecli.errors import PyserveError
+from pyservecli.run.jobfiles import HEARTBEAT_TIMEOUT_S
 
 
 def _run(argv: list[str]) -> str | None:
@@ -40,19 +45,117 @@ def slurm_state(job_id: str) -> str | None:
     return "NOT_IN_QUEUE" if shutil.which("squeue") else None
 
 
-def latest_status(workspace: Path) -> dict:
-    record_path = Path(workspace) / "latest.json"
+LIVE_STATES = ("starting", "ready")  # a launch in these states has a launcher to answer for it
+
+
+def read_record(path: Path) -> dict:
+    """A launch record, or a clear error for a missing, corrupt or foreign file."""
     try:
-        record = json.loads(record_path.read_text())
+        record = json.loads(Path(path).read_text())
     except FileNotFoundError:
-        raise PyserveError(f"no launch recorded in {workspace} (no latest.json)") from None
+        raise PyserveError(f"no launch recorded at {path}") from None
+    except (OSError, ValueError) as exc:
+        raise PyserveError(f"{path} is not a launch record ({exc})") from None
+    if not isinstance(record, dict) or not isinstance(record.get("endpoint"), str):
+        raise PyserveError(f"{path} is not a launch record (no endpoint)")
+    return record
+
+
+def find_record(workspace: Path, launch: str | None = None) -> Path:
+    """latest.json, or the record of the launch (or SLURM job) ``launch`` in the workspace."""
+    workspace = Path(workspace)
+    if launch is None:
+        path = workspace / "latest.json"
+        if not path.exists():
+            raise PyserveError(f"no launch recorded in {workspace} (no latest.json)")
+        return path
+    exact = workspace / "logs" / launch / "launch.json"
+    if exact.is_file():
+        return exact
+    found = sorted((workspace / "logs").glob(f"{launch}-*/launch.json"),
+                   key=lambda f: f.stat().st_mtime)
+    if not found:
+        raise PyserveError(f"no launch {launch!r} recorded in {workspace}/logs")
+    return found[-1]
+
+
+def launcher_alive(record: dict) -> bool | None:
+    """Whether the launch's launcher still runs: its heartbeat file fresh (the launcher touches
+    it every few seconds from any host), and on this host its PID too; None when the record
+    says neither (older records)."""
+    heartbeat = record.get("heartbeat")
+    fresh = None
+    if isinstance(heartbeat, str):
+        try:
+            fresh = time.time() - Path(heartbeat).stat().st_mtime < HEARTBEAT_TIMEOUT_S
+        except OSError:
+            fresh = False
+    pid = record.get("launcher_pid")
+    if record.get("launcher_host") == socket.gethostname() and isinstance(pid, int):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+    return fresh
+
+
+def is_live(record: dict) -> bool:
+    """The launch is starting or serving and its launcher is still there."""
+    return record.get("state") in LIVE_STATES and launcher_alive(record) is not False
+
+
+def latest_status(workspace: Path, launch: str | None = None) -> dict:
+    record = read_record(find_record(workspace, launch))
     base = record["endpoint"].removesuffix("/v1")
     try:
         answering = requests.get(f"{base}/health", timeout=3).status_code == 200
     except requests.RequestException:
         answering = False
     info = {**record, "answering": answering}
+    alive = launcher_alive(record)
+    if alive is not None:
+        info["launcher_alive"] = alive
+    if record.get("state") in LIVE_STATES and alive is False:
+        # Killed without stopping: its nodes stop themselves once the heartbeat is stale.
+        info["state"] = f"launcher gone (was {record.get('state')})"
     state = slurm_state(str(record.get("job_id", "")))
     if state is not None:
         info["slurm_state"] = state
     return info
+
+
+def stop_launch(workspace: Path, launch: str | None = None, grace: float = 120.0,
+                say=print) -> dict:
+    """``pyserve stop``: SIGTERM the launch's launcher (it stops every rank) and wait for its
+    record to say it ended; a launcher that is gone or elsewhere gets its heartbeat expired,
+    so its nodes stop their servers themselves within seconds."""
+    path = find_record(workspace, launch)
+    record = read_record(path)
+    if record.get("state") not in LIVE_STATES:
+        say(f"pyserve: launch {record.get('launch_id', record.get('job_id'))} already ended "
+            f"({record.get('state')})")
+        return record
+    pid = record.get("launcher_pid")
+    here = record.get("launcher_host") == socket.gethostname()
+    if here and isinstance(pid, int) and launcher_alive(record):
+        os.kill(pid, signal.SIGTERM)
+        say(f"pyserve: asked launcher {pid} to stop every rank")
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            record = read_record(path)
+            if record.get("state") not in LIVE_STATES:
+                say(f"pyserve: stopped ({record.get('state')})")
+                return record
+            time.sleep(0.5)
+        raise PyserveError(f"launcher {pid} did not stop within {grace:.0f}s; see "
+                           f"{record.get('log_dir')}")
+    heartbeat = record.get("heartbeat")
+    if not isinstance(heartbeat, str):
+        raise PyserveError("the launch's launcher is not on this host and its record has no "
+                           "heartbeat to expire; stop it with scancel or on its host")
+    os.utime(heartbeat, (0, 0))
+    say(f"pyserve: the launcher is {'gone' if here else 'on another host'}; expired its "
+        f"heartbeat, the nodes stop their servers within {HEARTBEAT_TIMEOUT_S + 10}s")
+    return record
