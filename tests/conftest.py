@@ -38,14 +38,24 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
-def light_pyserve(tmp_path_factory):
+def light_pyserve():
     """pyserve installed with only its light dependencies, as on a login node (no vllm, no
     torch), run through its console script with a PATH that has no engine either."""
-    venv = tmp_path_factory.mktemp("light") / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    install = subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", "-e", str(ROOT)],
-                             capture_output=True, text=True)
-    assert install.returncode == 0, install.stderr[-2000:]
+    # Kept between runs (tests/.work is ignored) while pyproject.toml, which names the light
+    # dependencies, is unchanged: the install is editable, so the code under test is current.
+    import hashlib
+
+    key = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()[:16]
+    venv = ROOT / "tests" / ".work" / f"light-venv-{key}"
+    if not (venv / ".complete").exists():
+        import shutil
+
+        shutil.rmtree(venv, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        install = subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", "-e",
+                                  str(ROOT)], capture_output=True, text=True)
+        assert install.returncode == 0, install.stderr[-2000:]
+        (venv / ".complete").touch()
     probe = subprocess.run([str(venv / "bin" / "python"), "-c",
                             "import importlib.util as u; print(u.find_spec('vllm'), "
                             "u.find_spec('torch'))"], capture_output=True, text=True)

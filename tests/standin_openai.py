@@ -132,12 +132,19 @@ def make_handler(faults: set[str], api_key: str | None):
     return Handler
 
 
+def make_server(faults: set[str] = frozenset(), api_key: str | None = None,
+                port: int = 0) -> ThreadingHTTPServer:
+    ThreadingHTTPServer.allow_reuse_address = True
+    return ThreadingHTTPServer(("0.0.0.0" if port else "127.0.0.1", port),
+                               make_handler(set(faults), api_key))
+
+
 @contextmanager
-def standin_server(faults: set[str] = frozenset(), api_key: str | None = None):
+def standin_server(faults: set[str] = frozenset(), api_key: str | None = None, port: int = 0):
     """Yields the base URL (http://127.0.0.1:PORT) of a running stand-in; stops it after."""
     unknown = set(faults) - set(FAULTS)
     assert not unknown, unknown
-    server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(set(faults), api_key))
+    server = make_server(faults, api_key, port)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -8,6 +8,7 @@ import os
 import shlex
 import socket
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -48,10 +49,17 @@ HEARTBEAT_INTERVAL_S = 2.0
 HEARTBEAT_TIMEOUT_S = 45
 
 
+def heartbeat_timeout() -> int:
+    """HEARTBEAT_TIMEOUT_S, or PYSERVE_HEARTBEAT_TIMEOUT_S (seconds, at least 5) when set."""
+    value = os.environ.get("PYSERVE_HEARTBEAT_TIMEOUT_S", "")
+    return max(5, int(value)) if value.isdigit() else HEARTBEAT_TIMEOUT_S
+
+
 def write_private(path: Path, text: str) -> None:
     """Write ``text`` readable by the owner only (0600), atomically: a reader sees the old
     content or the new, never a part."""
-    tmp = path.with_name(path.name + ".tmp")
+    # A name of this writer's own: two launches may share a workspace (latest.json).
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(text)
@@ -91,7 +99,7 @@ def write_job_files(plan: LaunchPlan, options: LaunchOptions) -> JobFiles:
         script = render(
             "node.sh.j2", job_id=plan.launch_id, rank=node.rank, host=node.host, env=env,
             secrets_file=str(secrets_file) if secrets_file else None,
-            heartbeat=str(files.heartbeat), heartbeat_timeout=HEARTBEAT_TIMEOUT_S,
+            heartbeat=str(files.heartbeat), heartbeat_timeout=heartbeat_timeout(),
             api_key_file=api_key_file, exit_file=str(files.exit_file(node.host)),
             log_file=str(files.log(node.host)),
             argv=node.argv, display=shjoin(node.argv), setup=setup, backend=backend.name,

@@ -1,0 +1,46 @@
+"""A stand-in ``vllm`` executable for launcher tests that need no engine: ``vllm serve MODEL
+[--port P] ...`` prints vLLM's startup line and serves the stand-in OpenAI API
+(tests/standin_openai.py) with MODEL as the served name, until stopped. With FAKE_VLLM_ENV set,
+it first writes its environment there (JSON), and with FAKE_VLLM_ARGV its argv."""
+
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import standin_openai  # noqa: E402
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] != ["serve"] or len(argv) < 2:
+        print(f"fake vllm: only `serve MODEL` is known, got {argv}", file=sys.stderr)
+        return 2
+    if os.environ.get("FAKE_VLLM_ENV"):
+        Path(os.environ["FAKE_VLLM_ENV"]).write_text(json.dumps(dict(os.environ)))
+    if os.environ.get("FAKE_VLLM_ARGV"):
+        Path(os.environ["FAKE_VLLM_ARGV"]).write_text(json.dumps(argv))
+    model = argv[1]
+    port = int(argv[argv.index("--port") + 1]) if "--port" in argv else 8000
+    standin_openai.MODEL = model
+
+    def on_signal(*_args):
+        raise SystemExit(0)
+
+    # The server runs in the main thread, so the signal's handler runs there promptly.
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server = standin_openai.make_server(port=port, api_key=os.environ.get("VLLM_API_KEY"))
+    print("INFO:     Application startup complete.", flush=True)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    finally:
+        server.server_close()
+        print("fake vllm: stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
