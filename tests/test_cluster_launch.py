@@ -277,7 +277,7 @@ def test_ray_backend_forms_the_cluster_then_reports_the_cpu_refusal(cluster, tin
     assert "pyserve: cause on pysv-node1:" in result.stderr
     assert "ray" in result.stderr.split("pyserve: cause on pysv-node1:")[1].lower()
     assert info["state"] == "failed"
-    wait_for(lambda: not job_env_processes(info["job_id"]), 60, "every Ray process to stop")
+    wait_for(lambda: not job_env_processes(info["launch_id"]), 60, "every Ray process to stop")
     assert not [pid for pid, cmd in processes_mentioning("raylet") if "pysv" not in cmd]
 
 

@@ -217,7 +217,7 @@ def test_launch_image_serves_cleans_up_only_its_own_and_skips_a_second_load(
         assert "pyserve: loading pyserve-cpu:latest from" in log
         assert "container pyserve-" in log
         # Shutdown removed this job's container and nothing else.
-        assert containers(f"pyserve.job={record['job_id']}") == []
+        assert containers(f"pyserve.job={record['launch_id']}") == []
         assert running(unrelated)
 
         second = launch(tmp_path / "ws2", "true")

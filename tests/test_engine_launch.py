@@ -62,7 +62,7 @@ def test_launch_ready_health_status_and_clean_stop(tiny_model, work):
         # READY came after vLLM's own startup line, and pyserve saw that line.
         assert record["ready_s"] >= record["startup_complete_seen_s"] > 0
         host = socket.gethostname()
-        log = work / "ws" / "logs" / record["job_id"] / f"{host}.log"
+        log = work / "ws" / "logs" / record["launch_id"] / f"{host}.log"
         assert "Application startup complete" in log.read_text()
         assert "weights loaded" in server.stderr_text or "loading weights" in server.stderr_text
 
@@ -128,4 +128,38 @@ def test_engine_refusing_its_arguments_fails_before_ready_with_the_log(tiny_mode
     text = server.stderr_text
     assert "before READY" in text
     assert "max_model_len" in text or "max-model-len" in text or "999999" in text
+    assert engine_leftovers(tiny_model) == []
+
+
+def test_two_launches_in_one_workspace_never_touch_each_other(tiny_model, work):
+    """Two real servers on one node, one workspace, one allocation's worth of ids: stopping
+    the first (its end-of-run reaper included) leaves the second serving; each has its own
+    launch id, log directory and process tag."""
+    ws = work / "ws"
+    first_dir, second_dir = work / "a", work / "b"
+    first_dir.mkdir()
+    second_dir.mkdir()
+    ports = free_port(), free_port()
+    env = cpu_engine_env(work)
+    first = LaunchedServer([str(tiny_model), "--workspace", str(ws), "--port", str(ports[0]),
+                            *CPU_SERVE_ARGS], env, first_dir)
+    second = None
+    try:
+        first.wait_ready()
+        second = LaunchedServer([str(tiny_model), "--workspace", str(ws), "--port",
+                                 str(ports[1]), *CPU_SERVE_ARGS], env, second_dir)
+        second.wait_ready()
+        records = [json.loads(p.read_text()) for p in (ws / "logs").glob("*/launch.json")]
+        assert len({r["launch_id"] for r in records}) == 2
+        assert len({r["log_dir"] for r in records}) == 2
+        first.terminate()
+        assert first.wait(timeout=120) == 0, first.stderr_text
+        health = pyserve("health", "--host", "127.0.0.1", "--port", str(ports[1]), "--check",
+                         "completion")
+        assert health.returncode == 0, health.stdout + health.stderr
+    finally:
+        first.kill()
+        if second is not None:
+            second.terminate()
+            second.wait(timeout=120)
     assert engine_leftovers(tiny_model) == []
