@@ -4,6 +4,7 @@ import csv
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -171,3 +172,56 @@ def test_profile_through_launch_and_bench_then_summarize(server, tmp_path):
     assert {op["category"] for op in top} >= {"cpu_op"}
     assert "python_function" not in {op["category"] for op in top}
     assert any(op["name"].startswith(("aten::", "_C::")) for op in top)
+
+
+def test_plot_draws_plain_vllm_results_and_a_vllm_sweep(server, tmp_path):
+    """Results written by vLLM's own `vllm bench serve --save-result` (no pyserve block), as a
+    user already has them, and the same file in `vllm bench sweep serve`'s layout."""
+    import shutil
+
+    from pyservecli.bench.plot import load_results
+
+    vllm = shutil.which("vllm", path=str(Path(sys.executable).parent))
+    plain = tmp_path / "plain"
+    for concurrency in (1, 2):
+        run = subprocess.run(
+            [vllm, "bench", "serve", "--backend", "openai-chat", "--endpoint",
+             "/v1/chat/completions", "--base-url", f"http://127.0.0.1:{server['port']}",
+             "--model", str(server["model"]), "--dataset-name", "random", "--random-input-len",
+             "32", "--random-output-len", "8", "--num-prompts", "4", "--ignore-eos",
+             "--max-concurrency", str(concurrency), "--save-result", "--result-dir", str(plain),
+             "--result-filename", f"c{concurrency}.json"],
+            env=server["env"], capture_output=True, text=True, timeout=600)
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    written = json.loads((plain / "c2.json").read_text())
+    assert "pyserve" not in written and written["max_concurrency"] == 2
+
+    plot = subprocess.run([sys.executable, "-m", "pyservecli", "plot", str(plain), "--gpus",
+                           "2"], capture_output=True, text=True, timeout=120)
+    assert plot.returncode == 0, plot.stderr
+    assert (plain / "plots" / "panels.png").stat().st_size > 10_000
+    samples = load_results([plain], gpus=2).samples
+    assert sorted(s.x for s in samples) == [1.0, 2.0]
+    c2 = next(s for s in samples if s.x == 2.0)
+    assert c2.tput_per_gpu == pytest.approx(written["output_throughput"] / 2)
+    assert c2.interactivity == pytest.approx(1000 / written["median_tpot_ms"])
+
+    # Without a count: one GPU, said in a note; gpus.txt gives it.
+    unsaid = subprocess.run([sys.executable, "-m", "pyservecli", "plot", str(plain)],
+                            capture_output=True, text=True, timeout=120)
+    assert unsaid.returncode == 0 and "say nothing of their GPUs" in unsaid.stderr
+    (plain / "gpus.txt").write_text("4\n")
+    assert load_results([plain]).samples[0].record.gpus == 4
+
+    # vllm bench sweep serve: EXPERIMENT/SERVE-<a>-BENCH-<b>/run=N.json, one line per serve
+    # combination; its summary.json (a list) and warmup.json are not points.
+    sweep = tmp_path / "sweep"
+    for serve, bench in (("tp1", "c1"), ("tp1", "c2"), ("dp2", "c2")):
+        combo = sweep / f"SERVE-{serve}-BENCH-{bench}"
+        combo.mkdir(parents=True)
+        shutil.copy(plain / f"{bench}.json", combo / "run=0.json")
+        shutil.copy(plain / f"{bench}.json", combo / "warmup.json")
+        (combo / "summary.json").write_text(json.dumps([written]))
+    loaded = load_results([sweep], gpus=1)
+    assert sorted((s.config, s.x) for s in loaded.samples) == [
+        ("sweep/SERVE-dp2", 2.0), ("sweep/SERVE-tp1", 1.0), ("sweep/SERVE-tp1", 2.0)]

@@ -5,6 +5,12 @@ user), TTFT and power efficiency, each against concurrency (or request rate), on
 configuration. ``pareto.png``: throughput per GPU against interactivity, with each
 configuration's Pareto frontier. A configuration is one result directory given on the command
 line (for a sweep, pass each server label's directory).
+
+Besides pyserve's own results, plain vLLM results are drawn: files written by
+``vllm bench serve --save-result`` (vLLM's keys, no ``pyserve`` block) and the runs of
+``vllm bench sweep serve`` (``SERVE-<a>-BENCH-<b>/run=N.json``: one configuration per serve
+combination). They carry no GPU count: it comes from ``--gpus N``, else a ``gpus.txt`` in the
+result directory (or a parent up to the one given), else 1 (drawn per server, with a note).
 """
 
 from __future__ import annotations
@@ -52,26 +58,86 @@ class Sample:
         return self.record.tok_s_per_kw
 
 
-def load_samples(dirs: list[Path]) -> list[Sample]:
-    samples = []
+# Files of `vllm bench sweep` that are not one measured run.
+_SWEEP_SKIP = ("warmup.json", "summary.json")
+
+
+def _is_vllm_result(value) -> bool:
+    return isinstance(value, dict) and "output_throughput" in value and "pyserve" not in value
+
+
+def _gpus_file(path: Path, root: Path) -> int | None:
+    """The count in the nearest gpus.txt from ``path``'s directory up to ``root``."""
+    for directory in [path.parent, *path.parent.parents]:
+        candidate = directory / "gpus.txt"
+        if candidate.is_file():
+            text = candidate.read_text().strip()
+            if not text.isdigit() or int(text) < 1:
+                raise PyserveError(f"{candidate} should hold a GPU count, got {text[:40]!r}")
+            return int(text)
+        if directory == root:
+            break
+    return None
+
+
+def _sweep_config(path: Path, root: Path) -> str:
+    """``vllm bench sweep``'s SERVE-<a>-BENCH-<b>/run=N.json: one line per serve combination."""
+    name = path.parent.name
+    if path.name.startswith("run=") and name.startswith("SERVE-"):
+        return f"{root.name}/{name.split('-BENCH-')[0]}"
+    return root.name
+
+
+@dataclass
+class Loaded:
+    samples: list[Sample]
+    notes: list[str]
+
+
+def load_results(dirs: list[Path], gpus: int | None = None) -> Loaded:
+    """Every valid point under ``dirs``: pyserve results with status ok, and plain vLLM
+    results that pass the same validity gate. ``gpus`` counts for plain results."""
+    from pyservecli.bench.runner import judge
+
+    samples, notes = [], []
+    unknown_gpus = 0
     for root in dirs:
         if not root.is_dir():
             raise PyserveError(f"{root} is not a directory of results")
         for path in sorted(root.rglob("*.json")):
+            if path.name in _SWEEP_SKIP or path.name.endswith((".failure.json", ".failed.json",
+                                                                 ".running.json")):
+                continue
             try:
                 result = json.loads(path.read_text())
-            except (ValueError, OSError):
+            except (ValueError, OSError, UnicodeDecodeError):
+                continue
+            rel = path.relative_to(root).parts
+            suite = rel[-2] if len(rel) > 1 else ""
+            if _is_vllm_result(result):
+                if judge(result)[0] != "ok":
+                    continue
+                count = gpus or _gpus_file(path, root)
+                unknown_gpus += count is None
+                record = PointRecord.from_result(result, suite=suite, point=path.stem,
+                                                 status="ok", gpus=count)
+                samples.append(Sample(config=_sweep_config(path, root), record=record))
                 continue
             info = result.get("pyserve") if isinstance(result, dict) else None
             if not isinstance(info, dict) or info.get("status") != "ok":
                 continue
-            rel = path.relative_to(root).parts
-            record = PointRecord.from_result(result, suite=rel[-2] if len(rel) > 1 else "",
-                                             point=path.stem)
+            record = PointRecord.from_result(result, suite=suite, point=path.stem)
             samples.append(Sample(config=root.name, record=record))
     if not samples:
         raise PyserveError(f"no valid results under {', '.join(map(str, dirs))}")
-    return samples
+    if unknown_gpus:
+        notes.append(f"{unknown_gpus} vLLM result(s) say nothing of their GPUs: drawn per "
+                     "server (as 1 GPU); pass --gpus N or put the count in DIR/gpus.txt")
+    return Loaded(samples, notes)
+
+
+def load_samples(dirs: list[Path], gpus: int | None = None) -> list[Sample]:
+    return load_results(dirs, gpus).samples
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -88,13 +154,17 @@ PANELS = (("tput_per_gpu", "output tok/s per GPU"), ("e2el_ms", "end-to-end late
           ("tok_s_per_kw", "output tok/s per kW"))
 
 
-def plot(dirs: list[Path], out_dir: Path) -> list[Path]:
+def plot(dirs: list[Path], out_dir: Path, gpus: int | None = None,
+         say=lambda _line: None) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    samples = load_samples(dirs)
+    loaded = load_results(dirs, gpus)
+    for note in loaded.notes:
+        say(f"pyserve plot: note: {note}")
+    samples = loaded.samples
     out_dir.mkdir(parents=True, exist_ok=True)
     configs = sorted({s.config for s in samples})
     finite = [s.x for s in samples if math.isfinite(s.x)]

@@ -125,17 +125,23 @@ def sweep(suites, host, port, serve_cmds, num_prompts, tokenizer, out_dir, resum
 Examples:
   pyserve plot pyserve-work/bench
   pyserve plot results/tp8-ep results/dp8-ep results/tp4-dp2-ep --out results/plots
+  pyserve plot vllm-results/ --gpus 8        # files from vllm bench serve --save-result
+  pyserve plot sweep-out/20261123-120000     # a `vllm bench sweep serve` experiment
 """)
 @click.argument("dirs", nargs=-1, required=True,
                 type=click.Path(file_okay=False, path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Where the PNGs go [default: FIRST_DIR/plots].")
-def plot_cmd(dirs, out_dir):
+@click.option("--gpus", type=click.IntRange(min=1), help="GPUs behind plain vLLM results "
+              "(pyserve's own results record theirs) [default: DIR/gpus.txt, else 1].")
+def plot_cmd(dirs, out_dir, gpus):
     """Draw panels.png (throughput/GPU, latency, interactivity, TTFT, power efficiency) and
-    pareto.png (throughput/GPU against interactivity) from result directories."""
+    pareto.png (throughput/GPU against interactivity) from result directories: pyserve's, or
+    plain vLLM results (vllm bench serve --save-result, vllm bench sweep serve)."""
     from pyservecli.bench.plot import plot
 
-    for path in plot(list(dirs), out_dir or dirs[0] / "plots"):
+    for path in plot(list(dirs), out_dir or dirs[0] / "plots", gpus=gpus,
+                     say=lambda line: click.echo(line, err=True)):
         click.echo(path)
 
 
