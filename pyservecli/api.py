@@ -61,10 +61,13 @@ def prepare_launch(model: str, *, tp: int | None = None, pp: int | None = None,
                    then: Sequence[str] | None = None, nsys: bool = False,
                    profile_dir: str | Path | None = None, image: str | None = None,
                    container_mounts: Sequence[str] = (), force: bool = False,
-                   privileged: bool = False, dry_run: bool = False) -> PreparedLaunch:
+                   privileged: bool = False, cache_dir: str | Path | None = None,
+                   compile_cache: bool = True, dry_run: bool = False) -> PreparedLaunch:
     """Every check ``pyserve launch`` makes before starting anything, and the plan.
 
     ``profile_dir``: vLLM's torch profiler into this directory ("" for WORKSPACE/profiles).
+    ``cache_dir``: the base of the compile caches (default WORKSPACE/cache; one directory per
+    vLLM version and GPU type under it); ``compile_cache=False`` leaves vLLM's own default.
     ``dry_run``: a plan for anywhere (ports are not probed, nsys need not be installed)."""
     from pyservecli.plan.launch import LaunchRequest, make_plan
     from pyservecli.plan.profiling import NSYS_FINALIZE_GRACE_S, torch_profiler_config
@@ -105,7 +108,9 @@ def prepare_launch(model: str, *, tp: int | None = None, pp: int | None = None,
                             api_key_file=Path(api_key_file) if api_key_file else None,
                             ready_timeout=ready_timeout, then=list(then) if then else None,
                             stop_grace=NSYS_FINALIZE_GRACE_S if nsys else 60.0,
-                            container=container)
+                            container=container,
+                            cache_dir=Path(cache_dir or ws / "cache").resolve()
+                            if compile_cache else None)
     return PreparedLaunch(plan=plan, options=options, container=container)
 
 

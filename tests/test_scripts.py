@@ -48,7 +48,7 @@ def render_node(tmp_path, argv, api_key_file=None, stop_signal="TERM"):
         api_key_file=api_key_file, exit_file=str(tmp_path / "h.exit"), argv=argv,
         log_file=str(tmp_path / "h.log"),
         display=" ".join(argv), setup=[], backend="single", gloo_ifname=["true"], reap=["true"],
-        secrets_file=None, heartbeat=str(heartbeat), heartbeat_timeout=45,
+        secrets_file=None, heartbeat=str(heartbeat), heartbeat_timeout=45, cache_base=None,
         stop_signal=stop_signal))
     return script
 

@@ -124,7 +124,7 @@ def render_node(tmp_path, api_key_file, **extra) -> Path:
                    log_file=str(tmp_path / "h.log"), argv=["vllm", "serve", "m", "--port",
                                                            str(free_port())],
                    display="vllm serve m", setup=[], backend="single", gloo_ifname=["true"],
-                   reap=["true"], stop_signal="TERM", secrets_file=None,
+                   reap=["true"], stop_signal="TERM", secrets_file=None, cache_base=None,
                    heartbeat=str(heartbeat), heartbeat_timeout=45)
     context.update(extra)
     script = tmp_path / "node.sh"

@@ -64,6 +64,11 @@ Examples:
               "(only a pyserve-labelled image is replaced).")
 @click.option("--privileged", is_flag=True, help="With --image: run privileged containers "
               "(off by default; GPUs and EFA/IB devices are passed through without it).")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Base of vLLM's compile caches, one per vLLM version and GPU type, shared "
+              "by every node and later launch [default: WORKSPACE/cache].")
+@click.option("--no-cache", "no_cache", is_flag=True,
+              help="Leave vLLM's compile cache where vLLM puts it (each node's home).")
 @click.option("--dry-run", is_flag=True, help="Print the plan; launch nothing.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True, help="Dry-run output format.")
@@ -71,7 +76,7 @@ Examples:
 @click.argument("vllm_args", nargs=-1, type=click.UNPROCESSED)
 def launch(model, tp, pp, dp, ep, backend, port, nodelist, gpus_per_node, env_pairs,
            api_key_file, ready_timeout, then_cmd, nsys, profile_dir, image, container_mounts,
-           force, privileged, dry_run, fmt, workspace, vllm_args):
+           force, privileged, cache_dir, no_cache, dry_run, fmt, workspace, vllm_args):
     """Launch `vllm serve` for MODEL across the allocation and wait until it is READY.
 
     Arguments pyserve does not know are passed to `vllm serve` unchanged. READY means /health
@@ -85,7 +90,7 @@ def launch(model, tp, pp, dp, ep, backend, port, nodelist, gpus_per_node, env_pa
         gpus_per_node=gpus_per_node, env_pairs=env_pairs, api_key_file=api_key_file,
         ready_timeout=ready_timeout, then_cmd=then_cmd, nsys=nsys, profile_dir=profile_dir,
         image=image, container_mounts=container_mounts, force=force, privileged=privileged,
-        workspace=workspace, vllm_args=vllm_args)
+        cache_dir=cache_dir, no_cache=no_cache, workspace=workspace, vllm_args=vllm_args)
     if dry_run:
         prepared = api.prepare_launch(dry_run=True, **settings)
         click.echo(prepared.plan.to_json() if fmt == "json" else describe_plan(prepared.plan))
@@ -96,7 +101,7 @@ def launch(model, tp, pp, dp, ep, backend, port, nodelist, gpus_per_node, env_pa
     sys.exit(api.launch(**settings))
 
 
-def launch_settings(*, env_pairs, then_cmd, **params) -> dict:
+def launch_settings(*, env_pairs, then_cmd, no_cache=False, **params) -> dict:
     """``api.prepare_launch`` settings from the launch command's parameters (also how
     ``pyserve sweep --serve '...'`` reads its launch lines)."""
     env = {}
@@ -106,6 +111,7 @@ def launch_settings(*, env_pairs, then_cmd, **params) -> dict:
             raise PyserveError(f"--env expects KEY=VALUE, got {pair!r}")
         env[key] = value
     return {**params, "vllm_args": list(params.get("vllm_args", ())), "env": env,
+            "compile_cache": not no_cache,
             "then": shlex.split(then_cmd) if then_cmd else None,
             "container_mounts": list(params.get("container_mounts", ()))}
 
@@ -162,9 +168,14 @@ def status(launch, workspace, fmt):
         click.echo(json.dumps(info, indent=2))
     else:
         for key in ("launch_id", "job_id", "state", "launcher_alive", "slurm_state",
-                    "answering", "endpoint", "served_model_name", "log_dir"):
+                    "answering", "endpoint", "served_model_name", "log_dir", "ready_s"):
             if key in info:
                 click.echo(f"{key:18} {info[key]}")
+        for host, entry in (info.get("startup") or {}).items():
+            phases = ", ".join(f"{name} {at}s" for name, at in entry["phases_s"].items())
+            cache = entry.get("compile_cache") or "not used"
+            click.echo(f"{'startup ' + host:18} {phases or 'no phase seen'}; compile cache "
+                       f"{cache}")
 
 
 @main.command(epilog="""

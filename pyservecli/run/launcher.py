@@ -55,6 +55,7 @@ class LaunchOptions:
     stop_grace: float = 60.0
     poll_interval: float = 0.25
     container: object | None = None  # container.ContainerSpec for --image launches
+    cache_dir: Path | None = None  # compile caches' base (per vLLM version and GPU); None: off
 
 
 def check_can_launch(plan: LaunchPlan, options: LaunchOptions) -> None:
@@ -158,6 +159,8 @@ class Launch:
         self.process: NodeProcess | None = None
         self.api_key = read_api_key(options.api_key_file) if options.api_key_file else None
         self.heartbeat: Heartbeat | None = None
+        self.trackers: dict[str, PhaseTracker] = {}
+        self.startup: dict[str, dict] = {}  # the startup ledger per node (launch.json)
         self.t0 = time.monotonic()
         self.times: dict[str, float] = {}
 
@@ -225,30 +228,38 @@ class Launch:
                      started_at=time.time())
 
     def wait_ready(self) -> None:
-        follower = LogFollower(self.files.log(self.plan.head_host))
-        tracker = PhaseTracker()
+        # Every node's log is followed for the startup ledger; the head's phases are said.
+        followers = {n.host: LogFollower(self.files.log(n.host)) for n in self.plan.nodes}
+        self.trackers = {host: PhaseTracker() for host in followers}
+        tracker = self.trackers[self.plan.head_host]
         last_probe = last_note = 0.0
+        why = "not probed yet"
         while True:
-            for line in follower.new_lines():
-                was_complete = tracker.startup_complete_seen
-                phase = tracker.feed(line)
-                if tracker.startup_complete_seen and not was_complete:
-                    self.times["startup_complete_seen_s"] = self.elapsed()
-                if phase:
-                    self.say(f"[{self.elapsed():7.1f}s] {phase}")
-                    last_note = self.elapsed()
+            for host, follower in followers.items():
+                node_tracker = self.trackers[host]
+                for line in follower.new_lines():
+                    was_complete = node_tracker.startup_complete_seen
+                    phase = node_tracker.feed(line, self.elapsed())
+                    if host != self.plan.head_host:
+                        continue
+                    if tracker.startup_complete_seen and not was_complete:
+                        self.times["startup_complete_seen_s"] = self.elapsed()
+                    if phase:
+                        self.say(f"[{self.elapsed():7.1f}s] {phase}")
+                        last_note = self.elapsed()
             failed = self.failed_node()
             if failed:
                 raise NodeFailed(*failed, "before READY")
             now = self.elapsed()
             if now > self.options.ready_timeout:
                 raise PyserveError(f"not READY after {self.options.ready_timeout:.0f}s "
-                                   f"(last phase: {tracker.phase}); see {self.files.log_dir}")
+                                   f"(last phase: {tracker.phase}; last probe: {why}); see "
+                                   f"{self.files.log_dir}")
             # Probe often once the API server is starting; otherwise once a second is enough.
             interval = self.options.poll_interval if tracker.reached(API_STARTING) else 1.0
             if now - last_probe >= interval:
                 last_probe = now
-                ok, _why = probe_ready(self.probe_url(), self.plan.served_model_name,
+                ok, why = probe_ready(self.probe_url(), self.plan.served_model_name,
                                        self.api_key, timeout=2.0)
                 if ok:
                     self.times["ready_s"] = self.elapsed()
@@ -314,8 +325,12 @@ class Launch:
         seen = self.times.get("startup_complete_seen_s")
         delay = f", {ready - seen:.2f}s after vLLM's startup message" if seen else ""
         self.say(f"pyserve: READY in {ready:.1f}s{delay}")
+        self.startup = {host: t.ledger() for host, t in self.trackers.items()}
+        cache = {entry["compile_cache"] for entry in self.startup.values()} - {None}
+        if cache:
+            self.say(f"pyserve: compile cache {'/'.join(sorted(cache))}")
         write_record(self.plan, self.files, self.options, state="ready",
-                     ready_at=time.time(), **self.times)
+                     ready_at=time.time(), startup=self.startup, **self.times)
 
     def shut_down(self, state: str, code: int) -> None:
         try:
@@ -323,7 +338,8 @@ class Launch:
         finally:
             if self.files is not None:
                 write_record(self.plan, self.files, self.options, state=state,
-                             exit_status=code, ended_at=time.time(), **self.times)
+                             exit_status=code, ended_at=time.time(), startup=self.startup,
+                             **self.times)
 
     def run(self) -> int:
         """The CLI's launch: READY, then serve (or run --then) until stopped; the exit status."""

@@ -8,7 +8,7 @@ watching a 10-minute model load sees weights, compile and CUDA-graph progress in
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
@@ -30,6 +30,9 @@ PHASES: tuple[tuple[str, re.Pattern], ...] = tuple(
 )
 STARTUP_COMPLETE = "Application startup complete"
 API_STARTING = "starting API server"  # from here on READY is seconds away: probe often
+# vLLM's torch.compile cache: graphs loaded from it (hit) or compiled anew (miss).
+COMPILE_CACHE_HIT = re.compile(r"Directly load (the compiled graph|AOT compilation)")
+COMPILE_CACHE_MISS = re.compile(r"Compiling a graph for")
 
 
 class LogFollower:
@@ -60,16 +63,29 @@ class PhaseTracker:
 
     index: int = -1
     startup_complete_seen: bool = False
+    # phase name -> seconds (the caller's clock) when it was first seen: the startup ledger
+    reached_at: dict[str, float] = field(default_factory=dict)
+    compile_cache: str | None = None  # "hit" | "miss" | None (not compiled, or not said)
 
-    def feed(self, line: str) -> str | None:
+    def feed(self, line: str, now: float | None = None) -> str | None:
         """Return the new phase name when ``line`` moves startup forward."""
         if STARTUP_COMPLETE in line:
             self.startup_complete_seen = True
+        if COMPILE_CACHE_MISS.search(line):
+            self.compile_cache = "miss"
+        elif COMPILE_CACHE_HIT.search(line) and self.compile_cache is None:
+            self.compile_cache = "hit"
         for i in range(len(PHASES) - 1, self.index, -1):
             if PHASES[i][1].search(line):
                 self.index = i
+                if now is not None:
+                    self.reached_at.setdefault(PHASES[i][0], round(now, 2))
                 return PHASES[i][0]
         return None
+
+    def ledger(self) -> dict:
+        """Seconds from launch at which each phase was first seen, and the compile cache."""
+        return {"phases_s": dict(self.reached_at), "compile_cache": self.compile_cache}
 
     @property
     def phase(self) -> str:

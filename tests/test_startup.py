@@ -1,0 +1,61 @@
+"""Warm starts: the compile cache each node uses, and the startup ledger in launch.json."""
+
+import json
+import subprocess
+import sys
+
+from pyservecli.run.readiness import PhaseTracker
+
+from .test_security import free_port, start_launch, stop, wait_ready
+
+
+def test_the_ledger_times_each_phase_and_tells_a_cache_hit_from_a_miss():
+    cold, warm = PhaseTracker(), PhaseTracker()
+    lines = [(1.0, "INFO Initializing a V1 LLM engine (v0.26.0) with config"),
+             (4.0, "INFO Loading weights took 3.2 seconds"),
+             (5.0, "INFO Dynamo bytecode transform time: 4.1 s"),
+             (40.0, "INFO Compiling a graph for compile range (1, 8192) takes 30.1 s"),
+             (70.0, "INFO Application startup complete.")]
+    for now, line in lines:
+        cold.feed(line, now)
+    for now, line in lines[:3] + [(9.0, "INFO Directly load the compiled graph(s) for compile "
+                                         "range (1, 8192) from the cache, took 1.2 s")]:
+        warm.feed(line, now)
+    assert cold.ledger() == {"phases_s": {"starting engine": 1.0, "weights loaded": 4.0,
+                                          "compiling": 5.0, "API server up": 70.0},
+                             "compile_cache": "miss"}
+    assert warm.ledger()["compile_cache"] == "hit"
+    assert PhaseTracker().ledger() == {"phases_s": {}, "compile_cache": None}
+
+
+def test_cache_directory_per_vllm_version_and_gpu_type(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "pyservecli.workers.cachedir",
+                          str(tmp_path / "cache")], capture_output=True, text=True,
+                         env={"PATH": "/usr/bin:/bin"})
+    path = out.stdout.strip()
+    assert out.returncode == 0 and path.startswith(str(tmp_path / "cache" / "vllm-"))
+    assert path.endswith("-cpu") and "/" not in path.rsplit("/", 1)[1]
+    assert (tmp_path / "cache").is_dir()
+
+
+def test_a_launch_records_its_ledger_and_serves_from_the_workspace_cache(tmp_path):
+    workspace = tmp_path / "ws"
+    proc = start_launch(tmp_path, workspace, free_port(),
+                        env={"FAKE_VLLM_ENV": str(tmp_path / "env.json")})
+    try:
+        wait_ready(proc)
+        record = json.loads((workspace / "latest.json").read_text())
+        env = json.loads((tmp_path / "env.json").read_text())
+    finally:
+        stop(proc)
+    [(host, entry)] = record["startup"].items()
+    assert entry["phases_s"]["API server up"] <= record["ready_s"]
+    assert env["VLLM_CACHE_ROOT"].startswith(str((workspace / "cache").resolve()))
+    assert env["TRITON_CACHE_DIR"] == env["VLLM_CACHE_ROOT"] + "/triton"
+    off = start_launch(tmp_path, tmp_path / "ws2", free_port(), "--no-cache",
+                       env={"FAKE_VLLM_ENV": str(tmp_path / "env2.json")})
+    try:
+        wait_ready(off)
+    finally:
+        stop(off)
+    assert "VLLM_CACHE_ROOT" not in json.loads((tmp_path / "env2.json").read_text())
