@@ -41,7 +41,8 @@ def test_cache_directory_per_vllm_version_and_gpu_type(tmp_path):
 def test_a_launch_records_its_ledger_and_serves_from_the_workspace_cache(tmp_path):
     workspace = tmp_path / "ws"
     proc = start_launch(tmp_path, workspace, free_port(),
-                        env={"FAKE_VLLM_ENV": str(tmp_path / "env.json")})
+                        env={"FAKE_VLLM_ENV": str(tmp_path / "env.json"),
+                             "PYTHONDONTWRITEBYTECODE": "1"})
     try:
         wait_ready(proc)
         record = json.loads((workspace / "latest.json").read_text())
@@ -52,6 +53,9 @@ def test_a_launch_records_its_ledger_and_serves_from_the_workspace_cache(tmp_pat
     assert entry["phases_s"]["API server up"] <= record["ready_s"]
     assert env["VLLM_CACHE_ROOT"].startswith(str((workspace / "cache").resolve()))
     assert env["TRITON_CACHE_DIR"] == env["VLLM_CACHE_ROOT"] + "/triton"
+    # Bytecode kept in the shared cache even where the image forbids writing it beside sources.
+    assert env["PYTHONPYCACHEPREFIX"] == env["VLLM_CACHE_ROOT"] + "/pycache"
+    assert "PYTHONDONTWRITEBYTECODE" not in env
     off = start_launch(tmp_path, tmp_path / "ws2", free_port(), "--no-cache",
                        env={"FAKE_VLLM_ENV": str(tmp_path / "env2.json")})
     try:
