@@ -143,3 +143,27 @@ def test_offline_plan_uses_the_same_placement_and_its_own_rendezvous_port(tmp_pa
     with pytest.raises(PyserveError, match="does not fit"):
         plan_offline(OfflineRequest(model="m", tp=4, dp=4, input_len=8, output_len=4),
                      two_nodes(gpus=4), tmp_path, tmp_path, resolve=resolve)
+
+
+def test_taken_ports_on_the_head_are_replanned_and_the_api_port_refused(tmp_path, monkeypatch):
+    """Inside SLURM only the head can say which ports are taken (jobs whose windows meet, two
+    launches in one allocation): the launcher asks it (srun ... portcheck) and re-plans."""
+    from pyservecli.run.launcher import check_head_ports
+
+    plan = make_plan(LaunchRequest(model="m", tp=8), two_nodes(), is_free=lambda _p: True,
+                     resolve=resolve, launch_suffix="abc")
+    window = list(job_window("777"))
+    taken = window[:3]  # the three ports the plan chose
+    srun = tmp_path / "srun"
+    srun.write_text("#!/bin/sh\necho " + " ".join(map(str, taken)) + "\nexit 3\n")
+    srun.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{__import__('os').environ['PATH']}")
+    replanned = check_head_ports(plan)
+    assert {replanned.ports.dp_rpc, replanned.ports.master, replanned.ports.ray} == \
+        set(window[3:6])
+    assert replanned.launch_id == plan.launch_id == "777-abc"
+    assert "--data-parallel-rpc-port" in replanned.nodes[0].argv
+    assert str(window[3]) in replanned.nodes[0].argv
+    srun.write_text("#!/bin/sh\necho 8000\nexit 3\n")
+    with pytest.raises(PyserveError, match="port 8000 is already in use on gpu1"):
+        check_head_ports(plan)
