@@ -463,3 +463,17 @@ def test_server_answers_that_are_not_the_api_are_clear_errors(tmp_path):
     assert_clean_error(bench, "did not answer an OpenAI model list")
     assert health.returncode == 1 and "Traceback" not in health.stdout + health.stderr
     assert "answered 500: [/bold] not json" in health.stdout
+
+
+def test_a_node_whose_launcher_is_lost_during_setup_starts_no_server(tmp_path):
+    """The launcher died while the head was still in its backend set-up (Ray's): the node
+    notices the stale heartbeat and never starts its server."""
+    from pyservecli.plan.backends import SetupStep
+
+    script = render_node(tmp_path, None, setup=[SetupStep(["sleep", "3"])], heartbeat_timeout=5)
+    os.utime(tmp_path / "hb", (0, 0))  # no word from the launcher since 1970
+    result = subprocess.run(["bash", str(script)], timeout=60)
+    log = (tmp_path / "h.log").read_text()
+    assert result.returncode == 143, log
+    assert "no word from the launcher" in log and "stopped before its server started" in log
+    assert not (tmp_path / "env.json").exists()  # the stand-in vllm never ran
