@@ -59,7 +59,7 @@ class LaunchPlan:
     ports: Ports
     nodes: list[NodeCommand]
     job_id: str  # the allocation's (SLURM's job id, or a local one): ports, squeue, srun
-    launch_id: str  # this launch's own: process tags, log directory, container names
+    launch_suffix: str  # what makes this launch's id unique within its allocation
     in_slurm: bool
     model: str
     served_model_name: str
@@ -72,6 +72,18 @@ class LaunchPlan:
     secret_env: dict[str, str] = field(default_factory=dict)
     request: LaunchRequest | None = None  # what the plan was made from (to re-plan ports)
     cluster: Cluster | None = None
+
+    @property
+    def launch_id(self) -> str:
+        """This launch's own id: process tags, log directory, container names."""
+        return f"{self.job_id}-{self.launch_suffix}" if self.launch_suffix else self.job_id
+
+    def with_free_ports(self, is_free: Callable[[int], bool],
+                        resolve: Callable[[str], str]) -> LaunchPlan:
+        """The same launch (request, allocation, launch id) planned again where ``is_free``
+        now says which ports are free (the head's own answer inside SLURM)."""
+        return make_plan(self.request, self.cluster, is_free, resolve,
+                         launch_suffix=self.launch_suffix)
 
     def as_dict(self) -> dict:
         return {
@@ -135,7 +147,7 @@ def make_plan(request: LaunchRequest, cluster: Cluster, is_free: Callable[[int],
         ports=ports,
         nodes=commands,
         job_id=cluster.job_id,
-        launch_id=launch_id,
+        launch_suffix=launch_suffix,
         in_slurm=cluster.in_slurm,
         model=request.model,
         served_model_name=served,

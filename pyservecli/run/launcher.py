@@ -90,8 +90,6 @@ def check_can_launch(plan: LaunchPlan, options: LaunchOptions) -> None:
                 f"`{tool}` is not installed where pyserve runs; install the engine "
                 "(pip install 'pyserve[engine]', or scripts/setup-cpu-engine.sh on CPU machines)"
             )
-    if options.api_key_file is not None:
-        read_api_key(options.api_key_file)  # unreadable or empty: refused here
     if options.then and shutil.which(options.then[0]) is None:
         raise PyserveError(f"--then: command {options.then[0]!r} not found")
 
@@ -129,15 +127,11 @@ def check_head_ports(plan: LaunchPlan) -> LaunchPlan:
     if plan.ports.api in busy:
         raise PyserveError(f"port {plan.ports.api} is already in use on {plan.head_host}; "
                            "choose another --port")
-    chosen = {plan.ports.dp_rpc, plan.ports.master, plan.ports.ray}
-    if not chosen & busy or plan.request is None or plan.cluster is None:
+    if not {plan.ports.dp_rpc, plan.ports.master, plan.ports.ray} & busy:
         return plan
-    from pyservecli.plan.launch import make_plan
     from pyservecli.run.cluster import resolve_ip
 
-    return make_plan(plan.request, plan.cluster, is_free=lambda port: port not in busy,
-                     resolve=resolve_ip,
-                     launch_suffix=plan.launch_id.removeprefix(plan.job_id).lstrip("-"))
+    return plan.with_free_ports(lambda port: port not in busy, resolve_ip)
 
 
 def tail(path: Path, lines: int = 30) -> str:
@@ -157,6 +151,7 @@ class Launch:
         self.say = say
         self.files: JobFiles | None = None
         self.process: NodeProcess | None = None
+        # Unreadable or empty: refused here, before anything starts.
         self.api_key = read_api_key(options.api_key_file) if options.api_key_file else None
         self.heartbeat: Heartbeat | None = None
         self.trackers: dict[str, PhaseTracker] = {}

@@ -18,7 +18,7 @@ from pathlib import Path
 import requests
 
 from pyservecli.errors import PyserveError
-from pyservecli.run.jobfiles import HEARTBEAT_TIMEOUT_S
+from pyservecli.run.jobfiles import heartbeat_timeout
 
 
 def _run(argv: list[str]) -> str | None:
@@ -87,7 +87,7 @@ def launcher_alive(record: dict) -> bool | None:
     fresh = None
     if isinstance(heartbeat, str):
         try:
-            fresh = time.time() - Path(heartbeat).stat().st_mtime < HEARTBEAT_TIMEOUT_S
+            fresh = time.time() - Path(heartbeat).stat().st_mtime < heartbeat_timeout()
         except OSError:
             fresh = False
     pid = record.get("launcher_pid")
@@ -131,8 +131,9 @@ def stop_launch(workspace: Path, launch: str | None = None, grace: float = 120.0
     """``pyserve stop``: SIGTERM the launch's launcher (it stops every rank) and wait for its
     record to say it ended; a launcher that is gone or elsewhere gets its heartbeat expired,
     so its nodes stop their servers themselves within seconds."""
-    path = find_record(workspace, launch)
-    record = read_record(path)
+    record = read_record(find_record(workspace, launch))
+    # Follow this launch's own record: latest.json may be another launch's by the time it ends.
+    path = Path(record.get("log_dir", "")) / "launch.json"
     if record.get("state") not in LIVE_STATES:
         say(f"pyserve: launch {record.get('launch_id', record.get('job_id'))} already ended "
             f"({record.get('state')})")
@@ -156,6 +157,7 @@ def stop_launch(workspace: Path, launch: str | None = None, grace: float = 120.0
         raise PyserveError("the launch's launcher is not on this host and its record has no "
                            "heartbeat to expire; stop it with scancel or on its host")
     os.utime(heartbeat, (0, 0))
+    # The nodes' watchers look at the heartbeat every few seconds (node.sh.j2).
     say(f"pyserve: the launcher is {'gone' if here else 'on another host'}; expired its "
-        f"heartbeat, the nodes stop their servers within {HEARTBEAT_TIMEOUT_S + 10}s")
+        "heartbeat, the nodes stop their servers within seconds")
     return record
