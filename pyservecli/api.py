@@ -62,17 +62,20 @@ def prepare_launch(model: str, *, tp: int | None = None, pp: int | None = None,
                    profile_dir: str | Path | None = None, image: str | None = None,
                    container_mounts: Sequence[str] = (), force: bool = False,
                    privileged: bool = False, cache_dir: str | Path | None = None,
-                   compile_cache: bool = True, dry_run: bool = False) -> PreparedLaunch:
+                   compile_cache: bool = True, gpu_memory: float | str | None = None,
+                   dry_run: bool = False) -> PreparedLaunch:
     """Every check ``pyserve launch`` makes before starting anything, and the plan.
 
     ``profile_dir``: vLLM's torch profiler into this directory ("" for WORKSPACE/profiles).
     ``cache_dir``: the base of the compile caches (default WORKSPACE/cache; one directory per
     vLLM version and GPU type under it); ``compile_cache=False`` leaves vLLM's own default.
+    ``gpu_memory``: GiB per GPU to size the model for (default: nvidia-smi, SLURM's GPU type).
     ``dry_run``: a plan for anywhere (ports are not probed, nsys need not be installed)."""
     from pyservecli.plan.launch import LaunchRequest, make_plan
     from pyservecli.plan.profiling import NSYS_FINALIZE_GRACE_S, torch_profiler_config
     from pyservecli.plan.vllm_args import option_value
     from pyservecli.run.cluster import detect, resolve_ip
+    from pyservecli.run.hfhub import find_config
     from pyservecli.run.launcher import LaunchOptions
     from pyservecli.run.portprobe import is_port_free
     from pyservecli.run.tools import require_nsys
@@ -97,11 +100,12 @@ def prepare_launch(model: str, *, tp: int | None = None, pp: int | None = None,
                             nodelist=nodelist, gpus_per_node=gpus_per_node,
                             vllm_args=vllm_args, env=dict(env or {}),
                             nsys_dir=(ws / "nsys").resolve() if nsys else None)
-    cluster = detect(None, nodelist, gpus_per_node)
+    cluster = detect(None, nodelist, gpus_per_node, gpu_memory=_gib(gpu_memory))
     # Inside SLURM the head may be another machine: the launcher asks it about its ports.
     probe = not dry_run and not cluster.in_slurm
     plan = make_plan(request, cluster, is_free=is_port_free if probe else lambda _port: True,
-                     resolve=resolve_ip, launch_suffix=secrets.token_hex(3))
+                     resolve=resolve_ip, launch_suffix=secrets.token_hex(3),
+                     find_config=find_config)
     if not dry_run:
         _check_writable(ws, "--workspace")
     options = LaunchOptions(workspace=ws.resolve(),
@@ -112,6 +116,13 @@ def prepare_launch(model: str, *, tp: int | None = None, pp: int | None = None,
                             cache_dir=Path(cache_dir or ws / "cache").resolve()
                             if compile_cache else None)
     return PreparedLaunch(plan=plan, options=options, container=container)
+
+
+def _gib(gpu_memory: float | str | None) -> float | None:
+    """``--gpu-memory`` as GiB per GPU (80, "80GiB", "143771MiB")."""
+    from pyservecli.plan.gpus import parse_memory_gib
+
+    return None if gpu_memory is None else parse_memory_gib(str(gpu_memory))
 
 
 def _check_writable(directory: Path, option: str) -> None:
@@ -258,17 +269,21 @@ def sweep(suites: Sequence[str] = ("rate", "concurrency"), *, base_url: str | No
           servers: Sequence[tuple[str, dict]] = (), num_prompts: int | None = None,
           tokenizer: str | None = None, out: str | Path | None = None, resume: bool = False,
           api_key: str | None = None, workspace: str | Path | None = None,
-          say: Say = _stderr) -> list[SweepRun]:
+          say: Say = _stderr, points: Sequence | None = None) -> list[SweepRun]:
     """``pyserve sweep``: the suites' points against the server at ``base_url``, or against
     each of ``servers`` (``(label, serve settings)``), launched one at a time. Results in
-    OUT/<label>/<suite>/<point>.json and OUT/<label>/summary.csv; ``resume`` skips points done."""
+    OUT/<label>/<suite>/<point>.json and OUT/<label>/summary.csv; ``resume`` skips points done.
+    ``points``: these ``BenchPoint``s instead of the suites' (``pyserve plan --measure``)."""
     from pyservecli.bench.runner import run_points, server_gpus, server_info, write_summary
     from pyservecli.bench.suites import points_for
     from pyservecli.bench.sweep import SWEEPS, overhead
 
     if bool(base_url) == bool(servers):
         raise PyserveError("give either --host (a running server) or --serve (to launch)")
-    points = points_for(list(suites), table=SWEEPS, num_prompts=num_prompts, what="sweep suite")
+    if points is None:
+        points = points_for(list(suites), table=SWEEPS, num_prompts=num_prompts,
+                            what="sweep suite")
+    points = list(points)
     ws = _workspace(workspace)
     out_dir = Path(out) if out else ws / "sweep"
     configs = [(base_url.removeprefix("http://").replace(":", "-"), None)] if base_url \
@@ -342,3 +357,155 @@ def run_offline(offline_plan, *, say: Say = lambda _line: None) -> dict:
 def offline(model: str, *, say: Say = lambda _line: None, **settings) -> dict:
     """``pyserve offline``: ``plan_offline`` (same settings), then ``run_offline``."""
     return run_offline(plan_offline(model, **settings), say=say)
+
+
+GOALS = ("throughput", "latency")
+
+
+@dataclass
+class TopologyPlan:
+    """``pyserve plan``: the allocation's valid topologies for a model, ranked for a goal."""
+
+    model: str
+    goal: str
+    workload: object  # plan.estimate.Workload
+    facts: object  # plan.modelconfig.ModelFacts
+    cluster: object  # plan.hosts.Cluster
+    ranked: list  # plan.auto.Candidate, best first; invalid ones last
+    choice: object  # plan.auto.Choice: what `pyserve launch MODEL` with no flags picks
+    ttft_ms: float | None = None
+    tpot_ms: float | None = None
+    measured: list | None = None  # bench.planreport.MeasuredRow after measure_plan
+
+    def header(self) -> dict:
+        gpu = self.cluster.gpu
+        return {"model": self.model, "goal": self.goal,
+                "workload": {"isl": self.workload.isl, "osl": self.workload.osl,
+                             "concurrency": self.workload.concurrency},
+                "slo": {"ttft_ms": self.ttft_ms, "tpot_ms": self.tpot_ms},
+                "allocation": {"nodes": len(self.cluster.nodes),
+                               "gpus_per_node": self.cluster.gpus_per_node,
+                               "gpu_memory_gib": gpu.memory_gib, "gpu_source": gpu.source,
+                               "estimates_for": gpu.estimate_spec.name},
+                "model_facts": self.facts.summary(),
+                "automatic_choice": {"shape": self.choice.shape.label
+                                     if self.choice.shape else None,
+                                     "decisions": list(self.choice.decisions)}}
+
+    def report(self) -> dict:
+        from pyservecli.bench.planreport import report
+
+        return report(self.header(), self.ranked, self.measured, self.goal)
+
+
+def plan_topologies(model: str, *, goal: str = "throughput", isl: int | None = None,
+                    osl: int | None = None, concurrency: int | None = None,
+                    ttft_ms: float | None = None, tpot_ms: float | None = None,
+                    nodelist: str | None = None, gpus_per_node: int | None = None,
+                    gpu_memory: float | str | None = None,
+                    vllm_args: Sequence[str] = ()) -> TopologyPlan:
+    """Every valid topology of the allocation for ``model``, with its memory fit and estimate,
+    ranked for ``goal`` (throughput: output tok/s at ``concurrency`` requests of ``isl``/``osl``
+    tokens [default 1024/256, 64 per GPU]; latency: TPOT at concurrency 1). ``ttft_ms`` /
+    ``tpot_ms``: candidates whose estimate misses them rank after those that meet them."""
+    from pyservecli.plan.auto import candidates, choose, rank
+    from pyservecli.plan.estimate import Workload
+    from pyservecli.plan.placement import read_model
+    from pyservecli.plan.vllm_args import memory_settings
+    from pyservecli.run.cluster import detect
+    from pyservecli.run.hfhub import find_config
+
+    if goal not in GOALS:
+        raise PyserveError(f"--goal {goal!r}: choose from {', '.join(GOALS)}")
+    cluster = detect(None, nodelist, gpus_per_node, gpu_memory=_gib(gpu_memory))
+    if cluster.gpus_per_node is None:
+        raise PyserveError("no GPU found here: give --gpus-per-node (and --gpu-memory) to plan "
+                           "for an allocation")
+    for label, value in (("--isl", isl), ("--osl", osl), ("--concurrency", concurrency),
+                         ("--ttft", ttft_ms), ("--tpot", tpot_ms)):
+        if value is not None and value <= 0:
+            raise PyserveError(f"{label} must be positive, got {value}")
+    total = len(cluster.nodes) * cluster.gpus_per_node
+    if concurrency is None:
+        concurrency = 64 * total if goal == "throughput" else 1
+    workload = Workload(isl or 1024, osl or 256, concurrency)
+    _model_dir, facts = read_model(model, list(vllm_args), find_config)
+    if facts.memory is None:
+        raise PyserveError(f"cannot size {model}: {facts.source}")
+    utilization = memory_settings(list(vllm_args)).gpu_memory_utilization
+    found = candidates(facts, len(cluster.nodes), cluster.gpus_per_node, cluster.gpu, workload,
+                       utilization)
+    try:
+        choice = choose(facts, len(cluster.nodes), cluster.gpus_per_node, cluster.gpu,
+                        utilization=utilization)
+    except PyserveError as exc:
+        from pyservecli.plan.auto import Choice
+
+        choice = Choice(None, [str(exc)])
+    return TopologyPlan(model=model, goal=goal, workload=workload, facts=facts,
+                        cluster=cluster, ranked=rank(found, goal, ttft_ms, tpot_ms),
+                        choice=choice, ttft_ms=ttft_ms, tpot_ms=tpot_ms)
+
+
+def measure_plan(topology_plan: TopologyPlan, *, top: int = 3, out: str | Path | None = None,
+                 resume: bool = False, num_prompts: int | None = None,
+                 nodelist: str | None = None, gpus_per_node: int | None = None,
+                 gpu_memory: float | str | None = None, vllm_args: Sequence[str] = (),
+                 port: int = 8000, api_key_file: str | Path | None = None,
+                 workspace: str | Path | None = None, ready_timeout: float = 1800.0,
+                 say: Say = _stderr) -> Path:
+    """``pyserve plan --measure``: launch the ``top`` valid candidates one after another (the
+    compile cache of the first warms the next), benchmark each at the goal's point, and write
+    OUT/plan.json with the measured ranking beside the predicted one. Results land in
+    OUT/<candidate>/plan/<point>.json like a sweep's, so ``resume`` skips candidates done and
+    ``pyserve plot OUT`` draws them. A candidate that fails to start is recorded and skipped."""
+    import json
+
+    from pyservecli.bench.planreport import PLAN_FILE, MeasuredRow
+    from pyservecli.bench.results import PointRecord
+    from pyservecli.bench.suites import _random
+    from pyservecli.run.jobfiles import write_private
+
+    if top < 1:
+        raise PyserveError(f"--top must be at least 1, got {top}")
+    plan_ = topology_plan
+    w = plan_.workload
+    prompts = num_prompts or max(100, 4 * w.concurrency)
+    point = _random("plan", w.isl, w.osl, "inf", prompts, w.concurrency)
+    ws = _workspace(workspace)
+    out_dir = Path(out) if out else ws / "plans" / _plan_label(plan_, point.name)
+    chosen = [c for c in plan_.ranked if c.valid][:top]
+    if not chosen:
+        raise PyserveError("no valid topology to measure")
+    rows = []
+    for number, cand in enumerate(chosen, start=1):
+        shape = cand.shape
+        say(f"pyserve: measuring {shape.describe()} ({number} of {len(chosen)})")
+        settings = {"model": plan_.model, "tp": shape.tp, "pp": shape.pp,
+                    "dp": None if shape.pp > 1 else shape.dp, "ep": shape.ep,
+                    "nodelist": nodelist, "gpus_per_node": gpus_per_node,
+                    "gpu_memory": gpu_memory, "vllm_args": list(vllm_args), "port": port,
+                    "api_key_file": api_key_file, "ready_timeout": ready_timeout}
+        record = None
+        try:
+            runs = sweep(servers=[(shape.label, settings)], points=[point], out=out_dir,
+                         resume=resume, workspace=ws, say=say)
+            done = [r for r in runs[0].results if r.valid and r.result]
+            if done:
+                record = PointRecord.from_result(done[0].result, suite="plan", point=point.name)
+        except PyserveError as exc:
+            say(f"pyserve: {shape.describe()} failed: {exc}")
+        rows.append(MeasuredRow(cand, plan_.ranked.index(cand) + 1, record))
+    plan_.measured = rows
+    data = plan_.report()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_private(out_dir / PLAN_FILE, json.dumps(data, indent=2) + "\n")
+    return out_dir / PLAN_FILE
+
+
+def _plan_label(plan_: TopologyPlan, point: str) -> str:
+    import re
+
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", plan_.model.strip("/").split("/")[-1]) or "model"
+    cluster = plan_.cluster
+    return f"{name}-{len(cluster.nodes)}x{cluster.gpus_per_node}-{plan_.goal}-{point}"

@@ -9,6 +9,13 @@ import pytest
 from pyservecli.models.dummy import builtin_config
 
 PYSERVE = [sys.executable, "-m", "pyservecli"]
+ROOT = Path(__file__).resolve().parent.parent
+
+# No test may reach a model hub (CI has no route to one) or read the developer's own Hugging Face
+# cache: hub ids are looked up in an empty cache of the test tree, offline. Tests that need a
+# cached config make their own cache and point HF_HUB_CACHE at it.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_HUB_CACHE"] = str(ROOT / "tests" / ".work" / "hf-cache-empty")
 
 
 def run_pyserve(*args, env=None, cwd=None, timeout=60):
@@ -33,8 +40,6 @@ def config_dir(tmp_path):
 
     return make
 
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")

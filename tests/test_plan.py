@@ -15,7 +15,8 @@ def dry_run(*args, env=None):
 
 def test_json_shape_is_the_contract():
     plan = dry_run("Qwen/Qwen3-8B", "--nodelist", "n1", "--gpus-per-node", "8")
-    assert set(plan) == {"topology", "head", "nodes"}
+    assert set(plan) == {"topology", "head", "nodes", "notes", "warnings"}
+    assert all(isinstance(line, str) for line in plan["notes"] + plan["warnings"])
     assert set(plan["topology"]) == {"nodes", "gpus_per_node", "tp", "pp", "dp", "dp_local",
                                      "ep", "backend"}
     assert set(plan["head"]) == {"host", "ip", "port"}

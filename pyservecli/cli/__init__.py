@@ -85,4 +85,4 @@ def print_summary(rows: list[dict], out: Path) -> None:
 
 
 # The commands register themselves on ``main`` when their modules are imported.
-from pyservecli.cli import measure, serve, tools  # noqa: E402, F401
+from pyservecli.cli import measure, plan, serve, tools  # noqa: E402, F401

@@ -39,6 +39,8 @@ Examples:
 @click.option("--nodelist", help="Plan for these hosts (SLURM hostlist syntax) instead of the "
               "allocation's.")
 @click.option("--gpus-per-node", type=int, help="Override GPU detection.")
+@click.option("--gpu-memory", metavar="GIB", help="Memory per GPU to size the model for (80, "
+              "141GiB) [default: nvidia-smi, else SLURM's GPU type, else 80 assumed].")
 @click.option("--env", "env_pairs", multiple=True, metavar="KEY=VALUE",
               help="Environment variable for every node (repeatable); {node_rank} in VALUE "
               "becomes each node's rank.")
@@ -74,7 +76,7 @@ Examples:
               show_default=True, help="Dry-run output format.")
 @workspace_option
 @click.argument("vllm_args", nargs=-1, type=click.UNPROCESSED)
-def launch(model, tp, pp, dp, ep, backend, port, nodelist, gpus_per_node, env_pairs,
+def launch(model, tp, pp, dp, ep, backend, port, nodelist, gpus_per_node, gpu_memory, env_pairs,
            api_key_file, ready_timeout, then_cmd, nsys, profile_dir, image, container_mounts,
            force, privileged, cache_dir, no_cache, dry_run, fmt, workspace, vllm_args):
     """Launch `vllm serve` for MODEL across the allocation and wait until it is READY.
@@ -87,7 +89,8 @@ def launch(model, tp, pp, dp, ep, backend, port, nodelist, gpus_per_node, env_pa
 
     settings = launch_settings(
         model=model, tp=tp, pp=pp, dp=dp, ep=ep, backend=backend, port=port, nodelist=nodelist,
-        gpus_per_node=gpus_per_node, env_pairs=env_pairs, api_key_file=api_key_file,
+        gpus_per_node=gpus_per_node, gpu_memory=gpu_memory, env_pairs=env_pairs,
+        api_key_file=api_key_file,
         ready_timeout=ready_timeout, then_cmd=then_cmd, nsys=nsys, profile_dir=profile_dir,
         image=image, container_mounts=container_mounts, force=force, privileged=privileged,
         cache_dir=cache_dir, no_cache=no_cache, workspace=workspace, vllm_args=vllm_args)
@@ -140,6 +143,8 @@ def describe_plan(plan) -> str:
         f"{'GPUs' if plan.has_gpus else 'CPU rank slots'} ({plan.gpu_source})",
         f"TP {t.tp}  PP {t.pp}  DP {t.dp} (local {t.dp_local})  EP {t.ep}  backend {t.backend}",
         f"endpoint {plan.endpoint}",
+        *plan.notes,
+        *(f"warning: {w}" for w in plan.warnings),
     ]
     for node in plan.nodes:
         env = " ".join(f"{k}={shlex.quote(v)}" for k, v in node.env.items())

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 
 from pyservecli.errors import PyserveError
+from pyservecli.plan.gpus import GpuInfo
 
 
 @dataclass(frozen=True)
@@ -16,6 +17,7 @@ class Cluster:
     job_id: str
     in_slurm: bool
     gpu_source: str  # where gpus_per_node came from, for messages
+    gpu: GpuInfo | None = None  # memory per GPU and its spec (None: not looked at)
 
 
 # More hosts than any allocation has: a typo such as gpu[0-99999999] is refused, not expanded.

@@ -5,7 +5,8 @@ result and the launcher executes it. The JSON shape is a contract other tools re
 
     {"topology": {"nodes", "gpus_per_node", "tp", "pp", "dp", "dp_local", "ep", "backend"},
      "head": {"host", "ip", "port"},
-     "nodes": [{"host", "rank", "argv": [...], "env": {...}}]}
+     "nodes": [{"host", "rank", "argv": [...], "env": {...}}],
+     "notes": [what the model is, what was chosen and why], "warnings": [...]}
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 from pyservecli.errors import PyserveError
 from pyservecli.plan.backends import NodeCommand, node_commands
 from pyservecli.plan.hosts import Cluster
-from pyservecli.plan.placement import place
+from pyservecli.plan.placement import FindConfig, place
 from pyservecli.plan.ports import Ports, allocate
 from pyservecli.plan.profiling import nsys_prefix
 from pyservecli.plan.topology import Topology
@@ -72,6 +73,9 @@ class LaunchPlan:
     secret_env: dict[str, str] = field(default_factory=dict)
     request: LaunchRequest | None = None  # what the plan was made from (to re-plan ports)
     cluster: Cluster | None = None
+    notes: list[str] = field(default_factory=list)  # what the model is, what was chosen, why
+    warnings: list[str] = field(default_factory=list)  # launchable, but likely to fail
+    find_config: FindConfig | None = None
 
     @property
     def launch_id(self) -> str:
@@ -83,7 +87,7 @@ class LaunchPlan:
         """The same launch (request, allocation, launch id) planned again where ``is_free``
         now says which ports are free (the head's own answer inside SLURM)."""
         return make_plan(self.request, self.cluster, is_free, resolve,
-                         launch_suffix=self.launch_suffix)
+                         launch_suffix=self.launch_suffix, find_config=self.find_config)
 
     def as_dict(self) -> dict:
         return {
@@ -94,6 +98,8 @@ class LaunchPlan:
                  "env": {**n.env, **dict.fromkeys(self.secret_env, REDACTED)}}
                 for n in self.nodes
             ],
+            "notes": list(self.notes),
+            "warnings": list(self.warnings),
         }
 
     def to_json(self) -> str:
@@ -105,21 +111,23 @@ class LaunchPlan:
 
 
 def make_plan(request: LaunchRequest, cluster: Cluster, is_free: Callable[[int], bool],
-              resolve: Callable[[str], str], launch_suffix: str = "") -> LaunchPlan:
+              resolve: Callable[[str], str], launch_suffix: str = "",
+              find_config: FindConfig | None = None) -> LaunchPlan:
     """The whole launch, checked; ``cluster`` is the allocation (``run.cluster.detect``) and
     ``is_free`` says whether a port is free on the head (``run.portprobe.is_port_free`` for a
     local launch; a plan for elsewhere passes ``lambda _port: True`` and the head checks its
     own ports at launch); ``resolve`` turns a host name into its address
     (``run.cluster.resolve_ip``). ``launch_suffix`` makes this launch's id unique within its
-    allocation (job id + suffix): its processes, logs and containers are tagged with it."""
+    allocation (job id + suffix): its processes, logs and containers are tagged with it.
+    ``find_config`` finds a hub id's config.json (``run.hfhub.find_config``); without it a hub
+    id's size is not checked."""
     flags, passthrough = split_parallel_flags(request.vllm_args)
     tp = merge_setting("tp", request.tp, flags.tp)
     pp = merge_setting("pp", request.pp, flags.pp)
     placement = place(
-        request.model, cluster, tp=1 if tp is None else tp, pp=1 if pp is None else pp,
-        dp=merge_setting("dp", request.dp, flags.dp),
-        ep=bool(merge_setting("ep", request.ep, flags.ep)), backend=request.backend,
-        resolve=resolve)
+        request.model, cluster, tp=tp, pp=pp, dp=merge_setting("dp", request.dp, flags.dp),
+        ep=merge_setting("ep", request.ep, flags.ep), backend=request.backend,
+        resolve=resolve, serve_args=passthrough, find_config=find_config)
     topology = placement.topology
     ports = allocate(cluster.job_id, request.port, is_free=is_free)
     for key in request.env:
@@ -159,4 +167,7 @@ def make_plan(request: LaunchRequest, cluster: Cluster, is_free: Callable[[int],
         secret_env=secret,
         request=request,
         cluster=cluster,
+        notes=placement.notes(),
+        warnings=list(placement.choice.warnings),
+        find_config=find_config,
     )

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from pyservecli.errors import PyserveError
+from pyservecli.plan.memory import ModelMemory, model_memory
 from pyservecli.plan.topology import Topology
+from pyservecli.plan.vllm_args import MemorySettings
 
 _EXPERT_KEYS = ("num_experts", "n_routed_experts", "num_local_experts", "moe_num_experts")
 
@@ -32,7 +35,10 @@ _COUNT_KEYS = ("num_attention_heads", "num_key_value_heads", "num_hidden_layers"
 
 
 def load_config(model_dir: Path) -> dict:
-    path = model_dir / "config.json"
+    return load_config_file(model_dir / "config.json")
+
+
+def load_config_file(path: Path) -> dict:
     try:
         config = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError) as exc:
@@ -79,3 +85,43 @@ def check_model_fits(config: dict, topology: Topology, name: str = "model") -> N
             raise PyserveError(
                 f"{name} has {experts} routed experts, which EP {ep} (DP x TP) does not divide"
             )
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What is known about the model: its config (None: not found) and its memory needs."""
+
+    name: str
+    config: dict | None
+    memory: ModelMemory | None
+    source: str  # where the config came from, or why it was not read
+
+    def summary(self) -> str:
+        if self.memory is None:
+            return f"model {self.name}: {self.source}"
+        size, mem = self.memory.size, self.memory
+        kind = (f"MoE, {size.num_experts} experts, {size.experts_per_token} per token, "
+                f"{size.active / 1e9:.1f} B active" if size.is_moe else "dense")
+        return (f"model {self.name}: {size.total / 1e9:.1f} B parameters ({kind}), "
+                f"{mem.fmt.name}: {mem.weight_bytes / 1e9:.1f} GB of weights; KV cache "
+                f"{mem.kv.bytes_per_token() / 1024:.0f} KiB per token; {self.source}")
+
+
+
+def read_facts(name: str, config_path: Path | None, source: str,
+               settings: MemorySettings | None = None) -> ModelFacts:
+    """The model's config and memory needs; ``config_path`` None: not found (``source`` says
+    why). A config pyserve cannot size (no hidden_size, an unknown quantization) is still
+    checked for its splits; its memory is not."""
+    if config_path is None:
+        return ModelFacts(name, None, None, source)
+    config = load_config_file(config_path)
+    settings = settings or MemorySettings()
+    try:
+        memory = model_memory(config, name, dtype=settings.dtype,
+                              quantization=settings.quantization,
+                              kv_cache_dtype=settings.kv_cache_dtype,
+                              max_model_len=settings.max_model_len)
+    except PyserveError as exc:  # checked for splits, not sized: say so, plan on
+        return ModelFacts(name, config, None, f"{source}; memory not checked: {exc}")
+    return ModelFacts(name, config, memory, source)

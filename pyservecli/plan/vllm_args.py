@@ -207,3 +207,53 @@ def engine_kwargs(args: list[str] | tuple[str, ...]) -> dict:
         except ValueError:
             kwargs[key] = value
     return kwargs
+
+
+@dataclass(frozen=True)
+class MemorySettings:
+    """The pass-through flags that change how much memory a server needs."""
+
+    dtype: str | None = None
+    quantization: str | None = None
+    kv_cache_dtype: str | None = None
+    max_model_len: int | None = None
+    gpu_memory_utilization: float | None = None
+    revision: str | None = None
+
+
+def _human_int(flag: str, text: str) -> int | None:
+    """vLLM's ``--max-model-len``: 8192, 32k (x1000), 32K (x1024), 1m / 1M; -1 or auto: None."""
+    text = text.strip()
+    if text in ("-1", "auto"):
+        return None
+    scale = {"k": 1000, "K": 1024, "m": 1000**2, "M": 1024**2}.get(text[-1:], 1)
+    digits = text[:-1] if scale != 1 else text
+    try:
+        value = float(digits) * scale
+    except ValueError:
+        raise PyserveError(f"{flag} {text!r} is not a token count") from None
+    if value < 1:
+        raise PyserveError(f"{flag} {text!r} must be at least 1")
+    return int(value)
+
+
+def memory_settings(args: list[str] | tuple[str, ...]) -> MemorySettings:
+    max_len = option_value(args, "--max-model-len")
+    utilization = option_value(args, "--gpu-memory-utilization")
+    util = None
+    if utilization is not None:
+        try:
+            util = float(utilization)
+        except ValueError:
+            util = -1.0
+        if not 0 < util <= 1:
+            raise PyserveError(f"--gpu-memory-utilization {utilization!r} must be a number in "
+                               "(0, 1]")
+    return MemorySettings(
+        dtype=option_value(args, "--dtype"),
+        quantization=option_value(args, "--quantization", "-q"),
+        kv_cache_dtype=option_value(args, "--kv-cache-dtype"),
+        max_model_len=None if max_len is None else _human_int("--max-model-len", max_len),
+        gpu_memory_utilization=util,
+        revision=option_value(args, "--revision"),
+    )

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 
 from pyservecli.errors import PyserveError
+from pyservecli.plan.gpus import DEFAULT_GPU, GpuInfo, find_gpu, gpu_of_memory
 from pyservecli.plan.hosts import Cluster, check_job_id, expand_hostlist
 
 
@@ -66,13 +67,63 @@ def detect_gpus_per_node(
     return None, "no GPU found"
 
 
+def _nvidia_smi_gpu(run: Callable[..., subprocess.CompletedProcess] | None
+                    ) -> tuple[str, float] | None:
+    """(name, GiB) of the smallest GPU ``nvidia-smi`` lists here."""
+    if run is None:
+        if shutil.which("nvidia-smi") is None:
+            return None
+        run = subprocess.run
+    try:
+        result = run(["nvidia-smi", "--query-gpu=name,memory.total",
+                      "--format=csv,noheader,nounits"], capture_output=True, text=True,
+                     timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if result.returncode != 0:
+        return None
+    found = []
+    for line in result.stdout.splitlines():
+        name, _, mib = line.rpartition(",")
+        try:
+            found.append((name.strip(), float(mib) / 1024))
+        except ValueError:
+            continue
+    return min(found, key=lambda item: item[1]) if found else None
+
+
+def detect_gpu(env: Mapping[str, str], gpus_per_node: int | None,
+               gpu_memory: float | None = None,
+               run: Callable[..., subprocess.CompletedProcess] | None = None) -> GpuInfo:
+    """The GPU the plan sizes the model for: ``--gpu-memory`` (GiB), else ``nvidia-smi``, else
+    the type in SLURM's GPU request (``h100:8``), else, when GPUs were counted or given but
+    nothing says how large they are, an 80 GB GPU marked as assumed."""
+    local = _nvidia_smi_gpu(run) if gpus_per_node is not None else None
+    gres = next((env[k] for k in ("SLURM_GPUS_PER_NODE", "SLURM_GPUS")
+                 if env.get(k) and ":" in env[k]), None)
+    gres_type = gres.split(":")[-2] if gres and gres.count(":") >= 1 else None
+    spec = find_gpu(local[0] if local else gres_type)
+    if gpu_memory is not None:
+        return GpuInfo(gpu_memory, spec or gpu_of_memory(gpu_memory), "--gpu-memory")
+    if gpus_per_node is None:
+        return GpuInfo(None, None, "no GPU")
+    if local:
+        return GpuInfo(local[1], spec, f"nvidia-smi: {local[0]}")
+    if spec is not None:
+        return GpuInfo(spec.memory_gib, spec, f"SLURM GPU type {gres_type}")
+    return GpuInfo(DEFAULT_GPU.memory_gib, None, "assumed: no GPU here tells its size; "
+                   "--gpu-memory GiB to say", assumed=True)
+
+
 def detect(
     env: Mapping[str, str] | None = None,
     nodelist: str | None = None,
     gpus_per_node: int | None = None,
     run: Callable[..., subprocess.CompletedProcess] | None = None,
+    gpu_memory: float | None = None,
 ) -> Cluster:
-    """The cluster this launch plans for; ``nodelist`` / ``gpus_per_node`` override detection."""
+    """The cluster this launch plans for; ``nodelist`` / ``gpus_per_node`` / ``gpu_memory``
+    (GiB per GPU) override detection."""
     env = os.environ if env is None else env
     in_slurm = bool(env.get("SLURM_JOB_ID"))
     if nodelist is not None:  # "" is a mistake, not "this host"
@@ -100,7 +151,7 @@ def detect(
     job_id = check_job_id(env.get("SLURM_JOB_ID")
                           or f"local-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
     return Cluster(nodes=nodes, gpus_per_node=gpus, job_id=job_id, in_slurm=in_slurm,
-                   gpu_source=source)
+                   gpu_source=source, gpu=detect_gpu(env, gpus, gpu_memory, run))
 
 
 def interface_holding(address: str, run=subprocess.run) -> str | None:

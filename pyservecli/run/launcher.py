@@ -211,6 +211,10 @@ class Launch:
         self.say(f"pyserve: launch {self.plan.launch_id}: {t.nodes} node(s), TP {t.tp} PP {t.pp} "
                  f"DP {t.dp} (local {t.dp_local}) EP {t.ep}, backend {t.backend}; "
                  f"logs in {self.files.log_dir}")
+        for line in self.plan.notes:
+            self.say(f"pyserve: {line}")
+        for line in self.plan.warnings:
+            self.say(f"pyserve: warning: {line}")
         if self.plan.in_slurm:
             self.process = start_srun(self.files.dispatch, [n.host for n in self.plan.nodes],
                                       self.files.log_dir)

@@ -1,0 +1,96 @@
+"""``pyserve plan``: the valid topologies for a model on the allocation, ranked, and measured."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from pyservecli.cli import main, workspace_option
+
+PLAN_EXAMPLES = """
+\b
+Examples:
+  pyserve plan Qwen/Qwen3-30B-A3B                  # inside an allocation: rank its topologies
+  pyserve plan Qwen/Qwen3-235B-A22B --nodelist 'gpu[1-2]' --gpus-per-node 8 --gpu-memory 80
+  pyserve plan ./Qwen3-8B --goal latency --max-model-len 8192 --format json
+  pyserve plan MODEL --ttft 500 --tpot 30           # rank by throughput within the SLOs
+  pyserve plan ./Qwen3-8B --measure --top 3 --load-format dummy   # launch, bench, compare
+"""
+
+
+@main.command(
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": True},
+    epilog=PLAN_EXAMPLES,
+)
+@click.argument("model")
+@click.option("--goal", type=click.Choice(["throughput", "latency"]), default="throughput",
+              show_default=True, help="What to rank by: output tok/s at --concurrency, or TPOT "
+              "at concurrency 1.")
+@click.option("--isl", type=int, help="Input tokens per request [default: 1024].")
+@click.option("--osl", type=int, help="Output tokens per request [default: 256].")
+@click.option("--concurrency", type=int, help="Requests in flight [default: 64 per GPU for "
+              "throughput, 1 for latency].")
+@click.option("--ttft", "ttft_ms", type=float, metavar="MS", help="TTFT SLO: candidates whose "
+              "estimate misses it rank last.")
+@click.option("--tpot", "tpot_ms", type=float, metavar="MS", help="TPOT SLO, the same way.")
+@click.option("--nodelist", help="Plan for these hosts (SLURM hostlist) instead of the "
+              "allocation's.")
+@click.option("--gpus-per-node", type=int, help="Override GPU detection.")
+@click.option("--gpu-memory", metavar="GIB", help="Memory per GPU (80, 141GiB) [default: "
+              "nvidia-smi, else SLURM's GPU type, else 80 assumed].")
+@click.option("--measure", is_flag=True, help="Launch the top candidates one after another in "
+              "this allocation, benchmark each at the goal's point, and compare.")
+@click.option("--top", type=int, default=3, show_default=True,
+              help="How many candidates --measure launches.")
+@click.option("--num-prompts", type=int, help="Requests per measurement [default: 4 x "
+              "concurrency, at least 100].")
+@click.option("--out", type=click.Path(file_okay=False), help="Where --measure writes "
+              "[default: WORKSPACE/plans/MODEL-NODESxGPUS-GOAL-POINT].")
+@click.option("--resume", is_flag=True, help="--measure: skip candidates measured already.")
+@click.option("--port", type=int, default=8000, show_default=True,
+              help="API port of each measured launch.")
+@click.option("--api-key-file", type=click.Path(dir_okay=False),
+              help="--measure: the launches' API key file.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)
+@workspace_option
+@click.argument("vllm_args", nargs=-1, type=click.UNPROCESSED)
+def plan(model, goal, isl, osl, concurrency, ttft_ms, tpot_ms, nodelist, gpus_per_node,
+         gpu_memory, measure, top, num_prompts, out, resume, port, api_key_file, fmt,
+         workspace, vllm_args):
+    """Rank the ways to split MODEL over the allocation: memory fit and estimated output tok/s,
+    TTFT and TPOT per topology, and what `pyserve launch MODEL` with no flags would choose.
+
+    vLLM flags that change memory (--max-model-len, --dtype, --quantization, --kv-cache-dtype,
+    --gpu-memory-utilization) are read; with --measure every flag is passed to each launch.
+    """
+    from pyservecli import api
+    from pyservecli.bench.planreport import table
+
+    result = api.plan_topologies(model, goal=goal, isl=isl, osl=osl, concurrency=concurrency,
+                                 ttft_ms=ttft_ms, tpot_ms=tpot_ms, nodelist=nodelist,
+                                 gpus_per_node=gpus_per_node, gpu_memory=gpu_memory,
+                                 vllm_args=vllm_args)
+    if measure:
+        path = api.measure_plan(result, top=top, out=out, resume=resume,
+                                num_prompts=num_prompts, nodelist=nodelist,
+                                gpus_per_node=gpus_per_node, gpu_memory=gpu_memory,
+                                vllm_args=vllm_args, port=port, api_key_file=api_key_file,
+                                workspace=workspace)
+        click.echo(f"pyserve: measured plan in {path}", err=True)
+    data = result.report()
+    if fmt == "json":
+        click.echo(json.dumps(data, indent=2))
+        return
+    alloc, load = data["allocation"], data["workload"]
+    click.echo(data["model_facts"])
+    click.echo(f"allocation: {alloc['nodes']} node(s) x {alloc['gpus_per_node']} GPUs of "
+               f"{alloc['gpu_memory_gib']:.1f} GiB ({alloc['gpu_source']}); estimates for "
+               f"{alloc['estimates_for']}")
+    click.echo(f"goal {goal} at {load['concurrency']} x {load['isl']}/{load['osl']} tokens")
+    click.echo(table(data))
+    auto = data["automatic_choice"]
+    click.echo("pyserve launch with no parallel flags: " + "; ".join(auto["decisions"]))
+    sys.stdout.flush()
