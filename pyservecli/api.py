@@ -452,8 +452,8 @@ def measure_plan(topology_plan: TopologyPlan, *, top: int = 3, out: str | Path |
                  nodelist: str | None = None, gpus_per_node: int | None = None,
                  gpu_memory: float | str | None = None, vllm_args: Sequence[str] = (),
                  port: int = 8000, api_key_file: str | Path | None = None,
-                 workspace: str | Path | None = None, ready_timeout: float = 1800.0,
-                 say: Say = _stderr) -> Path:
+                 env: dict[str, str] | None = None, workspace: str | Path | None = None,
+                 ready_timeout: float = 1800.0, say: Say = _stderr) -> Path:
     """``pyserve plan --measure``: launch the ``top`` valid candidates one after another (the
     compile cache of the first warms the next), benchmark each at the goal's point, and write
     OUT/plan.json with the measured ranking beside the predicted one. Results land in
@@ -480,13 +480,28 @@ def measure_plan(topology_plan: TopologyPlan, *, top: int = 3, out: str | Path |
     rows = []
     for number, cand in enumerate(chosen, start=1):
         shape = cand.shape
-        say(f"pyserve: measuring {shape.describe()} ({number} of {len(chosen)})")
         settings = {"model": plan_.model, "tp": shape.tp, "pp": shape.pp,
                     "dp": None if shape.pp > 1 else shape.dp, "ep": shape.ep,
                     "nodelist": nodelist, "gpus_per_node": gpus_per_node,
                     "gpu_memory": gpu_memory, "vllm_args": list(vllm_args), "port": port,
-                    "api_key_file": api_key_file, "ready_timeout": ready_timeout}
+                    "api_key_file": api_key_file, "ready_timeout": ready_timeout,
+                    "env": dict(env or {})}
         record = None
+        done_file = out_dir / shape.label / point.suite / point.result_name
+        if resume and done_file.is_file():
+            try:
+                kept = json.loads(done_file.read_text())
+                info = kept.get("pyserve") or {}
+                if info.get("status") == "ok":
+                    record = PointRecord.from_result(kept, suite="plan", point=point.name)
+                    say(f"pyserve: {shape.describe()} ({number} of {len(chosen)}) measured "
+                        f"already: {done_file}")
+            except (OSError, ValueError, AttributeError):
+                record = None  # unreadable: measured again
+        if record is not None:
+            rows.append(MeasuredRow(cand, plan_.ranked.index(cand) + 1, record))
+            continue
+        say(f"pyserve: measuring {shape.describe()} ({number} of {len(chosen)})")
         try:
             runs = sweep(servers=[(shape.label, settings)], points=[point], out=out_dir,
                          resume=resume, workspace=ws, say=say)

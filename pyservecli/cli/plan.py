@@ -53,12 +53,14 @@ Examples:
               help="API port of each measured launch.")
 @click.option("--api-key-file", type=click.Path(dir_okay=False),
               help="--measure: the launches' API key file.")
+@click.option("--env", "env_pairs", multiple=True, metavar="KEY=VALUE",
+              help="--measure: environment variable for every launch (repeatable).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True)
 @workspace_option
 @click.argument("vllm_args", nargs=-1, type=click.UNPROCESSED)
 def plan(model, goal, isl, osl, concurrency, ttft_ms, tpot_ms, nodelist, gpus_per_node,
-         gpu_memory, measure, top, num_prompts, out, resume, port, api_key_file, fmt,
+         gpu_memory, measure, top, num_prompts, out, resume, port, api_key_file, env_pairs, fmt,
          workspace, vllm_args):
     """Rank the ways to split MODEL over the allocation: memory fit and estimated output tok/s,
     TTFT and TPOT per topology, and what `pyserve launch MODEL` with no flags would choose.
@@ -68,6 +70,7 @@ def plan(model, goal, isl, osl, concurrency, ttft_ms, tpot_ms, nodelist, gpus_pe
     """
     from pyservecli import api
     from pyservecli.bench.planreport import table
+    from pyservecli.cli.serve import parse_env_pairs
 
     result = api.plan_topologies(model, goal=goal, isl=isl, osl=osl, concurrency=concurrency,
                                  ttft_ms=ttft_ms, tpot_ms=tpot_ms, nodelist=nodelist,
@@ -78,7 +81,7 @@ def plan(model, goal, isl, osl, concurrency, ttft_ms, tpot_ms, nodelist, gpus_pe
                                 num_prompts=num_prompts, nodelist=nodelist,
                                 gpus_per_node=gpus_per_node, gpu_memory=gpu_memory,
                                 vllm_args=vllm_args, port=port, api_key_file=api_key_file,
-                                workspace=workspace)
+                                env=parse_env_pairs(env_pairs), workspace=workspace)
         click.echo(f"pyserve: measured plan in {path}", err=True)
     data = result.report()
     if fmt == "json":

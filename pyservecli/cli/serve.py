@@ -107,16 +107,22 @@ def launch(model, tp, pp, dp, ep, backend, port, nodelist, gpus_per_node, gpu_me
 def launch_settings(*, env_pairs, then_cmd, no_cache=False, **params) -> dict:
     """``api.prepare_launch`` settings from the launch command's parameters (also how
     ``pyserve sweep --serve '...'`` reads its launch lines)."""
+    return {**params, "vllm_args": list(params.get("vllm_args", ())),
+            "env": parse_env_pairs(env_pairs),
+            "compile_cache": not no_cache,
+            "then": shlex.split(then_cmd) if then_cmd else None,
+            "container_mounts": list(params.get("container_mounts", ()))}
+
+
+def parse_env_pairs(env_pairs) -> dict[str, str]:
+    """``--env KEY=VALUE`` options as a mapping (names are checked when the plan is made)."""
     env = {}
     for pair in env_pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise PyserveError(f"--env expects KEY=VALUE, got {pair!r}")
         env[key] = value
-    return {**params, "vllm_args": list(params.get("vllm_args", ())), "env": env,
-            "compile_cache": not no_cache,
-            "then": shlex.split(then_cmd) if then_cmd else None,
-            "container_mounts": list(params.get("container_mounts", ()))}
+    return env
 
 
 def parse_launch_line(line: str) -> dict:

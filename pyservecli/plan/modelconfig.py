@@ -87,6 +87,10 @@ def check_model_fits(config: dict, topology: Topology, name: str = "model") -> N
             )
 
 
+def _count(params: int) -> str:
+    return f"{params / 1e9:.1f} B" if params >= 1e9 else f"{params / 1e6:.1f} M"
+
+
 @dataclass(frozen=True)
 class ModelFacts:
     """What is known about the model: its config (None: not found) and its memory needs."""
@@ -101,9 +105,9 @@ class ModelFacts:
             return f"model {self.name}: {self.source}"
         size, mem = self.memory.size, self.memory
         kind = (f"MoE, {size.num_experts} experts, {size.experts_per_token} per token, "
-                f"{size.active / 1e9:.1f} B active" if size.is_moe else "dense")
-        return (f"model {self.name}: {size.total / 1e9:.1f} B parameters ({kind}), "
-                f"{mem.fmt.name}: {mem.weight_bytes / 1e9:.1f} GB of weights; KV cache "
+                f"{_count(size.active)} active" if size.is_moe else "dense")
+        return (f"model {self.name}: {_count(size.total)} parameters ({kind}), "
+                f"{mem.fmt.name}: {mem.weight_bytes / 1e9:.3g} GB of weights; KV cache "
                 f"{mem.kv.bytes_per_token() / 1024:.0f} KiB per token; {self.source}")
 
 

@@ -15,8 +15,12 @@ from pathlib import Path
 
 from pyservecli.plan.auto import Choice, check_memory, choose
 from pyservecli.plan.hosts import Cluster
-from pyservecli.plan.modelconfig import ModelFacts, check_model_fits, read_facts, \
-    resolve_model_dir
+from pyservecli.plan.modelconfig import (
+    ModelFacts,
+    check_model_fits,
+    read_facts,
+    resolve_model_dir,
+)
 from pyservecli.plan.topology import Topology, plan_topology
 from pyservecli.plan.vllm_args import memory_settings
 
