@@ -1,10 +1,13 @@
 """pyserve runs on login nodes: no vllm/torch at start-up, help everywhere, scripts in sync."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from pyservecli.models.dummy import builtin_config
 
 from .conftest import run_pyserve
 
@@ -22,6 +25,9 @@ def test_cli_paths_import_neither_vllm_nor_torch():
         "assert out.exit_code == 0, out.output\n"
         "r.invoke(main, ['health', '--host', '127.0.0.1', '--port', '1', '--timeout', '1'])\n"
         "r.invoke(main, ['status', '--workspace', '/nonexistent'])\n"
+        f"out = r.invoke(main, ['plan', '{ROOT}/pyservecli/models/qwen3-8b', '--nodelist', 'a',"
+        " '--gpus-per-node', '8', '--gpu-memory', '80'])\n"
+        "assert out.exit_code == 0, out.output\n"
         "heavy = [m for m in ('vllm', 'torch', 'ray', 'transformers') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
@@ -29,7 +35,8 @@ def test_cli_paths_import_neither_vllm_nor_torch():
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.parametrize("command", [[], ["launch"], ["health"], ["status"], ["model", "create"],
+@pytest.mark.parametrize("command", [[], ["launch"], ["plan"], ["health"], ["status"],
+                                     ["model", "create"],
                                      ["model", "list"], ["sbatch-script"]])
 def test_every_command_has_help_with_examples(command):
     result = run_pyserve(*command, "--help")
@@ -61,3 +68,11 @@ def test_login_node_install_plans_checks_and_reports(light_pyserve, tmp_path):
     assert health.returncode == 1 and "FAIL" in health.stdout
     status = light_pyserve("status", "--workspace", str(tmp_path))
     assert status.returncode == 2 and "no launch recorded" in status.stderr
+    # The planner sizes a model on a login node too (no GPU here: the allocation is given).
+    model = tmp_path / "qwen3-8b"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps(builtin_config("qwen3-8b")))
+    ranked = light_pyserve("plan", str(model), "--nodelist", "gpu1", "--gpus-per-node", "2",
+                           "--gpu-memory", "80", "--format", "json")
+    assert ranked.returncode == 0, ranked.stderr
+    assert json.loads(ranked.stdout)["candidates"][0]["estimate"]["output_tok_s"] > 0
