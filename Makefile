@@ -46,7 +46,7 @@ help:
 setup: $(VENV)/.pyserve-installed
 $(VENV)/.pyserve-installed: pyproject.toml scripts/setup-cpu-engine.sh
 	bash scripts/setup-cpu-engine.sh $(VENV)
-	$(PY) -m pip install --quiet -e '.[dev]' 'ray==2.60.0' 'viztracer==1.1.1'
+	$(PY) -m pip install --quiet -e '.[dev]' 'ray==2.60.0' 'viztracer==1.1.1' 'vllm-router==0.1.17'
 	touch $@
 
 demo: setup

@@ -47,9 +47,24 @@ def _workspace(workspace: str | Path | None) -> Path:
 class PreparedLaunch:
     """A checked plan and the launcher's options: what ``launch``/``serve`` run."""
 
-    plan: object  # plan.launch.LaunchPlan
+    plan: object  # plan.launch.LaunchPlan, or plan.fleet.FleetPlan with replicas
     options: object  # run.launcher.LaunchOptions
     container: object | None = None  # run.container.ContainerSpec for --image
+    restart: bool = False  # replicas: restart one that dies
+
+    @property
+    def is_fleet(self) -> bool:
+        return hasattr(self.plan, "router")
+
+    def runner(self, say: Say):
+        """The launcher for this plan: a ``Launch``, or a ``Fleet`` for replicas."""
+        if self.is_fleet:
+            from pyservecli.run.fleet import Fleet
+
+            return Fleet(self.plan, self.options, restart=self.restart, say=say)
+        from pyservecli.run.launcher import Launch
+
+        return Launch(self.plan, self.options, say=say)
 
 
 def prepare_launch(model: str, *, tp: int | None = None, pp: int | None = None,
@@ -63,13 +78,16 @@ def prepare_launch(model: str, *, tp: int | None = None, pp: int | None = None,
                    container_mounts: Sequence[str] = (), force: bool = False,
                    privileged: bool = False, cache_dir: str | Path | None = None,
                    compile_cache: bool = True, gpu_memory: float | str | None = None,
-                   dry_run: bool = False) -> PreparedLaunch:
+                   replicas: int | None = None, router_policy: str = "round_robin",
+                   restart: bool = False, dry_run: bool = False) -> PreparedLaunch:
     """Every check ``pyserve launch`` makes before starting anything, and the plan.
 
     ``profile_dir``: vLLM's torch profiler into this directory ("" for WORKSPACE/profiles).
     ``cache_dir``: the base of the compile caches (default WORKSPACE/cache; one directory per
     vLLM version and GPU type under it); ``compile_cache=False`` leaves vLLM's own default.
     ``gpu_memory``: GiB per GPU to size the model for (default: nvidia-smi, SLURM's GPU type).
+    ``replicas``: that many independent servers over equal shares of the allocation, behind
+    vllm-router (``router_policy``) on ``port``; ``restart`` brings back one that dies.
     ``dry_run``: a plan for anywhere (ports are not probed, nsys need not be installed)."""
     from pyservecli.plan.launch import LaunchRequest, make_plan
     from pyservecli.plan.profiling import NSYS_FINALIZE_GRACE_S, torch_profiler_config
@@ -103,9 +121,23 @@ def prepare_launch(model: str, *, tp: int | None = None, pp: int | None = None,
     cluster = detect(None, nodelist, gpus_per_node, gpu_memory=_gib(gpu_memory))
     # Inside SLURM the head may be another machine: the launcher asks it about its ports.
     probe = not dry_run and not cluster.in_slurm
-    plan = make_plan(request, cluster, is_free=is_port_free if probe else lambda _port: True,
-                     resolve=resolve_ip, launch_suffix=secrets.token_hex(3),
-                     find_config=find_config)
+    is_free = is_port_free if probe else lambda _port: True
+    if replicas is None and (restart or router_policy != "round_robin"):
+        raise PyserveError("--restart and --router-policy go with --replicas")
+    if replicas is not None:
+        if image or nsys:
+            raise PyserveError("--replicas does not run with --image or --nsys yet")
+        import socket
+
+        from pyservecli.plan.fleet import make_fleet
+
+        plan = make_fleet(request, cluster, replicas, is_free=is_free, resolve=resolve_ip,
+                          launch_suffix=secrets.token_hex(3), policy=router_policy,
+                          find_config=find_config,
+                          router_host=resolve_ip(socket.gethostname()))
+    else:
+        plan = make_plan(request, cluster, is_free=is_free, resolve=resolve_ip,
+                         launch_suffix=secrets.token_hex(3), find_config=find_config)
     if not dry_run:
         _check_writable(ws, "--workspace")
     options = LaunchOptions(workspace=ws.resolve(),
@@ -115,7 +147,7 @@ def prepare_launch(model: str, *, tp: int | None = None, pp: int | None = None,
                             container=container,
                             cache_dir=Path(cache_dir or ws / "cache").resolve()
                             if compile_cache else None)
-    return PreparedLaunch(plan=plan, options=options, container=container)
+    return PreparedLaunch(plan=plan, options=options, container=container, restart=restart)
 
 
 def _gib(gpu_memory: float | str | None) -> float | None:
@@ -143,10 +175,8 @@ def plan(model: str, **settings):
 
 def launch(model: str, *, say: Say = _stderr, **settings) -> int:
     """``pyserve launch``: READY, then serve until stopped (or run ``then``); the exit status."""
-    from pyservecli.run.launcher import Launch
-
     prepared = prepare_launch(model, **settings)
-    return Launch(prepared.plan, prepared.options, say=say).run()
+    return prepared.runner(say).run()
 
 
 @dataclass
@@ -157,6 +187,7 @@ class Server:
     workspace: Path
     record_path: Path = field(default=Path())
     ready_s: float = 0.0  # launch to READY, seconds
+    fleet: object | None = None  # run.fleet.Fleet with replicas: its replicas and router
 
     @property
     def host(self) -> str:
@@ -179,13 +210,18 @@ def serve(model: str, *, say: Say | None = None, log_path: str | Path | None = N
     """``pyserve launch`` as a context: yields a ``Server`` once READY, stops every rank on
     leaving. Progress lines go to ``say`` (default: stderr), and are appended to ``log_path``
     when given. ``settings``: those of ``prepare_launch``."""
-    from pyservecli.run.launcher import Launch
-
     prepared = prepare_launch(model, **settings)
     say = say or _stderr
     if log_path is not None:
         say = _tee(say, Path(log_path))
-    with Launch(prepared.plan, prepared.options, say=say).serving() as running:
+    started = time.monotonic()
+    with prepared.runner(say).serving() as running:
+        if prepared.is_fleet:
+            # The router's endpoint on this host; the fleet's record names every role.
+            yield Server(base_url=running.router_url, workspace=prepared.options.workspace,
+                         record_path=prepared.options.workspace / f"fleet-{running.fleet_id}"
+                         ".json", ready_s=round(time.monotonic() - started, 2), fleet=running)
+            return
         yield Server(base_url=prepared.plan.endpoint.removesuffix("/v1"),
                      workspace=prepared.options.workspace, record_path=running.files.record,
                      ready_s=running.times["ready_s"])

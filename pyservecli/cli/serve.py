@@ -21,6 +21,7 @@ Examples:
   pyserve launch MODEL -tp 4 --max-model-len 8192      # vLLM's own flags work too
   pyserve launch MODEL --tp 8 --ep --nodelist n[1-2] --gpus-per-node 8 --dry-run --format json
   pyserve launch ./tiny --load-format dummy --then "pyserve health --host 127.0.0.1"
+  pyserve launch Qwen/Qwen3-8B --replicas 8 --restart   # 8 servers behind vllm-router
 """
 
 
@@ -71,6 +72,15 @@ Examples:
               "by every node and later launch [default: WORKSPACE/cache].")
 @click.option("--no-cache", "no_cache", is_flag=True,
               help="Leave vLLM's compile cache where vLLM puts it (each node's home).")
+@click.option("--replicas", type=int, help="Serve N independent replicas over equal shares of "
+              "the allocation behind vllm-router on --port (each replica: the usual topology "
+              "of its share).")
+@click.option("--router-policy", default="round_robin", show_default=True,
+              type=click.Choice(["round_robin", "power_of_two", "cache_aware", "random",
+                                 "consistent_hash"]),
+              help="With --replicas: how the router picks a replica.")
+@click.option("--restart", is_flag=True, help="With --replicas: restart a replica that dies "
+              "(it is taken out of rotation either way).")
 @click.option("--dry-run", is_flag=True, help="Print the plan; launch nothing.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True, help="Dry-run output format.")
@@ -78,7 +88,8 @@ Examples:
 @click.argument("vllm_args", nargs=-1, type=click.UNPROCESSED)
 def launch(model, tp, pp, dp, ep, backend, port, nodelist, gpus_per_node, gpu_memory, env_pairs,
            api_key_file, ready_timeout, then_cmd, nsys, profile_dir, image, container_mounts,
-           force, privileged, cache_dir, no_cache, dry_run, fmt, workspace, vllm_args):
+           force, privileged, cache_dir, no_cache, replicas, router_policy, restart, dry_run, fmt,
+           workspace, vllm_args):
     """Launch `vllm serve` for MODEL across the allocation and wait until it is READY.
 
     Arguments pyserve does not know are passed to `vllm serve` unchanged. READY means /health
@@ -93,10 +104,16 @@ def launch(model, tp, pp, dp, ep, backend, port, nodelist, gpus_per_node, gpu_me
         api_key_file=api_key_file,
         ready_timeout=ready_timeout, then_cmd=then_cmd, nsys=nsys, profile_dir=profile_dir,
         image=image, container_mounts=container_mounts, force=force, privileged=privileged,
-        cache_dir=cache_dir, no_cache=no_cache, workspace=workspace, vllm_args=vllm_args)
+        cache_dir=cache_dir, no_cache=no_cache, replicas=replicas, router_policy=router_policy,
+        restart=restart, workspace=workspace, vllm_args=vllm_args)
     if dry_run:
         prepared = api.prepare_launch(dry_run=True, **settings)
-        click.echo(prepared.plan.to_json() if fmt == "json" else describe_plan(prepared.plan))
+        if fmt == "json":
+            click.echo(prepared.plan.to_json())
+        elif prepared.is_fleet:
+            click.echo(describe_fleet(prepared.plan))
+        else:
+            click.echo(describe_plan(prepared.plan))
         spec = prepared.container
         if spec is not None and fmt == "text":
             click.echo(f"image {spec.tag}" + (f" (from {spec.tarball})" if spec.tarball else ""))
@@ -155,6 +172,20 @@ def describe_plan(plan) -> str:
     for node in plan.nodes:
         env = " ".join(f"{k}={shlex.quote(v)}" for k, v in node.env.items())
         lines.append(f"node {node.rank} {node.host}: {env + ' ' if env else ''}{shjoin(node.argv)}")
+    return "\n".join(lines)
+
+
+def describe_fleet(fleet) -> str:
+    from pyservecli.plan.fleet import worker_url
+    from pyservecli.run.render import shjoin
+
+    router = fleet.router
+    lines = [f"fleet {fleet.fleet_id}: {len(fleet.replicas)} replicas behind vllm-router "
+             f"({router.policy}) at {fleet.endpoint}",
+             f"router on {router.host}: {shjoin(router.argv())}"]
+    for index, replica in enumerate(fleet.replicas):
+        lines.append(f"--- replica {index} at {worker_url(replica)} ---")
+        lines.append(describe_plan(replica))
     return "\n".join(lines)
 
 

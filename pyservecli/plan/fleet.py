@@ -1,0 +1,174 @@
+"""Replicas behind a router: the allocation split into N independent vLLM servers, each a normal
+launch plan of its own share of the GPUs, and vLLM's router (``vllm-router``) in front. Pure.
+
+A replica's share is the allocation's GPUs / N: a share no larger than a node packs replicas on
+nodes (each pinned to its GPUs with CUDA_VISIBLE_DEVICES), a share of whole nodes gives each
+replica its own nodes. Inside its share the usual rules apply (``make_plan``: automatic or
+explicit TP/PP/DP/EP, model checks). Each replica has its own API port and internal ports; none
+is shared with a sibling on the same host. The router runs where pyserve runs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from pyservecli.errors import PyserveError
+from pyservecli.plan.hosts import Cluster
+from pyservecli.plan.launch import LaunchPlan, LaunchRequest, make_plan
+from pyservecli.plan.placement import FindConfig
+
+ROUTER_POLICIES = ("round_robin", "power_of_two", "cache_aware", "random", "consistent_hash")
+# How often the router checks its workers itself (pyserve also takes a dead replica out as
+# soon as its launcher sees it end).
+ROUTER_HEALTH_INTERVAL_S = 5
+MAX_REPLICAS = 256
+
+
+@dataclass(frozen=True)
+class RouterPlan:
+    host: str  # where it runs: the launching host
+    port: int
+    metrics_port: int  # Prometheus exporter (the router always starts one)
+    policy: str
+    worker_urls: tuple[str, ...]
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    def argv(self) -> list[str]:
+        return ["vllm-router", "--host", "0.0.0.0", "--port", str(self.port),
+                "--prometheus-port", str(self.metrics_port), "--policy", self.policy,
+                "--health-check-interval-secs", str(ROUTER_HEALTH_INTERVAL_S),
+                "--worker-urls", *self.worker_urls]
+
+    def as_dict(self) -> dict:
+        return {"host": self.host, "port": self.port, "metrics_port": self.metrics_port,
+                "policy": self.policy, "argv": self.argv()}
+
+
+@dataclass
+class FleetPlan:
+    router: RouterPlan
+    replicas: list[LaunchPlan]
+    job_id: str  # the allocation's
+    fleet_id: str  # this fleet's: job id + launch suffix (replicas add r0, r1, ...)
+
+    @property
+    def endpoint(self) -> str:
+        return self.router.endpoint
+
+    @property
+    def served_model_name(self) -> str:
+        return self.replicas[0].served_model_name
+
+    @property
+    def gpus(self) -> int:
+        return sum(r.topology.world_size for r in self.replicas)
+
+    def as_dict(self) -> dict:
+        return {"fleet_id": self.fleet_id, "router": self.router.as_dict(),
+                "replicas": [{"role": "replica", "index": i, "url": worker_url(r),
+                              **r.as_dict()} for i, r in enumerate(self.replicas)]}
+
+    def to_json(self) -> str:
+        return json.dumps(self.as_dict(), indent=2)
+
+
+def worker_url(plan: LaunchPlan) -> str:
+    """Where the router reaches a replica: its head's address and API port."""
+    return f"http://{plan.head_ip}:{plan.ports.api}"
+
+
+@dataclass(frozen=True)
+class Share:
+    """One replica's part of the allocation."""
+
+    nodes: tuple[str, ...]
+    gpus_per_node: int | None
+    devices: str | None  # CUDA_VISIBLE_DEVICES for a replica packed with others on a node
+
+
+def split(cluster: Cluster, replicas: int) -> list[Share]:
+    """The allocation's GPUs in ``replicas`` equal shares, or PyserveError naming the numbers."""
+    if not isinstance(replicas, int) or not 1 <= replicas <= MAX_REPLICAS:
+        raise PyserveError(f"--replicas must be a whole number from 1 to {MAX_REPLICAS}, "
+                           f"got {replicas!r}")
+    nodes, per_node = cluster.nodes, cluster.gpus_per_node
+    if per_node is None:
+        # The CPU engine: one replica per node, or several sharing one node's cores.
+        if replicas % len(nodes) and len(nodes) % replicas:
+            raise PyserveError(f"{replicas} replicas do not split {len(nodes)} node(s) evenly")
+        if replicas >= len(nodes):
+            return [Share((nodes[i * len(nodes) // replicas],), None, None)
+                    for i in range(replicas)]
+        size = len(nodes) // replicas
+        return [Share(nodes[i * size:(i + 1) * size], None, None) for i in range(replicas)]
+    total = len(nodes) * per_node
+    if total % replicas:
+        raise PyserveError(f"{replicas} replicas do not split {len(nodes)} node(s) x {per_node} "
+                           f"GPUs = {total} evenly")
+    share = total // replicas
+    if share <= per_node:
+        if per_node % share:
+            raise PyserveError(f"a replica's {share} GPUs do not divide a node's {per_node}")
+        per = per_node // share
+        return [Share((nodes[i // per],), share,
+                      ",".join(str(d) for d in range((i % per) * share, (i % per + 1) * share)))
+                for i in range(replicas)]
+    if share % per_node:
+        raise PyserveError(f"a replica's {share} GPUs are not whole nodes of {per_node}")
+    size = share // per_node
+    return [Share(nodes[i * size:(i + 1) * size], per_node, None) for i in range(replicas)]
+
+
+def make_fleet(request: LaunchRequest, cluster: Cluster, replicas: int,
+               is_free: Callable[[int], bool], resolve: Callable[[str], str],
+               launch_suffix: str = "", policy: str = "round_robin",
+               find_config: FindConfig | None = None,
+               router_host: str = "127.0.0.1") -> FleetPlan:
+    """``replicas`` launch plans of ``request`` over equal shares of ``cluster`` and the router
+    in front on ``request.port``. ``is_free``: whether a port is free where the router and
+    replicas run (see ``make_plan``)."""
+    if policy not in ROUTER_POLICIES:
+        raise PyserveError(f"--router-policy {policy!r}: choose from {', '.join(ROUTER_POLICIES)}")
+    shares = split(cluster, replicas)
+    taken: set[int] = {request.port}
+
+    def free(port: int) -> bool:
+        return port not in taken and is_free(port)
+
+    if not is_free(request.port):
+        raise PyserveError(f"port {request.port} is already in use on this host; choose another "
+                           "--port")
+    plans = []
+    for index, share in enumerate(shares):
+        api = _next_free(request.port + 1 + index, free)
+        env = dict(request.env)
+        if share.devices is not None:
+            if "CUDA_VISIBLE_DEVICES" in env:
+                raise PyserveError("--replicas assigns each replica its GPUs; do not set "
+                                   "CUDA_VISIBLE_DEVICES with --env")
+            env["CUDA_VISIBLE_DEVICES"] = share.devices
+        sub = replace(cluster, nodes=share.nodes, gpus_per_node=share.gpus_per_node,
+                      job_id=f"{cluster.job_id}.r{index}")
+        plan = make_plan(replace(request, port=api, env=env), sub, free, resolve,
+                         launch_suffix=f"{launch_suffix}r{index}" if launch_suffix
+                         else f"r{index}", find_config=find_config)
+        plans.append(plan)
+        taken.update({plan.ports.api, plan.ports.dp_rpc, plan.ports.master, plan.ports.ray})
+    metrics = _next_free(request.port + 1 + replicas, free)
+    router = RouterPlan(host=router_host, port=request.port, metrics_port=metrics,
+                        policy=policy, worker_urls=tuple(worker_url(p) for p in plans))
+    return FleetPlan(router=router, replicas=plans, job_id=cluster.job_id,
+                     fleet_id=f"{cluster.job_id}-{launch_suffix}" if launch_suffix
+                     else cluster.job_id)
+
+
+def _next_free(start: int, free: Callable[[int], bool]) -> int:
+    for port in range(start, min(start + 1000, 65536)):
+        if free(port):
+            return port
+    raise PyserveError(f"no free port from {start} on for a replica or the router")

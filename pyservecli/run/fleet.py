@@ -1,0 +1,341 @@
+"""Run a fleet: every replica's launch, the router in front, READY through the router, and a
+replica's death survived (taken out of rotation, restarted with ``--restart``).
+
+Each replica is an ordinary ``Launch`` (its own scripts, logs, heartbeat and record); the router
+is one local process. The fleet's own record (``WORKSPACE/latest.json`` and
+``fleet-<id>.json``) names the router's endpoint and every role, for ``pyserve status`` and the
+provenance of ``pyserve bench``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import requests
+
+from pyservecli import __version__
+from pyservecli.errors import PyserveError
+from pyservecli.plan.fleet import FleetPlan, worker_url
+from pyservecli.plan.launch import LaunchPlan
+from pyservecli.run.jobfiles import bin_dir, write_private
+from pyservecli.run.launcher import (
+    Launch,
+    LaunchOptions,
+    NodeFailed,
+    StopRequested,
+    _stop_on_signals,
+    tail,
+)
+from pyservecli.run.readiness import probe_ready
+
+Say = Callable[[str], None]
+
+
+def find_router() -> str:
+    found = shutil.which("vllm-router", path=bin_dir() + os.pathsep + os.environ.get("PATH", ""))
+    if found is None:
+        raise PyserveError("`vllm-router` is not installed where pyserve runs (pip install "
+                           "vllm-router; it comes with pyserve[engine])")
+    return found
+
+
+@dataclass
+class Replica:
+    index: int
+    plan: LaunchPlan
+    launch: Launch | None = None
+    state: str = "starting"  # starting | serving | dead | restarting | stopped
+    deaths: int = 0
+    restarting: threading.Thread | None = None
+    history: list[dict] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return worker_url(self.plan)
+
+
+class Fleet:
+    def __init__(self, plan: FleetPlan, options: LaunchOptions, restart: bool = False,
+                 say: Say = lambda m: print(m, file=sys.stderr, flush=True)):
+        self.plan = plan
+        self.options = options
+        self.restart = restart
+        self.say = say
+        self.replicas = [Replica(i, p) for i, p in enumerate(plan.replicas)]
+        self.router: subprocess.Popen | None = None
+        self.router_log = options.workspace / "logs" / f"router-{self.fleet_id}.log"
+        self.api_key = None
+        self.t0 = time.monotonic()
+        self.lock = threading.Lock()
+
+    @property
+    def fleet_id(self) -> str:
+        return self.plan.fleet_id
+
+    @property
+    def router_url(self) -> str:
+        return f"http://127.0.0.1:{self.plan.router.port}"
+
+    # -- records ---------------------------------------------------------------------------
+    def record(self, state: str, **extra) -> None:
+        first = self.replicas[0]
+        heartbeat = first.launch.files.heartbeat if first.launch and first.launch.files \
+            else None
+        record = {
+            "pyserve_version": __version__,
+            "job_id": self.plan.job_id,
+            "launch_id": self.fleet_id,
+            "model": first.plan.model,
+            "served_model_name": self.plan.served_model_name,
+            "endpoint": self.plan.endpoint,
+            "log_dir": str(self.router_log.parent),
+            "launcher_pid": os.getpid(),
+            "launcher_host": socket.gethostname(),
+            "heartbeat": str(heartbeat) if heartbeat else None,
+            "state": state,
+            "gpus_serving": self.plan.gpus,
+            "roles": {"router": {**self.plan.router.as_dict(), "log": str(self.router_log)},
+                      "replicas": [{"index": r.index, "url": r.url, "state": r.state,
+                                    "deaths": r.deaths,
+                                    "launch_id": r.launch.plan.launch_id if r.launch else None,
+                                    "topology": r.plan.topology.as_dict(),
+                                    "argv": r.plan.nodes[0].argv} for r in self.replicas]},
+            # The first replica's plan: what `pyserve bench` records as the server command.
+            "plan": self.plan.replicas[0].as_dict(),
+            **extra,
+        }
+        text = json.dumps(record, indent=2) + "\n"
+        write_private(self.options.workspace / f"fleet-{self.fleet_id}.json", text)
+        write_private(self.options.workspace / "latest.json", text)
+
+    # -- phases ----------------------------------------------------------------------------
+    def _new_launch(self, replica: Replica, attempt: int) -> Launch:
+        plan = replica.plan
+        if attempt:
+            plan = _with_suffix(plan, f"{plan.launch_suffix}-{attempt}")
+
+        def say(line: str, index: int = replica.index) -> None:
+            self.say(f"[replica {index}] {line}")
+
+        return Launch(plan, self.options, say=say)
+
+    def bring_up(self) -> None:
+        find_router()
+        self.options.workspace.mkdir(parents=True, exist_ok=True)
+        for replica in self.replicas:
+            replica.launch = self._new_launch(replica, 0)
+            self.api_key = replica.launch.api_key
+            replica.launch.start()
+        self.record("starting")
+        for replica in self.replicas:
+            try:
+                replica.launch.wait_ready()
+            except NodeFailed as failure:
+                raise PyserveError(f"replica {replica.index} failed before READY: "
+                                   f"{replica.launch.report_failure(failure)}; logs in "
+                                   f"{replica.launch.files.log_dir}") from None
+            replica.state = "serving"
+            self.say(f"pyserve: replica {replica.index} READY at {replica.url} "
+                     f"({replica.launch.times['ready_s']:.1f}s)")
+        self.start_router()
+        self.record("ready", ready_s=round(time.monotonic() - self.t0, 2))
+
+    def start_router(self) -> None:
+        self.router_log.parent.mkdir(parents=True, exist_ok=True)
+        argv = [find_router(), *self.plan.router.argv()[1:]]
+        env = dict(os.environ)
+        if self.api_key:
+            # The router forwards the client's Authorization header; it needs no key itself.
+            env.pop("VLLM_API_KEY", None)
+        log = open(self.router_log, "a")  # noqa: SIM115 - the child keeps it
+        self.router = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                       start_new_session=True)
+        log.close()
+        self.say(f"pyserve: router on port {self.plan.router.port} ({self.plan.router.policy}) "
+                 f"in front of {len(self.replicas)} replicas; log {self.router_log}")
+        deadline = time.monotonic() + 120
+        why = "not probed"
+        while time.monotonic() < deadline:
+            if self.router.poll() is not None:
+                raise PyserveError(f"the router exited with status {self.router.returncode}: "
+                                   f"{tail(self.router_log, 5)}")
+            listed = self.router_workers()
+            if listed is not None and set(listed) >= {r.url for r in self.replicas}:
+                ok, why = probe_ready(self.router_url, self.plan.served_model_name,
+                                      self.api_key, timeout=5.0)
+                if ok:
+                    self.say(f"pyserve: READY through the router in "
+                             f"{time.monotonic() - self.t0:.1f}s")
+                    return
+            time.sleep(0.5)
+        raise PyserveError(f"the router did not answer READY in 120 s (last probe: {why}); "
+                           f"see {self.router_log}")
+
+    def router_workers(self) -> list[str] | None:
+        try:
+            answer = requests.get(f"{self.router_url}/list_workers", timeout=3)
+            return list(answer.json().get("urls", [])) if answer.ok else None
+        except (requests.RequestException, ValueError, AttributeError):
+            return None
+
+    def _router_call(self, action: str, url: str) -> bool:
+        try:
+            return requests.post(f"{self.router_url}/{action}", params={"url": url},
+                                 timeout=10).ok
+        except requests.RequestException:
+            return False
+
+    # -- supervision -----------------------------------------------------------------------
+    def check_replicas(self) -> None:
+        """Take a replica that died out of rotation (and restart it with --restart); raise
+        when none is left to serve."""
+        for replica in self.replicas:
+            if replica.state != "serving":
+                continue
+            failed = replica.launch.failed_node()
+            if not failed:
+                continue
+            host, code = failed
+            replica.state = "dead"
+            replica.deaths += 1
+            removed = self._router_call("remove_worker", replica.url)
+            reason = replica.launch.report_failure(NodeFailed(host, code, "while serving"))
+            self.say(f"pyserve: replica {replica.index} ({replica.url}) died: {reason}; "
+                     f"{'taken out of rotation' if removed else 'the router could not be told'}"
+                     f"; {sum(r.state == 'serving' for r in self.replicas)} serving")
+            replica.history.append({"event": "died", "at_s": round(time.monotonic() - self.t0,
+                                                                  2), "reason": reason})
+            replica.launch.shut_down("failed", code)
+            if self.restart:
+                replica.state = "restarting"
+                replica.restarting = threading.Thread(target=self._restart, args=(replica,),
+                                                      daemon=True)
+                replica.restarting.start()
+            self.record("serving")
+        if not any(r.state in ("serving", "restarting") for r in self.replicas):
+            raise PyserveError("every replica has died; stopping")
+
+    def _restart(self, replica: Replica) -> None:
+        launch = self._new_launch(replica, replica.deaths)
+        with self.lock:
+            replica.launch = launch
+        try:
+            launch.bring_up()
+        except (NodeFailed, PyserveError, OSError) as exc:
+            self.say(f"pyserve: replica {replica.index} did not come back: {exc}")
+            launch.shut_down("failed", 1)
+            replica.state = "dead"
+            return
+        added = self._router_call("add_worker", replica.url)
+        replica.state = "serving"
+        replica.history.append({"event": "restarted",
+                                "at_s": round(time.monotonic() - self.t0, 2)})
+        self.say(f"pyserve: replica {replica.index} restarted and "
+                 f"{'back in rotation' if added else 'NOT re-added to the router'}")
+        self.record("serving")
+
+    def supervise(self) -> int:
+        """Until stopped (or, with --then, until the command ends): the router must live; dead
+        replicas are handled by ``check_replicas``."""
+        child = None
+        if self.options.then:
+            env = {**os.environ, "PYSERVE_ENDPOINT": self.plan.endpoint,
+                   "PYSERVE_BASE_URL": self.router_url,
+                   "PYSERVE_MODEL": self.plan.served_model_name,
+                   "PYSERVE_WORKSPACE": str(self.options.workspace)}
+            self.say(f"pyserve: running {' '.join(self.options.then)}")
+            child = subprocess.Popen(self.options.then, env=env)
+        try:
+            while child is None or child.poll() is None:
+                if self.router.poll() is not None:
+                    raise PyserveError(f"the router exited with status "
+                                       f"{self.router.returncode}; see {self.router_log}")
+                self.check_replicas()
+                time.sleep(self.options.poll_interval)
+        finally:
+            if child is not None and child.poll() is None:
+                child.terminate()
+                child.wait()
+        self.say(f"pyserve: command exited with status {child.returncode}; stopping")
+        return child.returncode
+
+    def stop(self, state: str, code: int) -> None:
+        if self.router is not None and self.router.poll() is None:
+            self.router.terminate()
+            try:
+                self.router.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.router.kill()
+                self.router.wait()
+        for replica in self.replicas:
+            if replica.restarting is not None:
+                replica.restarting.join(timeout=1)
+            if replica.launch is not None and replica.state != "dead":
+                replica.launch.shut_down(state, code)
+            replica.state = "stopped" if replica.state != "dead" else "dead"
+        self.record(state, exit_status=code)
+
+    def run(self) -> int:
+        code, state = 1, "failed"
+        with _stop_on_signals():
+            try:
+                self.bring_up()
+                print(f"READY {self.plan.endpoint} model={self.plan.served_model_name}",
+                      flush=True)
+                code = self.supervise()
+                state = "finished"
+            except StopRequested as stop:
+                self.say(f"pyserve: {stop} received")
+                code, state = 0, "stopped"
+            except PyserveError as exc:
+                self.say(f"pyserve: {exc}")
+            finally:
+                self.say("pyserve: stopping the router and every replica")
+                self.stop(state, code)
+        return code
+
+    @contextmanager
+    def serving(self) -> Iterator[Fleet]:
+        """The API's fleet: READY on entry; a supervisor thread takes dead replicas out (and
+        restarts them with ``restart``); everything stopped on leaving."""
+        state, code = "failed", 1
+        done = threading.Event()
+        with _stop_on_signals(interrupt=False):
+            try:
+                self.bring_up()
+
+                def watch() -> None:
+                    while not done.wait(self.options.poll_interval):
+                        try:
+                            self.check_replicas()
+                        except PyserveError as exc:
+                            self.say(f"pyserve: {exc}")
+                            return
+
+                watcher = threading.Thread(target=watch, name="pyserve-fleet", daemon=True)
+                watcher.start()
+                yield self
+                state, code = "finished", 0
+            except (StopRequested, KeyboardInterrupt):
+                state, code = "stopped", 0
+                raise
+            finally:
+                done.set()
+                self.stop(state, code)
+
+
+def _with_suffix(plan: LaunchPlan, suffix: str) -> LaunchPlan:
+    from dataclasses import replace
+
+    return replace(plan, launch_suffix=suffix)
+
