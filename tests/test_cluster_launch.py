@@ -352,3 +352,48 @@ def test_offline_dp2_runs_one_torchrun_per_node(cluster, tiny_model, tmp_path):
     assert "rank 0 (DP rank 0) finished 3 requests" in log
     assert "rank 1 (DP rank 1) finished 3 requests" in log
     wait_for(lambda: not leftover(tiny_model), 60, "every rank to stop")
+
+
+def test_replicas_on_two_nodes_behind_one_router(cluster, tiny_model, tmp_path):
+    """--replicas 2 in a 2-node allocation: one replica per node, the router on the launching
+    host in front of both; requests through it reach both nodes; a stop ends everything."""
+    workspace = tmp_path / "ws"
+    env = cluster_env(cluster, tmp_path)
+    stderr_log = tmp_path / "launcher.stderr"
+    with open(stderr_log, "w") as stderr:
+        proc = subprocess.Popen(
+            ["salloc", "-N", "2", "--gpus-per-node=1", "--job-name=pyserve-replicas",
+             sys.executable, "-m", "pyservecli", "launch", str(tiny_model), "--replicas", "2",
+             "--workspace", str(workspace), "--port", "8100",
+             # Each replica is rank 0 of its own launch: let the OS place the threads.
+             "--env", "VLLM_CPU_OMP_THREADS_BIND=nobind", *CPU_SERVE_ARGS],
+            env=env, stdout=subprocess.PIPE, stderr=stderr, text=True, start_new_session=True)
+    try:
+        line = wait_for(lambda: proc.stdout.readline(), 500, "READY", proc, stderr_log)
+        while not line.startswith("READY"):
+            line = proc.stdout.readline()
+            assert line, stderr_log.read_text()[-3000:]
+        info = record(workspace)
+        replicas = info["roles"]["replicas"]
+        assert [r["url"] for r in replicas] == [f"http://{HEAD_IP}:8101",
+                                                 "http://10.77.0.12:8102"]
+        base = "http://127.0.0.1:8100"
+        listed = requests.get(f"{base}/list_workers", timeout=10).json()["urls"]
+        assert sorted(listed) == sorted(r["url"] for r in replicas)
+        models = requests.get(f"{base}/v1/models", timeout=10).json()
+        assert models["data"][0]["id"] == str(tiny_model)
+        for i in range(6):
+            answer = requests.post(f"{base}/v1/completions", timeout=120, json={
+                "model": str(tiny_model), "prompt": f"hello {i}", "max_tokens": 4})
+            assert answer.status_code == 200, answer.text
+        # Round robin: each replica's own server counted some of them.
+        for replica in replicas:
+            metrics = requests.get(f"{replica['url']}/metrics", timeout=10).text
+            served = re.findall(r'^vllm:request_success_total\{[^}]*\} (\S+)$', metrics, re.M)
+            assert sum(float(count) for count in served) >= 1, (replica["url"], served)
+    finally:
+        stop_launcher(proc, grace=90)
+    wait_for(lambda: not leftover(tiny_model), 90, "every replica to stop")
+    assert record(workspace)["state"] == "stopped"
+    with pytest.raises(requests.RequestException):
+        requests.get("http://127.0.0.1:8100/health", timeout=3)

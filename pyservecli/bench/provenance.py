@@ -98,6 +98,10 @@ def provenance(base_url: str, workspace: Path | None = None) -> dict:
         "server_argv": head.get("argv"),
         "topology": (record or {}).get("plan", {}).get("topology"),
         "launch_job_id": (record or {}).get("job_id"),
+        # Replicas behind a router: every role (router, each replica's topology and argv) and
+        # the GPUs of all of them.
+        **({"roles": record["roles"], "gpus_serving": record.get("gpus_serving")}
+           if isinstance((record or {}).get("roles"), dict) else {}),
     }
 
 

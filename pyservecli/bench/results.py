@@ -10,8 +10,11 @@ from dataclasses import dataclass
 
 
 def gpus_of(provenance: dict) -> int | None:
-    """GPUs serving: the launch's topology when recorded (TP x PP x DP), else the GPUs seen on
-    the benchmark host, else None (unknown)."""
+    """GPUs serving: every replica's behind a router, else the launch's topology when recorded
+    (TP x PP x DP), else the GPUs seen on the benchmark host, else None (unknown)."""
+    serving = provenance.get("gpus_serving") if isinstance(provenance, dict) else None
+    if isinstance(serving, int) and not isinstance(serving, bool) and serving > 0:
+        return serving  # replicas behind a router: all of them
     topo = provenance.get("topology") if isinstance(provenance, dict) else None
     if isinstance(topo, dict):
         try:

@@ -1,0 +1,97 @@
+"""Replicas behind vLLM's router on the CPU engine: READY through the router, the health checks
+through it, and a replica killed in the middle of a benchmark: the endpoint keeps answering,
+only requests in flight on the dead replica fail, and --restart brings it back into rotation."""
+
+import json
+import os
+import signal
+import threading
+import time
+
+import pytest
+import requests
+
+from pyservecli import api
+from pyservecli.models.dummy import create_model_dir
+from pyservecli.run.procs import session_members
+
+from .engine import CPU_SERVE_ARGS, cpu_engine_env, free_port, require_engine
+
+pytestmark = pytest.mark.engine
+
+
+def router_workers(base_url):
+    return requests.get(f"{base_url}/list_workers", timeout=5).json()["urls"]
+
+
+def test_two_replicas_survive_one_killed_mid_benchmark(tmp_path, monkeypatch):
+    require_engine()
+    for key, value in cpu_engine_env(tmp_path).items():
+        monkeypatch.setenv(key, value)
+    model = create_model_dir("qwen3-tiny", tmp_path / "qwen3-tiny")
+    ws = tmp_path / "ws"
+    lines = []
+    with api.serve(str(model), replicas=2, restart=True, port=free_port(), workspace=ws,
+                   vllm_args=list(CPU_SERVE_ARGS), say=lines.append,
+                   ready_timeout=600) as server:
+        fleet = server.fleet
+        urls = [r.url for r in fleet.replicas]
+        assert sorted(router_workers(server.base_url)) == sorted(urls)
+        assert len(set(urls)) == 2
+        record = json.loads((ws / "latest.json").read_text())
+        assert record["endpoint"] == fleet.plan.endpoint and record["state"] == "ready"
+        assert [r["url"] for r in record["roles"]["replicas"]] == urls
+        checks = api.health(server.base_url)
+        assert all(c.passed for c in checks), [(c.name, c.detail) for c in checks]
+
+        # A benchmark through the router; replica 1 is killed while it runs.
+        results = {}
+
+        def bench():
+            results["points"] = api.bench(server.base_url, isl=32, osl=32, concurrency=4,
+                                          num_prompts=80, out=tmp_path / "bench",
+                                          workspace=ws, say=lambda _line: None)
+
+        runner = threading.Thread(target=bench)
+        runner.start()
+        victim = fleet.replicas[1]
+        # Let requests reach both replicas first.
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not (tmp_path / "bench").exists():
+            time.sleep(0.5)
+        time.sleep(8)
+        leader = victim.launch.process.popen.pid
+        killed = [pid for pid in session_members(leader) if pid != leader]
+        assert killed
+        for pid in killed:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        runner.join(timeout=600)
+        assert not runner.is_alive()
+
+        # The endpoint kept answering: the benchmark finished, few requests failed.
+        [point] = results["points"]
+        completed, failed = point.result["completed"], point.result.get("failed", 0)
+        assert completed + failed == 80 and completed >= 80 - 4, (completed, failed)
+        said = "\n".join(lines)
+        assert "replica 1" in said and "died" in said and "taken out of rotation" in said
+        answer = requests.post(f"{server.base_url}/v1/completions", timeout=60, json={
+            "model": fleet.plan.served_model_name, "prompt": "hello", "max_tokens": 4})
+        assert answer.status_code == 200, answer.text
+
+        # --restart: the replica comes back and is routed to again.
+        deadline = time.monotonic() + 400
+        while time.monotonic() < deadline and victim.state != "serving":
+            time.sleep(1)
+        assert victim.state == "serving", said
+        assert sorted(router_workers(server.base_url)) == sorted(urls)
+        assert "restarted and back in rotation" in "\n".join(lines)
+        record = json.loads((ws / "latest.json").read_text())
+        assert record["roles"]["replicas"][1]["deaths"] == 1
+    # Everything stopped: no replica answers, the router is gone.
+    for url in urls + [server.base_url]:
+        with pytest.raises(requests.RequestException):
+            requests.get(f"{url}/health", timeout=3)
+    (tmp_path / "result-failed.txt").write_text(f"{completed} completed, {failed} failed")

@@ -1,0 +1,101 @@
+"""Replicas behind a router, planned: shares of the allocation, ports that never collide,
+the router's command, refusals before anything starts."""
+
+import json
+import re
+
+import pytest
+
+from pyservecli.errors import PyserveError
+from pyservecli.plan.fleet import make_fleet, split
+from pyservecli.plan.hosts import Cluster
+from pyservecli.plan.launch import LaunchRequest
+
+from .conftest import run_pyserve
+
+
+def cluster(nodes, per_node, job="42"):
+    return Cluster(nodes=tuple(nodes), gpus_per_node=per_node, job_id=job, in_slurm=True,
+                   gpu_source="test")
+
+
+def test_shares_pack_nodes_or_take_whole_nodes():
+    packed = split(cluster(["a", "b"], 8), 4)
+    assert [(s.nodes, s.gpus_per_node, s.devices) for s in packed] == [
+        (("a",), 4, "0,1,2,3"), (("a",), 4, "4,5,6,7"),
+        (("b",), 4, "0,1,2,3"), (("b",), 4, "4,5,6,7")]
+    whole = split(cluster(["a", "b", "c", "d"], 8), 2)
+    assert [(s.nodes, s.devices) for s in whole] == [(("a", "b"), None), (("c", "d"), None)]
+    cpu = split(cluster(["a"], None), 2)
+    assert [(s.nodes, s.gpus_per_node) for s in cpu] == [(("a",), None), (("a",), None)]
+    for nodes, per_node, replicas, message in (
+        (["a"], 8, 3, "do not split 1 node(s) x 8 GPUs = 8 evenly"),
+        (["a", "b", "c"], 2, 2, "are not whole nodes"),
+        (["a"], 8, 0, "--replicas must be"),
+    ):
+        with pytest.raises(PyserveError, match=re.escape(message)):
+            split(cluster(nodes, per_node), replicas)
+
+
+def test_fleet_ports_never_collide_and_the_router_lists_every_replica():
+    fleet = make_fleet(LaunchRequest(model="m", port=9000), cluster(["a", "b"], 8), 4,
+                       is_free=lambda _p: True, resolve=lambda h: {"a": "10.0.0.1",
+                                                                   "b": "10.0.0.2"}[h],
+                       launch_suffix="abc", router_host="10.0.0.1")
+    ports = [p for r in fleet.replicas
+             for p in (r.ports.api, r.ports.dp_rpc, r.ports.master, r.ports.ray)]
+    ports += [fleet.router.port, fleet.router.metrics_port]
+    assert len(ports) == len(set(ports))
+    assert fleet.router.port == 9000
+    urls = [f"http://{r.head_ip}:{r.ports.api}" for r in fleet.replicas]
+    assert urls == ["http://10.0.0.1:9001", "http://10.0.0.1:9002", "http://10.0.0.2:9003",
+                    "http://10.0.0.2:9004"]
+    argv = fleet.router.argv()
+    assert argv[:1] == ["vllm-router"] and argv[argv.index("--worker-urls") + 1:] == urls
+    assert [r.nodes[0].env["CUDA_VISIBLE_DEVICES"] for r in fleet.replicas] == \
+        ["0,1,2,3", "4,5,6,7", "0,1,2,3", "4,5,6,7"]
+    assert len({r.launch_id for r in fleet.replicas}) == 4
+    assert all(r.topology.tp * r.topology.dp == 4 for r in fleet.replicas)
+    assert fleet.gpus == 16 and fleet.fleet_id == "42-abc"
+
+
+def test_a_taken_port_is_skipped_and_the_router_port_refused():
+    taken = {9001, 9002}
+    fleet = make_fleet(LaunchRequest(model="m", port=9000), cluster(["a"], 2), 2,
+                       is_free=lambda p: p not in taken, resolve=lambda h: "10.0.0.1")
+    assert [r.ports.api for r in fleet.replicas] == [9003, 9004]
+    with pytest.raises(PyserveError, match="port 9000 is already in use"):
+        make_fleet(LaunchRequest(model="m", port=9000), cluster(["a"], 2), 2,
+                   is_free=lambda p: p != 9000, resolve=lambda h: "10.0.0.1")
+
+
+def test_dry_run_shows_every_process(config_dir):
+    model = str(config_dir("qwen3-8b"))
+    result = run_pyserve("launch", model, "--replicas", "2", "--nodelist", "n1",
+                         "--gpus-per-node", "2", "--gpu-memory", "80", "--router-policy",
+                         "power_of_two", "--dry-run", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    fleet = json.loads(result.stdout)
+    assert fleet["router"]["policy"] == "power_of_two"
+    assert "--policy" in fleet["router"]["argv"]
+    assert [r["role"] for r in fleet["replicas"]] == ["replica", "replica"]
+    assert all(r["topology"]["tp"] == 1 and r["topology"]["dp"] == 1 for r in fleet["replicas"])
+    text = run_pyserve("launch", model, "--replicas", "2", "--nodelist", "n1",
+                       "--gpus-per-node", "2", "--dry-run")
+    assert text.returncode == 0, text.stderr
+    assert text.stdout.count("vllm serve") == 2 and "vllm-router" in text.stdout
+
+
+def test_replica_options_refused_where_they_mean_nothing(config_dir):
+    model = str(config_dir("qwen3-8b"))
+    for args, message in (
+        (["--restart"], "--restart and --router-policy go with --replicas"),
+        (["--replicas", "3", "--gpus-per-node", "2"], "do not split"),
+        (["--replicas", "2", "--gpus-per-node", "2", "--env", "CUDA_VISIBLE_DEVICES=0"],
+         "do not set CUDA_VISIBLE_DEVICES"),
+        (["--replicas", "2", "--gpus-per-node", "2", "--router-policy", "nope"],
+         "Invalid value for '--router-policy'"),
+    ):
+        result = run_pyserve("launch", model, "--nodelist", "n1", *args, "--dry-run")
+        assert result.returncode == 2, result.stdout
+        assert message in result.stderr
