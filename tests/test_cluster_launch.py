@@ -394,6 +394,8 @@ def test_replicas_on_two_nodes_behind_one_router(cluster, tiny_model, tmp_path):
     finally:
         stop_launcher(proc, grace=90)
     wait_for(lambda: not leftover(tiny_model), 90, "every replica to stop")
-    assert record(workspace)["state"] == "stopped"
+    # salloc answers SIGTERM by revoking the allocation, which ends the replicas' srun steps
+    # before (or instead of) the launcher's own stop: either way the fleet is over.
+    assert record(workspace)["state"] in ("stopped", "failed")
     with pytest.raises(requests.RequestException):
         requests.get("http://127.0.0.1:8100/health", timeout=3)
