@@ -67,7 +67,7 @@ class PreparedLaunch:
         return Launch(self.plan, self.options, say=say)
 
 
-def prepare_launch(model: str, *, tp: int | None = None, pp: int | None = None,
+def prepare_launch(model: str | None, *, tp: int | None = None, pp: int | None = None,
                    dp: int | None = None, ep: bool | None = None, backend: str | None = None,
                    port: int = 8000, nodelist: str | None = None,
                    gpus_per_node: int | None = None, vllm_args: Sequence[str] = (),
@@ -79,7 +79,8 @@ def prepare_launch(model: str, *, tp: int | None = None, pp: int | None = None,
                    privileged: bool = False, cache_dir: str | Path | None = None,
                    compile_cache: bool = True, gpu_memory: float | str | None = None,
                    replicas: int | None = None, router_policy: str = "round_robin",
-                   restart: bool = False, dry_run: bool = False) -> PreparedLaunch:
+                   restart: bool = False, serve: Sequence[dict] | None = None,
+                   dry_run: bool = False) -> PreparedLaunch:
     """Every check ``pyserve launch`` makes before starting anything, and the plan.
 
     ``profile_dir``: vLLM's torch profiler into this directory ("" for WORKSPACE/profiles).
@@ -88,6 +89,9 @@ def prepare_launch(model: str, *, tp: int | None = None, pp: int | None = None,
     ``gpu_memory``: GiB per GPU to size the model for (default: nvidia-smi, SLURM's GPU type).
     ``replicas``: that many independent servers over equal shares of the allocation, behind
     vllm-router (``router_policy``) on ``port``; ``restart`` brings back one that dies.
+    ``serve``: several models behind one router endpoint instead of ``model``: one dict per
+    model with ``model`` and any of ``tp``, ``pp``, ``dp``, ``ep``, ``backend``, ``env``,
+    ``vllm_args``, ``replicas`` (default 1) and ``gpus`` (its share; default equal).
     ``dry_run``: a plan for anywhere (ports are not probed, nsys need not be installed)."""
     from pyservecli.plan.launch import LaunchRequest, make_plan
     from pyservecli.plan.profiling import NSYS_FINALIZE_GRACE_S, torch_profiler_config
@@ -122,19 +126,30 @@ def prepare_launch(model: str, *, tp: int | None = None, pp: int | None = None,
     # Inside SLURM the head may be another machine: the launcher asks it about its ports.
     probe = not dry_run and not cluster.in_slurm
     is_free = is_port_free if probe else lambda _port: True
-    if replicas is None and (restart or router_policy != "round_robin"):
-        raise PyserveError("--restart and --router-policy go with --replicas")
-    if replicas is not None:
+    if replicas is None and not serve and (restart or router_policy != "round_robin"):
+        raise PyserveError("--restart and --router-policy go with --replicas or --serve")
+    if serve and (model or replicas is not None):
+        raise PyserveError("give MODEL (with --replicas), or one --serve line per model")
+    if replicas is not None or serve:
         if image or nsys:
-            raise PyserveError("--replicas does not run with --image or --nsys yet")
+            raise PyserveError("--replicas and --serve do not run with --image or --nsys yet")
         import socket
 
-        from pyservecli.plan.fleet import make_fleet
+        from pyservecli.plan.fleet import ServeGroup, make_fleet
 
-        plan = make_fleet(request, cluster, replicas, is_free=is_free, resolve=resolve_ip,
-                          launch_suffix=secrets.token_hex(3), policy=router_policy,
-                          find_config=find_config,
-                          router_host=resolve_ip(socket.gethostname()))
+        groups = None
+        if serve:
+            groups = [ServeGroup(request=LaunchRequest(
+                model=line["model"], tp=line.get("tp"), pp=line.get("pp"), dp=line.get("dp"),
+                ep=line.get("ep"), backend=line.get("backend"), port=port,
+                nodelist=nodelist, gpus_per_node=gpus_per_node,
+                vllm_args=list(line.get("vllm_args", ())) + list(vllm_args),
+                env={**dict(env or {}), **dict(line.get("env") or {})}),
+                replicas=line.get("replicas", 1), gpus=line.get("gpus")) for line in serve]
+        plan = make_fleet(request, cluster, replicas or 1, is_free=is_free,
+                          resolve=resolve_ip, launch_suffix=secrets.token_hex(3),
+                          policy=router_policy, find_config=find_config,
+                          router_host=resolve_ip(socket.gethostname()), groups=groups)
     else:
         plan = make_plan(request, cluster, is_free=is_free, resolve=resolve_ip,
                          launch_suffix=secrets.token_hex(3), find_config=find_config)

@@ -95,3 +95,29 @@ def test_two_replicas_survive_one_killed_mid_benchmark(tmp_path, monkeypatch):
         with pytest.raises(requests.RequestException):
             requests.get(f"{url}/health", timeout=3)
     (tmp_path / "result-failed.txt").write_text(f"{completed} completed, {failed} failed")
+
+
+def test_two_models_behind_one_endpoint_are_routed_by_name(tmp_path, monkeypatch):
+    require_engine()
+    for key, value in cpu_engine_env(tmp_path).items():
+        monkeypatch.setenv(key, value)
+    dense = create_model_dir("qwen3-tiny", tmp_path / "dense")
+    moe = create_model_dir("qwen3-moe-tiny", tmp_path / "moe")
+    with api.serve(None, serve=[{"model": str(dense)}, {"model": str(moe)}], port=free_port(),
+                   workspace=tmp_path / "ws", vllm_args=list(CPU_SERVE_ARGS),
+                   say=lambda _line: None, ready_timeout=600) as server:
+        assert server.fleet.plan.router.igw
+        # The router's gateway mode lists every model (in its own shape, not OpenAI's).
+        listed = requests.get(f"{server.base_url}/v1/models", timeout=10).json()
+        assert sorted(listed["models"]) == sorted([str(dense), str(moe)])
+        for model in (str(moe), str(dense), str(moe)):
+            answer = requests.post(f"{server.base_url}/v1/completions", timeout=120, json={
+                "model": model, "prompt": "hello", "max_tokens": 4})
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["model"] == model
+        unknown = requests.post(f"{server.base_url}/v1/completions", timeout=60, json={
+            "model": "not-served", "prompt": "hello", "max_tokens": 4})
+        assert unknown.status_code >= 400
+        record = json.loads((tmp_path / "ws" / "latest.json").read_text())
+        assert sorted(record["models"]) == sorted([str(dense), str(moe)])
+        assert {r["model"] for r in record["roles"]["replicas"]} == {str(dense), str(moe)}

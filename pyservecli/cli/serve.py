@@ -29,7 +29,7 @@ Examples:
     context_settings={"ignore_unknown_options": True, "allow_interspersed_args": True},
     epilog=LAUNCH_EXAMPLES,
 )
-@click.argument("model")
+@click.argument("model", required=False)
 @click.option("--tp", type=int, help="Tensor-parallel size (also -tp / --tensor-parallel-size).")
 @click.option("--pp", type=int, help="Pipeline-parallel size; selects the mp backend.")
 @click.option("--dp", type=int, help="Data-parallel size [default: all GPUs / (TP x PP)].")
@@ -79,8 +79,12 @@ Examples:
               type=click.Choice(["round_robin", "power_of_two", "cache_aware", "random",
                                  "consistent_hash"]),
               help="With --replicas: how the router picks a replica.")
-@click.option("--restart", is_flag=True, help="With --replicas: restart a replica that dies "
-              "(it is taken out of rotation either way).")
+@click.option("--restart", is_flag=True, help="With --replicas or --serve: restart a replica "
+              "that dies (it is taken out of rotation either way).")
+@click.option("--serve", "serve_lines", multiple=True, metavar="'MODEL [OPTIONS]'",
+              help="Several models behind one router endpoint, one --serve each (instead of "
+              "MODEL): its --tp/--pp/--dp/--ep, --replicas N, --gpus N (its share; default "
+              "equal), --env and vLLM flags.")
 @click.option("--dry-run", is_flag=True, help="Print the plan; launch nothing.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True, help="Dry-run output format.")
@@ -88,8 +92,8 @@ Examples:
 @click.argument("vllm_args", nargs=-1, type=click.UNPROCESSED)
 def launch(model, tp, pp, dp, ep, backend, port, nodelist, gpus_per_node, gpu_memory, env_pairs,
            api_key_file, ready_timeout, then_cmd, nsys, profile_dir, image, container_mounts,
-           force, privileged, cache_dir, no_cache, replicas, router_policy, restart, dry_run, fmt,
-           workspace, vllm_args):
+           force, privileged, cache_dir, no_cache, replicas, router_policy, restart, serve_lines,
+           dry_run, fmt, workspace, vllm_args):
     """Launch `vllm serve` for MODEL across the allocation and wait until it is READY.
 
     Arguments pyserve does not know are passed to `vllm serve` unchanged. READY means /health
@@ -98,6 +102,11 @@ def launch(model, tp, pp, dp, ep, backend, port, nodelist, gpus_per_node, gpu_me
     """
     from pyservecli import api
 
+    if serve_lines and model and model.startswith("-"):
+        # No MODEL with --serve: the first vLLM flag (for every model) landed in its place.
+        model, vllm_args = None, (model, *vllm_args)
+    if bool(model) == bool(serve_lines):
+        raise PyserveError("give MODEL, or one --serve line per model (not both)")
     settings = launch_settings(
         model=model, tp=tp, pp=pp, dp=dp, ep=ep, backend=backend, port=port, nodelist=nodelist,
         gpus_per_node=gpus_per_node, gpu_memory=gpu_memory, env_pairs=env_pairs,
@@ -105,7 +114,8 @@ def launch(model, tp, pp, dp, ep, backend, port, nodelist, gpus_per_node, gpu_me
         ready_timeout=ready_timeout, then_cmd=then_cmd, nsys=nsys, profile_dir=profile_dir,
         image=image, container_mounts=container_mounts, force=force, privileged=privileged,
         cache_dir=cache_dir, no_cache=no_cache, replicas=replicas, router_policy=router_policy,
-        restart=restart, workspace=workspace, vllm_args=vllm_args)
+        restart=restart, workspace=workspace, vllm_args=vllm_args,
+        serve=[parse_serve_line(line) for line in serve_lines] or None)
     if dry_run:
         prepared = api.prepare_launch(dry_run=True, **settings)
         if fmt == "json":
@@ -140,6 +150,46 @@ def parse_env_pairs(env_pairs) -> dict[str, str]:
             raise PyserveError(f"--env expects KEY=VALUE, got {pair!r}")
         env[key] = value
     return env
+
+
+# What a --serve line may set: its model and how that model is served. The rest (ports,
+# allocation, workspace, key, image) is the launch's, given once outside the lines.
+SERVE_LINE_KEYS = ("model", "tp", "pp", "dp", "ep", "backend", "env_pairs", "vllm_args")
+
+
+def parse_serve_line(line: str) -> dict:
+    """One ``--serve 'MODEL [OPTIONS]'`` line: ``{"model", "tp", ..., "replicas", "gpus",
+    "env", "vllm_args"}`` for ``api.prepare_launch(serve=[...])``."""
+    tokens = shlex.split(line)
+    extra = {"replicas": 1, "gpus": None}
+    kept = []
+    index = 0
+    while index < len(tokens):
+        flag, _, inline = tokens[index].partition("=")
+        if flag in ("--replicas", "--gpus"):
+            value = inline or (tokens[index + 1] if index + 1 < len(tokens) else "")
+            if not value.isdigit() or int(value) < 1:
+                raise PyserveError(f"--serve {line!r}: {flag} needs a whole number >= 1")
+            extra[flag[2:]] = int(value)
+            index += 1 if inline else 2
+            continue
+        kept.append(tokens[index])
+        index += 1
+    try:
+        ctx = launch.make_context("launch", kept)
+    except click.UsageError as exc:
+        raise PyserveError(f"--serve {line!r}: {exc.format_message()}") from None
+    if not ctx.params.get("model"):
+        raise PyserveError(f"--serve {line!r}: the line starts with the model")
+    # Anything a bare "MODEL" line would not set is the launch's.
+    defaults = launch.make_context("launch", [ctx.params["model"]]).params
+    for key, value in ctx.params.items():
+        if key not in SERVE_LINE_KEYS and value != defaults.get(key):
+            raise PyserveError(f"--serve {line!r}: --{key.replace('_', '-')} belongs outside "
+                               "the --serve lines (it is the launch's)")
+    return {**{k: ctx.params[k] for k in ("model", "tp", "pp", "dp", "ep", "backend")},
+            "env": parse_env_pairs(ctx.params["env_pairs"]),
+            "vllm_args": list(ctx.params["vllm_args"]), **extra}
 
 
 def parse_launch_line(line: str) -> dict:

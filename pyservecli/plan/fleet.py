@@ -33,20 +33,26 @@ class RouterPlan:
     metrics_port: int  # Prometheus exporter (the router always starts one)
     policy: str
     worker_urls: tuple[str, ...]
+    # Several models: the router's inference-gateway mode, which routes by the request's
+    # "model"; its workers are registered through its API once it runs (POST /workers).
+    igw: bool = False
 
     @property
     def endpoint(self) -> str:
         return f"http://{self.host}:{self.port}/v1"
 
     def argv(self) -> list[str]:
-        return ["vllm-router", "--host", "0.0.0.0", "--port", str(self.port),
+        argv = ["vllm-router", "--host", "0.0.0.0", "--port", str(self.port),
                 "--prometheus-port", str(self.metrics_port), "--policy", self.policy,
-                "--health-check-interval-secs", str(ROUTER_HEALTH_INTERVAL_S),
-                "--worker-urls", *self.worker_urls]
+                "--health-check-interval-secs", str(ROUTER_HEALTH_INTERVAL_S)]
+        if self.igw:
+            return argv + ["--enable-igw"]
+        return argv + ["--worker-urls", *self.worker_urls]
 
     def as_dict(self) -> dict:
         return {"host": self.host, "port": self.port, "metrics_port": self.metrics_port,
-                "policy": self.policy, "argv": self.argv()}
+                "policy": self.policy, "mode": "igw" if self.igw else "regular",
+                "workers": list(self.worker_urls), "argv": self.argv()}
 
 
 @dataclass
@@ -65,13 +71,20 @@ class FleetPlan:
         return self.replicas[0].served_model_name
 
     @property
+    def models(self) -> list[str]:
+        """Every served model name, in the order of the --serve lines."""
+        return list(dict.fromkeys(r.served_model_name for r in self.replicas))
+
+    @property
     def gpus(self) -> int:
         return sum(r.topology.world_size for r in self.replicas)
 
     def as_dict(self) -> dict:
         return {"fleet_id": self.fleet_id, "router": self.router.as_dict(),
-                "replicas": [{"role": "replica", "index": i, "url": worker_url(r),
-                              **r.as_dict()} for i, r in enumerate(self.replicas)]}
+                "models": self.models,
+                "replicas": [{"role": "replica", "index": i, "model": r.served_model_name,
+                              "url": worker_url(r), **r.as_dict()}
+                             for i, r in enumerate(self.replicas)]}
 
     def to_json(self) -> str:
         return json.dumps(self.as_dict(), indent=2)
@@ -124,47 +137,125 @@ def split(cluster: Cluster, replicas: int) -> list[Share]:
     return [Share(nodes[i * size:(i + 1) * size], per_node, None) for i in range(replicas)]
 
 
+@dataclass(frozen=True)
+class ServeGroup:
+    """One model of a fleet: its request (model, topology, vLLM args), how many replicas, and
+    how many of the allocation's GPUs they share (None: an equal share)."""
+
+    request: LaunchRequest
+    replicas: int = 1
+    gpus: int | None = None
+
+
+def carve(cluster: Cluster, sizes: list[int]) -> list[Share]:
+    """Consecutive GPUs of the allocation for replicas of these sizes, in order: a replica of
+    a node or less stays on one node, a larger one takes whole nodes."""
+    nodes, per_node = cluster.nodes, cluster.gpus_per_node
+    if per_node is None:  # the CPU engine: replicas take the nodes in turn
+        return [Share((nodes[i % len(nodes)],), None, None) for i in range(len(sizes))]
+    total = len(nodes) * per_node
+    if sum(sizes) > total:
+        raise PyserveError(f"the models ask for {sum(sizes)} GPUs; the allocation has "
+                           f"{len(nodes)} node(s) x {per_node} = {total}")
+    shares, cursor = [], 0
+    for size in sizes:
+        node, first = divmod(cursor, per_node)
+        if size <= per_node:
+            if first + size > per_node:
+                raise PyserveError(f"a replica of {size} GPUs would straddle node {nodes[node]} "
+                                   f"(GPU {first} onwards); give --gpus that fill nodes in "
+                                   "order")
+            devices = ",".join(str(d) for d in range(first, first + size))
+            shares.append(Share((nodes[node],), size,
+                                None if size == per_node else devices))
+        else:
+            if first or size % per_node:
+                raise PyserveError(f"a replica of {size} GPUs must take whole nodes of "
+                                   f"{per_node}, starting at a node")
+            shares.append(Share(nodes[node:node + size // per_node], per_node, None))
+        cursor += size
+    return shares
+
+
 def make_fleet(request: LaunchRequest, cluster: Cluster, replicas: int,
                is_free: Callable[[int], bool], resolve: Callable[[str], str],
                launch_suffix: str = "", policy: str = "round_robin",
                find_config: FindConfig | None = None,
-               router_host: str = "127.0.0.1") -> FleetPlan:
+               router_host: str = "127.0.0.1",
+               groups: list[ServeGroup] | None = None) -> FleetPlan:
     """``replicas`` launch plans of ``request`` over equal shares of ``cluster`` and the router
-    in front on ``request.port``. ``is_free``: whether a port is free where the router and
-    replicas run (see ``make_plan``)."""
+    in front on ``request.port``; or, with ``groups`` (several models), each group's replicas
+    over its share, behind the router in inference-gateway mode. ``is_free``: whether a port is
+    free where the router and replicas run (see ``make_plan``)."""
     if policy not in ROUTER_POLICIES:
         raise PyserveError(f"--router-policy {policy!r}: choose from {', '.join(ROUTER_POLICIES)}")
-    shares = split(cluster, replicas)
+    if groups:
+        shares, requests_ = _group_shares(cluster, groups)
+    else:
+        shares = split(cluster, replicas)
+        requests_ = [request] * len(shares)
     taken: set[int] = {request.port}
 
     def free(port: int) -> bool:
         return port not in taken and is_free(port)
 
+    if not 1 <= request.port <= 65535:
+        raise PyserveError(f"--port must be between 1 and 65535, got {request.port}")
     if not is_free(request.port):
         raise PyserveError(f"port {request.port} is already in use on this host; choose another "
                            "--port")
     plans = []
-    for index, share in enumerate(shares):
+    for index, (share, one) in enumerate(zip(shares, requests_, strict=True)):
         api = _next_free(request.port + 1 + index, free)
-        env = dict(request.env)
+        env = dict(one.env)
         if share.devices is not None:
             if "CUDA_VISIBLE_DEVICES" in env:
-                raise PyserveError("--replicas assigns each replica its GPUs; do not set "
+                raise PyserveError("replicas are given their GPUs; do not set "
                                    "CUDA_VISIBLE_DEVICES with --env")
             env["CUDA_VISIBLE_DEVICES"] = share.devices
         sub = replace(cluster, nodes=share.nodes, gpus_per_node=share.gpus_per_node,
                       job_id=f"{cluster.job_id}.r{index}")
-        plan = make_plan(replace(request, port=api, env=env), sub, free, resolve,
+        plan = make_plan(replace(one, port=api, env=env), sub, free, resolve,
                          launch_suffix=f"{launch_suffix}r{index}" if launch_suffix
                          else f"r{index}", find_config=find_config)
         plans.append(plan)
         taken.update({plan.ports.api, plan.ports.dp_rpc, plan.ports.master, plan.ports.ray})
-    metrics = _next_free(request.port + 1 + replicas, free)
+    names = {p.served_model_name for p in plans}
+    if groups and len(names) < len(groups):
+        raise PyserveError("two --serve lines serve the same model name; give each its own "
+                           "--served-model-name")
+    metrics = _next_free(request.port + 1 + len(plans), free)
     router = RouterPlan(host=router_host, port=request.port, metrics_port=metrics,
-                        policy=policy, worker_urls=tuple(worker_url(p) for p in plans))
+                        policy=policy, worker_urls=tuple(worker_url(p) for p in plans),
+                        igw=bool(groups) and len(names) > 1)
     return FleetPlan(router=router, replicas=plans, job_id=cluster.job_id,
                      fleet_id=f"{cluster.job_id}-{launch_suffix}" if launch_suffix
                      else cluster.job_id)
+
+
+def _group_shares(cluster: Cluster, groups: list[ServeGroup]
+                  ) -> tuple[list[Share], list[LaunchRequest]]:
+    per_node = cluster.gpus_per_node
+    total = len(cluster.nodes) * (per_node or 1)
+    unsized = [g for g in groups if g.gpus is None]
+    given = sum(g.gpus for g in groups if g.gpus is not None)
+    if per_node is not None and unsized:
+        rest = total - given
+        if rest <= 0 or rest % len(unsized):
+            raise PyserveError(f"{rest} GPUs left do not split evenly over the {len(unsized)} "
+                               "--serve line(s) without --gpus")
+    sizes, requests_ = [], []
+    for group in groups:
+        if not isinstance(group.replicas, int) or group.replicas < 1:
+            raise PyserveError(f"--replicas must be at least 1, got {group.replicas!r}")
+        share = group.gpus if group.gpus is not None else (
+            (total - given) // len(unsized) if per_node is not None else group.replicas)
+        if share % group.replicas:
+            raise PyserveError(f"{group.request.model}: {share} GPUs do not split over "
+                               f"{group.replicas} replicas")
+        sizes += [share // group.replicas] * group.replicas
+        requests_ += [group.request] * group.replicas
+    return carve(cluster, sizes), requests_
 
 
 def _next_free(start: int, free: Callable[[int], bool]) -> int:

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from urllib.parse import quote
 
 import requests
 
@@ -97,6 +98,7 @@ class Fleet:
             "launch_id": self.fleet_id,
             "model": first.plan.model,
             "served_model_name": self.plan.served_model_name,
+            "models": self.plan.models,
             "endpoint": self.plan.endpoint,
             "log_dir": str(self.router_log.parent),
             "launcher_pid": os.getpid(),
@@ -106,6 +108,7 @@ class Fleet:
             "gpus_serving": self.plan.gpus,
             "roles": {"router": {**self.plan.router.as_dict(), "log": str(self.router_log)},
                       "replicas": [{"index": r.index, "url": r.url, "state": r.state,
+                                    "model": r.plan.served_model_name,
                                     "deaths": r.deaths,
                                     "launch_id": r.launch.plan.launch_id if r.launch else None,
                                     "topology": r.plan.topology.as_dict(),
@@ -165,14 +168,18 @@ class Fleet:
                  f"in front of {len(self.replicas)} replicas; log {self.router_log}")
         deadline = time.monotonic() + 120
         why = "not probed"
+        registered: set[str] = set()
         while time.monotonic() < deadline:
             if self.router.poll() is not None:
                 raise PyserveError(f"the router exited with status {self.router.returncode}: "
                                    f"{tail(self.router_log, 5)}")
+            if self.plan.router.igw:
+                for replica in self.replicas:
+                    if replica.url not in registered and self._add(replica.url):
+                        registered.add(replica.url)
             listed = self.router_workers()
             if listed is not None and set(listed) >= {r.url for r in self.replicas}:
-                ok, why = probe_ready(self.router_url, self.plan.served_model_name,
-                                      self.api_key, timeout=5.0)
+                ok, why = self.probe_models()
                 if ok:
                     self.say(f"pyserve: READY through the router in "
                              f"{time.monotonic() - self.t0:.1f}s")
@@ -181,16 +188,53 @@ class Fleet:
         raise PyserveError(f"the router did not answer READY in 120 s (last probe: {why}); "
                            f"see {self.router_log}")
 
+    def probe_models(self) -> tuple[bool, str]:
+        """READY through the router: one model, the same probe as a launch (/v1/models lists
+        it, a 1-token completion); several (the router's gateway mode, whose /v1/models is
+        its own list), a 1-token completion per model, each routed by its name."""
+        if not self.plan.router.igw:
+            return probe_ready(self.router_url, self.plan.served_model_name, self.api_key,
+                               timeout=5.0)
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        for model in self.plan.models:
+            try:
+                answer = requests.post(f"{self.router_url}/v1/completions", headers=headers,
+                                       timeout=30, json={"model": model, "prompt": "ready?",
+                                                         "max_tokens": 1})
+                served = answer.json().get("model") if answer.ok else None
+            except (requests.RequestException, ValueError, AttributeError) as exc:
+                return False, f"{model}: {exc}"
+            if served != model:
+                return False, f"{model}: HTTP {answer.status_code}, served {served!r}"
+        return True, "every model answered"
+
     def router_workers(self) -> list[str] | None:
         try:
+            if self.plan.router.igw:
+                answer = requests.get(f"{self.router_url}/workers", timeout=3)
+                return [w["url"] for w in answer.json().get("workers", [])] if answer.ok \
+                    else None
             answer = requests.get(f"{self.router_url}/list_workers", timeout=3)
             return list(answer.json().get("urls", [])) if answer.ok else None
-        except (requests.RequestException, ValueError, AttributeError):
+        except (requests.RequestException, ValueError, AttributeError, KeyError, TypeError):
             return None
 
-    def _router_call(self, action: str, url: str) -> bool:
+    def _add(self, url: str) -> bool:
         try:
-            return requests.post(f"{self.router_url}/{action}", params={"url": url},
+            if self.plan.router.igw:
+                return requests.post(f"{self.router_url}/workers", json={"url": url},
+                                     timeout=30).ok
+            return requests.post(f"{self.router_url}/add_worker", params={"url": url},
+                                 timeout=30).ok
+        except requests.RequestException:
+            return False
+
+    def _remove(self, url: str) -> bool:
+        try:
+            if self.plan.router.igw:
+                return requests.delete(f"{self.router_url}/workers/{quote(url, safe='')}",
+                                       timeout=10).ok
+            return requests.post(f"{self.router_url}/remove_worker", params={"url": url},
                                  timeout=10).ok
         except requests.RequestException:
             return False
@@ -208,7 +252,7 @@ class Fleet:
             host, code = failed
             replica.state = "dead"
             replica.deaths += 1
-            removed = self._router_call("remove_worker", replica.url)
+            removed = self._remove(replica.url)
             reason = replica.launch.report_failure(NodeFailed(host, code, "while serving"))
             self.say(f"pyserve: replica {replica.index} ({replica.url}) died: {reason}; "
                      f"{'taken out of rotation' if removed else 'the router could not be told'}"
@@ -236,7 +280,7 @@ class Fleet:
             launch.shut_down("failed", 1)
             replica.state = "dead"
             return
-        added = self._router_call("add_worker", replica.url)
+        added = self._add(replica.url)
         replica.state = "serving"
         replica.history.append({"event": "restarted",
                                 "at_s": round(time.monotonic() - self.t0, 2)})
@@ -290,7 +334,7 @@ class Fleet:
         with _stop_on_signals():
             try:
                 self.bring_up()
-                print(f"READY {self.plan.endpoint} model={self.plan.served_model_name}",
+                print(f"READY {self.plan.endpoint} model={','.join(self.plan.models)}",
                       flush=True)
                 code = self.supervise()
                 state = "finished"
