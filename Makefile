@@ -47,6 +47,9 @@ setup: $(VENV)/.pyserve-installed
 $(VENV)/.pyserve-installed: pyproject.toml scripts/setup-cpu-engine.sh
 	bash scripts/setup-cpu-engine.sh $(VENV)
 	$(PY) -m pip install --quiet -e '.[dev]' 'ray==2.60.0' 'viztracer==1.1.1' 'vllm-router==0.1.17'
+	# NIXL for prefill/decode disaggregation: the meta package would pull both CUDA flavours;
+	# the cu12 build's UCX backend also runs on CPU-only machines.
+	$(PY) -m pip install --quiet --no-deps 'nixl==1.5.1' 'nixl-cu12==1.5.1'
 	touch $@
 
 demo: setup

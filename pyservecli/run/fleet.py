@@ -108,6 +108,8 @@ class Fleet:
             "gpus_serving": self.plan.gpus,
             "roles": {"router": {**self.plan.router.as_dict(), "log": str(self.router_log)},
                       "replicas": [{"index": r.index, "url": r.url, "state": r.state,
+                                    "role": (self.plan.roles or ["replica"] * (r.index + 1))
+                                    [r.index],
                                     "model": r.plan.served_model_name,
                                     "deaths": r.deaths,
                                     "launch_id": r.launch.plan.launch_id if r.launch else None,
