@@ -11,7 +11,10 @@ mkdir -p "$SITE/bin"
 printf '#!/bin/sh\nexec python3 -m vllm.entrypoints.cli.main "$@"\n' >"$SITE/bin/vllm"
 printf '#!/bin/sh\nexec python3 -m pyservecli "$@"\n' >"$SITE/bin/pyserve"
 printf '#!/bin/sh\nexec python3 -m ray.scripts.scripts "$@"\n' >"$SITE/bin/ray"
-chmod +x "$SITE/bin/vllm" "$SITE/bin/pyserve" "$SITE/bin/ray"
+# vllm-router (pyserve --replicas / --prefill): its console script, from the carried wheel.
+printf '#!/bin/sh\nexec python3 -c "from vllm_router.launch_router import main; main()" "$@"\n' \
+    >"$SITE/bin/vllm-router"
+chmod +x "$SITE/bin/vllm" "$SITE/bin/pyserve" "$SITE/bin/ray" "$SITE/bin/vllm-router"
 export PATH="$SITE/bin:$PATH"
 # FlashInfer is not in the bundle.
 export VLLM_USE_FLASHINFER_SAMPLER=0
