@@ -4,7 +4,8 @@
 # behind the router (`--replicas 2`), each benchmarked at ISL 1024 / OSL 256, 128 in flight
 # (the same point as plan-measure.sh, whose TP 1 x DP 2 run is the --dp 2 figure).
 #   pd.sh PHASE RESULTS      PHASE: pd | replicas
-# Needs the vLLM bundle and the nixl, nixl-cu13 and vllm-router wheels in $PYSERVE_GPU_SITE.
+# Needs the vLLM bundle and the nixl, nixl-cu13, vllm-router and orjson wheels in
+# $PYSERVE_GPU_SITE (pip install --no-deps --target).
 set -euo pipefail
 phase=${1:?usage: pd.sh PHASE RESULTS}
 results=${2:?usage: pd.sh PHASE RESULTS}
