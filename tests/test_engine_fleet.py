@@ -16,6 +16,7 @@ from pyservecli import api
 from pyservecli.models.dummy import create_model_dir
 from pyservecli.run.procs import session_members
 
+from .conftest import run_pyserve
 from .engine import CPU_SERVE_ARGS, cpu_engine_env, free_port, require_engine
 
 pytestmark = pytest.mark.engine
@@ -91,6 +92,9 @@ def test_two_replicas_survive_one_killed_mid_benchmark(tmp_path, monkeypatch):
         assert "restarted and back in rotation" in "\n".join(lines)
         record = json.loads((ws / "latest.json").read_text())
         assert record["roles"]["replicas"][1]["deaths"] == 1
+        status = run_pyserve("status", "--workspace", str(ws))
+        assert status.returncode == 0, status.stderr
+        assert "router" in status.stdout and "(deaths 1)" in status.stdout
     # Everything stopped: no replica answers, the router is gone.
     for url in urls + [server.base_url]:
         with pytest.raises(requests.RequestException):

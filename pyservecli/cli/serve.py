@@ -277,6 +277,15 @@ def status(launch, workspace, fmt):
             cache = entry.get("compile_cache") or "not used"
             click.echo(f"{'startup ' + host:18} {phases or 'no phase seen'}; compile cache "
                        f"{cache}")
+        roles = info.get("roles") if isinstance(info.get("roles"), dict) else {}
+        if roles.get("router"):
+            router = roles["router"]
+            click.echo(f"{'router':18} port {router.get('port')}, {router.get('mode')} mode, "
+                       f"{router.get('policy')}; log {router.get('log')}")
+        for replica in roles.get("replicas") or []:
+            click.echo(f"{replica.get('role', 'replica') + ' ' + str(replica.get('index')):18} "
+                       f"{replica.get('url')} {replica.get('state')} (deaths "
+                       f"{replica.get('deaths')}) {replica.get('model')}")
 
 
 @main.command(epilog="""
