@@ -297,6 +297,9 @@ def test_gpu_detection_order():
     assert given.memory_gib == 80 and given.source == "--gpu-memory"
     gres = detect_gpu({"SLURM_GPUS_PER_NODE": "h100:8"}, 8, run=fake_smi("", 9))
     assert gres.spec.name == "H100" and "SLURM GPU type h100" in gres.source
+    # A GPU listed with no memory tells nothing: the memory is assumed, never 0.
+    zero = detect_gpu({}, 1, run=fake_smi("Stand-in GPU, 0.0\n"))
+    assert zero.assumed and zero.memory_gib == pytest.approx(79.6)
     assumed = detect_gpu({}, 8, run=fake_smi("", 9))
     assert assumed.assumed and assumed.memory_gib == pytest.approx(79.6)
     assert detect_gpu({}, None).memory_gib is None

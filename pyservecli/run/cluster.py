@@ -86,9 +86,11 @@ def _nvidia_smi_gpu(run: Callable[..., subprocess.CompletedProcess] | None
     for line in result.stdout.splitlines():
         name, _, mib = line.rpartition(",")
         try:
-            found.append((name.strip(), float(mib) / 1024))
+            gib = float(mib) / 1024
         except ValueError:
             continue
+        if gib >= 1:  # a GPU that reports no memory (a stand-in, a broken driver) says nothing
+            found.append((name.strip(), gib))
     return min(found, key=lambda item: item[1]) if found else None
 
 
