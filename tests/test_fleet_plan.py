@@ -134,3 +134,18 @@ def test_prefill_decode_plan_has_roles_nixl_and_a_pd_router(config_dir):
         refused = run_pyserve("launch", model, "--nodelist", "n1", "--gpus-per-node", "4",
                               *args, "--dry-run")
         assert refused.returncode == 2 and message in refused.stderr, refused.stderr
+
+
+def test_sweep_serve_lines_plan_like_launch(config_dir):
+    """`pyserve sweep --serve '...'` reads its lines with the launch command's options, the
+    new ones included: a plain line plans one server, a --replicas line a fleet."""
+    from pyservecli import api
+    from pyservecli.cli.serve import parse_launch_line
+
+    model = str(config_dir("qwen3-8b"))
+    one = api.prepare_launch(dry_run=True, **parse_launch_line(
+        f"{model} --tp 2 --nodelist n1 --gpus-per-node 2 --max-model-len 4096"))
+    assert not one.is_fleet and one.plan.topology.tp == 2
+    fleet = api.prepare_launch(dry_run=True, **parse_launch_line(
+        f"{model} --replicas 2 --nodelist n1 --gpus-per-node 2"))
+    assert fleet.is_fleet and len(fleet.plan.replicas) == 2

@@ -212,6 +212,8 @@ def parse_launch_line(line: str) -> dict:
     params = dict(ctx.params)
     for unused in ("dry_run", "fmt"):
         params.pop(unused)
+    lines = params.pop("serve_lines")
+    params["serve"] = [parse_serve_line(line) for line in lines] or None
     return launch_settings(**params)
 
 
