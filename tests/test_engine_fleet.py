@@ -51,7 +51,7 @@ def test_two_replicas_survive_one_killed_mid_benchmark(tmp_path, monkeypatch):
 
         def bench():
             results["points"] = api.bench(server.base_url, isl=32, osl=32, concurrency=4,
-                                          num_prompts=80, out=tmp_path / "bench",
+                                          num_prompts=160, out=tmp_path / "bench",
                                           workspace=ws, say=lambda _line: None)
 
         runner = threading.Thread(target=bench)
@@ -61,7 +61,8 @@ def test_two_replicas_survive_one_killed_mid_benchmark(tmp_path, monkeypatch):
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and not (tmp_path / "bench").exists():
             time.sleep(0.5)
-        time.sleep(8)
+        time.sleep(5)
+        assert runner.is_alive(), "the benchmark ended before the kill"
         leader = victim.launch.process.popen.pid
         killed = [pid for pid in session_members(leader) if pid != leader]
         assert killed
@@ -76,7 +77,11 @@ def test_two_replicas_survive_one_killed_mid_benchmark(tmp_path, monkeypatch):
         # The endpoint kept answering: the benchmark finished, few requests failed.
         [point] = results["points"]
         completed, failed = point.result["completed"], point.result.get("failed", 0)
-        assert completed + failed == 80 and completed >= 80 - 4, (completed, failed)
+        assert completed + failed == 160 and completed >= 160 - 4, (completed, failed)
+        # The node entrypoint reaps what is left of the replica before it reports the end.
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not victim.deaths:
+            time.sleep(0.5)
         said = "\n".join(lines)
         assert "replica 1" in said and "died" in said and "taken out of rotation" in said
         answer = requests.post(f"{server.base_url}/v1/completions", timeout=60, json={
@@ -148,6 +153,15 @@ def test_one_prefill_one_decode_over_nixl_on_the_cpu_build(tmp_path, monkeypatch
         fleet = server.fleet
         assert fleet.plan.roles == ["prefill", "decode"] and fleet.plan.router.pd
         prefill_url, decode_url = (r.url for r in fleet.replicas)
+        # The first request that decodes makes the NIXL handshake between the two servers,
+        # which vLLM gives 5 s (hard-coded); on a loaded 2-core machine that can time out once
+        # (HTTP 500, the servers stay up). Warm up until one succeeds, then measure.
+        for _attempt in range(4):
+            warm = requests.post(f"{server.base_url}/v1/completions", timeout=120, json={
+                "model": str(model), "prompt": "warm up " * 8, "max_tokens": 4})
+            if warm.status_code == 200:
+                break
+        assert warm.status_code == 200, warm.text
         for i in range(3):
             answer = requests.post(f"{server.base_url}/v1/completions", timeout=120, json={
                 "model": str(model), "prompt": f"a longer prompt number {i} " * 8,
@@ -163,7 +177,7 @@ def test_one_prefill_one_decode_over_nixl_on_the_cpu_build(tmp_path, monkeypatch
             text = requests.get(f"{url}/metrics", timeout=10).text
             return sum(float(v) for v in re.findall(rf"^{name}\{{[^}}]*\}} (\S+)$", text, re.M))
 
-        assert metric(decode_url, "vllm:nixl_xfer_time_seconds_count") >= 3
+        assert metric(decode_url, "vllm:nixl_xfer_time_seconds_count") >= 4
         # The prefill server produced one token per request, the decode server the rest.
         assert metric(prefill_url, "vllm:generation_tokens_total") < \
             metric(decode_url, "vllm:generation_tokens_total")
