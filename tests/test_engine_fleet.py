@@ -156,11 +156,12 @@ def test_one_prefill_one_decode_over_nixl_on_the_cpu_build(tmp_path, monkeypatch
         # The first request that decodes makes the NIXL handshake between the two servers,
         # which vLLM gives 5 s (hard-coded); on a loaded 2-core machine that can time out once
         # (HTTP 500, the servers stay up). Warm up until one succeeds, then measure.
-        for _attempt in range(4):
+        for _attempt in range(8):
             warm = requests.post(f"{server.base_url}/v1/completions", timeout=120, json={
                 "model": str(model), "prompt": "warm up " * 8, "max_tokens": 4})
             if warm.status_code == 200:
                 break
+            time.sleep(10)  # a failed request may open the router's circuit for a while
         assert warm.status_code == 200, warm.text
         for i in range(3):
             answer = requests.post(f"{server.base_url}/v1/completions", timeout=120, json={
