@@ -168,7 +168,10 @@ class Fleet:
         log.close()
         self.say(f"pyserve: router on port {self.plan.router.port} ({self.plan.router.policy}) "
                  f"in front of {len(self.replicas)} replicas; log {self.router_log}")
-        deadline = time.monotonic() + 120
+        # What is left of --ready-timeout, and at least 2 minutes: the first request through
+        # a P/D router also makes the NIXL handshake, slow on a loaded CPU machine.
+        budget = max(120.0, self.options.ready_timeout - (time.monotonic() - self.t0))
+        deadline = time.monotonic() + budget
         why = "not probed"
         registered: set[str] = set()
         while time.monotonic() < deadline:
@@ -187,8 +190,8 @@ class Fleet:
                              f"{time.monotonic() - self.t0:.1f}s")
                     return
             time.sleep(0.5)
-        raise PyserveError(f"the router did not answer READY in 120 s (last probe: {why}); "
-                           f"see {self.router_log}")
+        raise PyserveError(f"the router did not answer READY in {budget:.0f} s (last probe: "
+                           f"{why}); see {self.router_log}")
 
     def probe_models(self) -> tuple[bool, str]:
         """READY through the router: one model, the same probe as a launch (/v1/models lists
