@@ -253,8 +253,8 @@ def serve(model: str, *, say: Say | None = None, log_path: str | Path | None = N
         if prepared.is_fleet:
             # The router's endpoint on this host; the fleet's record names every role.
             yield Server(base_url=running.router_url, workspace=prepared.options.workspace,
-                         record_path=prepared.options.workspace / f"fleet-{running.fleet_id}"
-                         ".json", ready_s=round(time.monotonic() - started, 2), fleet=running)
+                         record_path=running.record_path,
+                         ready_s=round(time.monotonic() - started, 2), fleet=running)
             return
         yield Server(base_url=prepared.plan.endpoint.removesuffix("/v1"),
                      workspace=prepared.options.workspace, record_path=running.files.record,
@@ -499,10 +499,11 @@ def plan_topologies(model: str, *, goal: str = "throughput", isl: int | None = N
     if concurrency is None:
         concurrency = 64 * total if goal == "throughput" else 1
     workload = Workload(isl or 1024, osl or 256, concurrency)
-    _model_dir, facts = read_model(model, list(vllm_args), find_config)
+    settings = memory_settings(list(vllm_args))
+    _model_dir, facts = read_model(model, settings, find_config)
     if facts.memory is None:
         raise PyserveError(f"cannot size {model}: {facts.source}")
-    utilization = memory_settings(list(vllm_args)).gpu_memory_utilization
+    utilization = settings.gpu_memory_utilization
     found = candidates(facts, len(cluster.nodes), cluster.gpus_per_node, cluster.gpu, workload,
                        utilization)
     try:

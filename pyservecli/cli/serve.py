@@ -244,8 +244,7 @@ def describe_fleet(fleet) -> str:
              f"({router.policy}) at {fleet.endpoint}",
              f"router on {router.host}: {shjoin(router.argv())}"]
     for index, replica in enumerate(fleet.replicas):
-        role = fleet.roles[index] if fleet.roles else "replica"
-        lines.append(f"--- {role} {index} at {worker_url(replica)} ---")
+        lines.append(f"--- {fleet.role(index)} {index} at {worker_url(replica)} ---")
         lines.append(describe_plan(replica))
     return "\n".join(lines)
 

@@ -87,6 +87,9 @@ class FleetPlan:
     def served_model_name(self) -> str:
         return self.replicas[0].served_model_name
 
+    def role(self, index: int) -> str:
+        return self.roles[index] if self.roles else "replica"
+
     @property
     def models(self) -> list[str]:
         """Every served model name, in the order of the --serve lines."""
@@ -99,7 +102,7 @@ class FleetPlan:
     def as_dict(self) -> dict:
         return {"fleet_id": self.fleet_id, "router": self.router.as_dict(),
                 "models": self.models,
-                "replicas": [{"role": self.roles[i] if self.roles else "replica", "index": i,
+                "replicas": [{"role": self.role(i), "index": i,
                               "model": r.served_model_name, "url": worker_url(r),
                               **r.as_dict()} for i, r in enumerate(self.replicas)]}
 
@@ -141,17 +144,11 @@ def split(cluster: Cluster, replicas: int) -> list[Share]:
         raise PyserveError(f"{replicas} replicas do not split {len(nodes)} node(s) x {per_node} "
                            f"GPUs = {total} evenly")
     share = total // replicas
-    if share <= per_node:
-        if per_node % share:
-            raise PyserveError(f"a replica's {share} GPUs do not divide a node's {per_node}")
-        per = per_node // share
-        return [Share((nodes[i // per],), share,
-                      ",".join(str(d) for d in range((i % per) * share, (i % per + 1) * share)))
-                for i in range(replicas)]
-    if share % per_node:
+    if share <= per_node and per_node % share:
+        raise PyserveError(f"a replica's {share} GPUs do not divide a node's {per_node}")
+    if share > per_node and share % per_node:
         raise PyserveError(f"a replica's {share} GPUs are not whole nodes of {per_node}")
-    size = share // per_node
-    return [Share(nodes[i * size:(i + 1) * size], per_node, None) for i in range(replicas)]
+    return carve(cluster, [share] * replicas)
 
 
 @dataclass(frozen=True)
@@ -184,8 +181,7 @@ def carve(cluster: Cluster, sizes: list[int]) -> list[Share]:
                                    f"(GPU {first} onwards); give --gpus that fill nodes in "
                                    "order")
             devices = ",".join(str(d) for d in range(first, first + size))
-            shares.append(Share((nodes[node],), size,
-                                None if size == per_node else devices))
+            shares.append(Share((nodes[node],), size, devices))
         else:
             if first or size % per_node:
                 raise PyserveError(f"a replica of {size} GPUs must take whole nodes of "

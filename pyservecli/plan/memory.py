@@ -23,7 +23,8 @@ GIB = 1024**3
 RUNTIME_OVERHEAD_BYTES = 2.5 * GIB
 DEFAULT_GPU_MEMORY_UTILIZATION = 0.9
 
-_EXPERT_KEYS = ("num_experts", "n_routed_experts", "num_local_experts", "moe_num_experts")
+# Where configs name the number of routed experts (Qwen, DeepSeek, Mixtral, others).
+EXPERT_KEYS = ("num_experts", "n_routed_experts", "num_local_experts", "moe_num_experts")
 _EXPERTS_PER_TOKEN_KEYS = ("num_experts_per_tok", "experts_per_token", "moe_topk",
                            "num_selected_experts")
 _DTYPE_BYTES = {"float32": 4, "float": 4, "float16": 2, "half": 2, "bfloat16": 2, "fp16": 2,
@@ -159,7 +160,7 @@ def model_size(config: dict, name: str = "model") -> ModelSize:
     else:
         attention = 2 * hidden * heads * head_dim + 2 * hidden * kv_heads * head_dim
         query_dim = heads * head_dim
-    experts = _int(config, *_EXPERT_KEYS)
+    experts = _int(config, *EXPERT_KEYS)
     moe_layers = moe_layer_count(config, layers, experts)
     intermediate = _int(config, "intermediate_size")
     # Mixtral-style configs size their experts with intermediate_size.

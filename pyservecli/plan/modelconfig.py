@@ -7,11 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pyservecli.errors import PyserveError
-from pyservecli.plan.memory import ModelMemory, model_memory
+from pyservecli.plan.memory import EXPERT_KEYS, ModelMemory, model_memory
 from pyservecli.plan.topology import Topology
 from pyservecli.plan.vllm_args import MemorySettings
-
-_EXPERT_KEYS = ("num_experts", "n_routed_experts", "num_local_experts", "moe_num_experts")
 
 
 def looks_like_path(model: str) -> bool:
@@ -31,7 +29,7 @@ def resolve_model_dir(model: str) -> Path | None:
 
 
 # The fields the checks read: each must be a whole number when present.
-_COUNT_KEYS = ("num_attention_heads", "num_key_value_heads", "num_hidden_layers", *_EXPERT_KEYS)
+_COUNT_KEYS = ("num_attention_heads", "num_key_value_heads", "num_hidden_layers", *EXPERT_KEYS)
 
 
 def load_config(model_dir: Path) -> dict:
@@ -78,7 +76,7 @@ def check_model_fits(config: dict, topology: Topology, name: str = "model") -> N
     if layers is not None and layers < pp:
         raise PyserveError(f"{name} has {layers} layers, fewer than PP {pp}")
     if ep:
-        experts = next((config[k] for k in _EXPERT_KEYS if config.get(k)), None)
+        experts = next((config[k] for k in EXPERT_KEYS if config.get(k)), None)
         if experts is None:
             raise PyserveError(f"--ep needs a mixture-of-experts model; {name} has no experts")
         if experts % ep:

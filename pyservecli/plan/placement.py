@@ -22,7 +22,7 @@ from pyservecli.plan.modelconfig import (
     resolve_model_dir,
 )
 from pyservecli.plan.topology import Topology, plan_topology
-from pyservecli.plan.vllm_args import memory_settings
+from pyservecli.plan.vllm_args import MemorySettings, memory_settings
 
 # A hub id -> (its config.json or None, where it came from or why not): ``run.hfhub``.
 FindConfig = Callable[[str, str | None], tuple[Path | None, str]]
@@ -56,10 +56,10 @@ class Placement:
         return lines + self.choice.decisions
 
 
-def read_model(model: str, serve_args: Sequence[str] = (),
+def read_model(model: str, settings: MemorySettings,
                find_config: FindConfig | None = None) -> tuple[Path | None, ModelFacts]:
-    """The local model directory (None for a hub id) and what its config says."""
-    settings = memory_settings(list(serve_args))
+    """The local model directory (None for a hub id) and what its config says, sized with
+    ``settings`` (``vllm_args.memory_settings`` of the serve arguments)."""
     model_dir = resolve_model_dir(model)
     if model_dir is not None:
         return model_dir, read_facts(model, model_dir / "config.json",
@@ -76,8 +76,9 @@ def place(model: str, cluster: Cluster, *, tp: int | None = None, pp: int | None
     ``resolve``: a host name to its address (``run.cluster.resolve_ip``). With none of
     ``tp``/``pp``/``dp`` given and GPUs in the allocation, the topology is chosen from the
     model's size; explicit settings always win and are checked against it."""
-    model_dir, facts = read_model(model, serve_args, find_config)
-    utilization = memory_settings(list(serve_args)).gpu_memory_utilization
+    settings = memory_settings(list(serve_args))
+    model_dir, facts = read_model(model, settings, find_config)
+    utilization = settings.gpu_memory_utilization
     nodes = len(cluster.nodes)
     choice = Choice(None)
     if tp is None and pp is None and dp is None and cluster.gpus_per_node is not None:

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from urllib.parse import quote
 
 import requests
@@ -35,9 +35,10 @@ from pyservecli.run.launcher import (
     NodeFailed,
     StopRequested,
     _stop_on_signals,
+    supervise,
     tail,
 )
-from pyservecli.run.readiness import probe_ready
+from pyservecli.run.readiness import auth_headers, probe_ready
 
 Say = Callable[[str], None]
 
@@ -58,7 +59,6 @@ class Replica:
     state: str = "starting"  # starting | serving | dead | restarting | stopped
     deaths: int = 0
     restarting: threading.Thread | None = None
-    history: list[dict] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -77,11 +77,14 @@ class Fleet:
         self.router_log = options.workspace / "logs" / f"router-{self.fleet_id}.log"
         self.api_key = None
         self.t0 = time.monotonic()
-        self.lock = threading.Lock()
 
     @property
     def fleet_id(self) -> str:
         return self.plan.fleet_id
+
+    @property
+    def record_path(self):
+        return self.options.workspace / f"fleet-{self.fleet_id}.json"
 
     @property
     def router_url(self) -> str:
@@ -108,8 +111,7 @@ class Fleet:
             "gpus_serving": self.plan.gpus,
             "roles": {"router": {**self.plan.router.as_dict(), "log": str(self.router_log)},
                       "replicas": [{"index": r.index, "url": r.url, "state": r.state,
-                                    "role": (self.plan.roles or ["replica"] * (r.index + 1))
-                                    [r.index],
+                                    "role": self.plan.role(r.index),
                                     "model": r.plan.served_model_name,
                                     "deaths": r.deaths,
                                     "launch_id": r.launch.plan.launch_id if r.launch else None,
@@ -120,14 +122,14 @@ class Fleet:
             **extra,
         }
         text = json.dumps(record, indent=2) + "\n"
-        write_private(self.options.workspace / f"fleet-{self.fleet_id}.json", text)
+        write_private(self.record_path, text)
         write_private(self.options.workspace / "latest.json", text)
 
     # -- phases ----------------------------------------------------------------------------
     def _new_launch(self, replica: Replica, attempt: int) -> Launch:
         plan = replica.plan
         if attempt:
-            plan = _with_suffix(plan, f"{plan.launch_suffix}-{attempt}")
+            plan = replace(plan, launch_suffix=f"{plan.launch_suffix}-{attempt}")
 
         def say(line: str, index: int = replica.index) -> None:
             self.say(f"[replica {index}] {line}")
@@ -200,7 +202,7 @@ class Fleet:
         if not self.plan.router.igw:
             return probe_ready(self.router_url, self.plan.served_model_name, self.api_key,
                                timeout=5.0)
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        headers = auth_headers(self.api_key)
         for model in self.plan.models:
             try:
                 answer = requests.post(f"{self.router_url}/v1/completions", headers=headers,
@@ -262,8 +264,6 @@ class Fleet:
             self.say(f"pyserve: replica {replica.index} ({replica.url}) died: {reason}; "
                      f"{'taken out of rotation' if removed else 'the router could not be told'}"
                      f"; {sum(r.state == 'serving' for r in self.replicas)} serving")
-            replica.history.append({"event": "died", "at_s": round(time.monotonic() - self.t0,
-                                                                  2), "reason": reason})
             replica.launch.shut_down("failed", code)
             if self.restart:
                 replica.state = "restarting"
@@ -275,9 +275,7 @@ class Fleet:
             raise PyserveError("every replica has died; stopping")
 
     def _restart(self, replica: Replica) -> None:
-        launch = self._new_launch(replica, replica.deaths)
-        with self.lock:
-            replica.launch = launch
+        launch = replica.launch = self._new_launch(replica, replica.deaths)
         try:
             launch.bring_up()
         except (NodeFailed, PyserveError, OSError) as exc:
@@ -287,36 +285,22 @@ class Fleet:
             return
         added = self._add(replica.url)
         replica.state = "serving"
-        replica.history.append({"event": "restarted",
-                                "at_s": round(time.monotonic() - self.t0, 2)})
         self.say(f"pyserve: replica {replica.index} restarted and "
                  f"{'back in rotation' if added else 'NOT re-added to the router'}")
         self.record("serving")
 
+    def check_router_and_replicas(self) -> None:
+        if self.router.poll() is not None:
+            raise PyserveError(f"the router exited with status {self.router.returncode}; "
+                               f"see {self.router_log}")
+        self.check_replicas()
+
     def supervise(self) -> int:
         """Until stopped (or, with --then, until the command ends): the router must live; dead
         replicas are handled by ``check_replicas``."""
-        child = None
-        if self.options.then:
-            env = {**os.environ, "PYSERVE_ENDPOINT": self.plan.endpoint,
-                   "PYSERVE_BASE_URL": self.router_url,
-                   "PYSERVE_MODEL": self.plan.served_model_name,
-                   "PYSERVE_WORKSPACE": str(self.options.workspace)}
-            self.say(f"pyserve: running {' '.join(self.options.then)}")
-            child = subprocess.Popen(self.options.then, env=env)
-        try:
-            while child is None or child.poll() is None:
-                if self.router.poll() is not None:
-                    raise PyserveError(f"the router exited with status "
-                                       f"{self.router.returncode}; see {self.router_log}")
-                self.check_replicas()
-                time.sleep(self.options.poll_interval)
-        finally:
-            if child is not None and child.poll() is None:
-                child.terminate()
-                child.wait()
-        self.say(f"pyserve: command exited with status {child.returncode}; stopping")
-        return child.returncode
+        return supervise(self.options, self.plan.endpoint, self.router_url,
+                         self.plan.served_model_name, self.check_router_and_replicas,
+                         self.say)
 
     def stop(self, state: str, code: int) -> None:
         if self.router is not None and self.router.poll() is None:
@@ -381,10 +365,3 @@ class Fleet:
             finally:
                 done.set()
                 self.stop(state, code)
-
-
-def _with_suffix(plan: LaunchPlan, suffix: str) -> LaunchPlan:
-    from dataclasses import replace
-
-    return replace(plan, launch_suffix=suffix)
-

@@ -68,16 +68,16 @@ def find_config(repo_id: str, revision: str | None = None,
     if is_offline(env):
         return None, "config.json not in the Hugging Face cache and HF_HUB_OFFLINE is set: " \
             "model checks skipped"
+    # huggingface_hub reads its download timeout once, when imported: set it first.
+    os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", str(FETCH_TIMEOUT_S))
     try:
         from huggingface_hub import hf_hub_download
     except ImportError:
         return None, "huggingface_hub is not installed and the config is not cached: model " \
             "checks skipped"
-    os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", str(FETCH_TIMEOUT_S))
-    os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", str(FETCH_TIMEOUT_S))
     try:
         path = Path(hf_hub_download(repo_id, "config.json", revision=revision,
-                                    cache_dir=str(cache)))
+                                    cache_dir=str(cache), etag_timeout=FETCH_TIMEOUT_S))
     except Exception as exc:  # any hub failure (network, 404, gated) only skips the checks
         reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
         return None, f"config.json could not be fetched ({reason}): model checks skipped"

@@ -268,35 +268,15 @@ class Launch:
                 last_note = now
             time.sleep(self.options.poll_interval)
 
+    def check_nodes(self) -> None:
+        """Raise NodeFailed when a node has ended."""
+        failed = self.failed_node()
+        if failed:
+            raise NodeFailed(*failed, "while serving")
+
     def supervise(self) -> int:
-        if self.options.then:
-            # PYSERVE_WORKSPACE lets `pyserve bench` in COMMAND find this launch's record
-            # (server command and topology go into its provenance).
-            env = {**os.environ, "PYSERVE_ENDPOINT": self.plan.endpoint,
-                   "PYSERVE_BASE_URL": self.probe_url(),
-                   "PYSERVE_MODEL": self.plan.served_model_name,
-                   "PYSERVE_WORKSPACE": str(self.options.workspace)}
-            self.say(f"pyserve: running {shjoin(self.options.then)}")
-            child = subprocess.Popen(self.options.then, env=env)
-            try:
-                while child.poll() is None:
-                    failed = self.failed_node()
-                    if failed:
-                        child.terminate()
-                        child.wait()
-                        raise NodeFailed(*failed, "while serving")
-                    time.sleep(self.options.poll_interval)
-            except StopRequested:
-                child.terminate()
-                child.wait()
-                raise
-            self.say(f"pyserve: command exited with status {child.returncode}; stopping")
-            return child.returncode
-        while True:
-            failed = self.failed_node()
-            if failed:
-                raise NodeFailed(*failed, "while serving")
-            time.sleep(self.options.poll_interval)
+        return supervise(self.options, self.plan.endpoint, self.probe_url(),
+                         self.plan.served_model_name, self.check_nodes, self.say)
 
     def stop(self) -> None:
         if self.process is None:
@@ -384,6 +364,32 @@ class Launch:
                 raise
             finally:
                 self.shut_down(state, code)
+
+
+def supervise(options: LaunchOptions, endpoint: str, base_url: str, model: str,
+              check: Callable[[], None], say: Callable[[str], None]) -> int:
+    """Serve until stopped, or with ``options.then`` until that command ends (its status is
+    returned); ``check`` raises when what serves has failed, and the command is ended then."""
+    if not options.then:
+        while True:
+            check()
+            time.sleep(options.poll_interval)
+    # PYSERVE_WORKSPACE lets `pyserve bench` in COMMAND find this launch's record (server
+    # command and topology go into its provenance).
+    env = {**os.environ, "PYSERVE_ENDPOINT": endpoint, "PYSERVE_BASE_URL": base_url,
+           "PYSERVE_MODEL": model, "PYSERVE_WORKSPACE": str(options.workspace)}
+    say(f"pyserve: running {shjoin(options.then)}")
+    child = subprocess.Popen(options.then, env=env)
+    try:
+        while child.poll() is None:
+            check()
+            time.sleep(options.poll_interval)
+    finally:
+        if child.poll() is None:
+            child.terminate()
+            child.wait()
+    say(f"pyserve: command exited with status {child.returncode}; stopping")
+    return child.returncode
 
 
 class Heartbeat:
