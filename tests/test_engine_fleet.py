@@ -128,6 +128,17 @@ def test_two_models_behind_one_endpoint_are_routed_by_name(tmp_path, monkeypatch
         unknown = requests.post(f"{server.base_url}/v1/completions", timeout=60, json={
             "model": "not-served", "prompt": "hello", "max_tokens": 4})
         assert unknown.status_code >= 400
+        # pyserve health and bench read the gateway's list: each model checked by its name.
+        for model in (str(dense), str(moe)):
+            checks = api.health(server.base_url, model=model,
+                                only=["models", "completion", "chat", "streaming"])
+            assert [c.name for c in checks if c.passed] == [
+                "models", "completion", "chat", "streaming"], checks
+        results = api.bench(server.base_url, isl=32, osl=8, concurrency=2, num_prompts=4,
+                            model=str(moe), out=tmp_path / "bench", say=lambda _line: None)
+        assert [r.status for r in results] == ["ok"]
+        assert results[0].result["completed"] == 4
+        assert results[0].result["model_id"] == str(moe)
         record = json.loads((tmp_path / "ws" / "latest.json").read_text())
         assert sorted(record["models"]) == sorted([str(dense), str(moe)])
         assert {r["model"] for r in record["roles"]["replicas"]} == {str(dense), str(moe)}

@@ -54,3 +54,25 @@ def test_the_cli_exits_1_and_names_the_failed_check():
         cli = run_pyserve("health", "--host", host, "--port", port)
     assert cli.returncode == 1
     assert "13 of 14 checks passed" in cli.stdout
+
+
+@pytest.mark.parametrize("listing, ids", [
+    ({"object": "list", "data": [{"id": "a", "max_model_len": 4096}, {"id": "b"}]}, ["a", "b"]),
+    ({"models": ["a", "b"]}, ["a", "b"]),  # vllm-router 0.1.17's gateway mode
+    ({"models": [{"id": "a"}]}, ["a"]),
+    ({"data": []}, []),
+])
+def test_model_lists_of_vllm_and_of_the_routers_gateway_mode_are_read(listing, ids):
+    from pyservecli.run.readiness import model_cards
+
+    assert [card["id"] for card in model_cards(listing)] == ids
+
+
+@pytest.mark.parametrize("listing", [
+    {"object": "list"}, [], {"data": "a"}, {"models": [1]}, {"data": [{"name": "a"}]}, None,
+])
+def test_anything_else_is_not_a_model_list(listing):
+    from pyservecli.run.readiness import model_cards
+
+    with pytest.raises(ValueError):
+        model_cards(listing)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import requests
 
 from pyservecli.errors import PyserveError
-from pyservecli.run.readiness import auth_headers
+from pyservecli.run.readiness import auth_headers, model_cards
 
 # Seconds one check's request may take (the first requests of a cold server are slow).
 DEFAULT_TIMEOUT_S = 120.0
@@ -67,7 +67,10 @@ class HealthClient:
 
 
 def check_models(c: HealthClient) -> str:
-    ids = [m["id"] for m in c.get("/v1/models")["data"]]
+    try:
+        ids = [card["id"] for card in model_cards(c.get("/v1/models"))]
+    except ValueError as exc:
+        raise CheckFailed(f"/v1/models: {exc}") from None
     _expect(bool(ids), "no model served")
     if c.model is None:
         c.model = ids[0]

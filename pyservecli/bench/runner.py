@@ -27,7 +27,7 @@ from pyservecli.bench.results import SUMMARY_COLUMNS, PointRecord, gpus_of
 from pyservecli.bench.sonnet import write_dataset
 from pyservecli.bench.suites import DATASET_FILES, BenchPoint, bench_argv, sonnet_dataset_path
 from pyservecli.errors import PyserveError
-from pyservecli.run.readiness import auth_headers
+from pyservecli.run.readiness import auth_headers, model_cards
 
 MAX_FAILED_FRACTION = 0.01  # more failed requests than this makes a point invalid
 
@@ -127,11 +127,8 @@ def server_info(base_url: str, model: str | None, api_key: str | None) -> Server
     if response.status_code != 200:
         raise PyserveError(f"{base_url}/v1/models answered {response.status_code}")
     try:
-        cards = response.json().get("data", [])
-        if not isinstance(cards, list) or not all(isinstance(c, dict) and isinstance(
-                c.get("id"), str) for c in cards):
-            raise ValueError("no list of models with ids")
-    except (ValueError, AttributeError) as exc:
+        cards = model_cards(response.json())
+    except ValueError as exc:
         raise PyserveError(f"{base_url}/v1/models did not answer an OpenAI model list "
                            f"({exc}); is this a vLLM server?") from None
     if not cards:

@@ -112,6 +112,22 @@ def auth_headers(api_key: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
 
+def model_cards(listing) -> list[dict]:
+    """The models in a /v1/models answer, each a dict with at least a string ``id``: OpenAI's
+    list (``{"data": [{"id": ...}]}``: vLLM, and vllm-router in front of one model) or
+    vllm-router's gateway mode in front of several (``{"models": [...]}``, bare names as of
+    0.1.17; cards with an ``id`` are taken too). ValueError for anything else."""
+    if not isinstance(listing, dict) or not ("data" in listing or "models" in listing):
+        raise ValueError("neither an OpenAI model list nor a router's gateway list")
+    entries = listing["data"] if "data" in listing else listing["models"]
+    if not isinstance(entries, list):
+        raise ValueError("the model list is not a list")
+    cards = [{"id": e} if isinstance(e, str) else e for e in entries]
+    if not all(isinstance(c, dict) and isinstance(c.get("id"), str) for c in cards):
+        raise ValueError("a listed model has no id")
+    return cards
+
+
 def _status(response) -> str:
     """``401 Unauthorized``: the code with its reason, which says more than the number."""
     return f"{response.status_code} {response.reason or ''}".strip()
@@ -130,7 +146,10 @@ def probe_ready(base_url: str, model: str, api_key: str | None = None,
         models = http.get(f"{base_url}/v1/models", headers=headers, timeout=timeout)
         if models.status_code != 200:
             return False, f"/v1/models answered {_status(models)}"
-        ids = [entry.get("id") for entry in models.json().get("data", [])]
+        try:
+            ids = [card["id"] for card in model_cards(models.json())]
+        except ValueError as exc:
+            return False, f"/v1/models: {exc}"
         if model not in ids:
             return False, f"/v1/models lists {ids}, not {model}"
         completion = http.post(
