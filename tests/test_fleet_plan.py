@@ -149,3 +149,39 @@ def test_sweep_serve_lines_plan_like_launch(config_dir):
     fleet = api.prepare_launch(dry_run=True, **parse_launch_line(
         f"{model} --replicas 2 --nodelist n1 --gpus-per-node 2"))
     assert fleet.is_fleet and len(fleet.plan.replicas) == 2
+
+
+def test_the_fleet_stops_when_a_model_or_a_pd_side_has_no_server_left(tmp_path):
+    """A dead replica is survived while its model (with P/D: its side) has another server
+    serving or restarting; when none is left the endpoint cannot serve it and the fleet stops."""
+    from pyservecli.plan.fleet import ServeGroup, pd_groups
+    from pyservecli.run.fleet import Fleet
+    from pyservecli.run.launcher import LaunchOptions
+
+    def fleet_of(groups):
+        plan = make_fleet(LaunchRequest(model="m", port=9000), cluster(["a"], 4), 1,
+                          is_free=lambda _p: True, resolve=lambda _h: "10.0.0.1",
+                          launch_suffix="x", groups=groups)
+        fleet = Fleet(plan, LaunchOptions(workspace=tmp_path), say=lambda _line: None)
+        for replica in fleet.replicas:
+            replica.state = "serving"
+        return fleet
+
+    def states(fleet, *values):
+        for replica, value in zip(fleet.replicas, values, strict=True):
+            replica.state = value
+        return fleet.lost_groups()
+
+    pd = fleet_of(pd_groups(LaunchRequest(model="m", port=9000), 2, 2, total_gpus=4))
+    assert pd.plan.roles == ["prefill", "prefill", "decode", "decode"]
+    assert states(pd, "dead", "serving", "serving", "dead") is None
+    assert states(pd, "dead", "restarting", "dead", "serving") is None
+    assert states(pd, "dead", "dead", "serving", "serving") == "every prefill server of m died"
+    assert states(pd, "dead", "dead", "dead", "dead") == "every replica has died"
+    two = fleet_of([ServeGroup(LaunchRequest(model=name, port=9000), replicas=2)
+                    for name in ("a", "b")])
+    assert states(two, "dead", "serving", "serving", "dead") is None
+    assert states(two, "serving", "serving", "dead", "dead") == "every replica of b died"
+    states(two, "restarting", "dead", "dead", "dead")  # none serving: nothing to poll
+    with pytest.raises(PyserveError, match="every replica of b died; stopping"):
+        two.check_replicas()

@@ -271,8 +271,22 @@ class Fleet:
                                                       daemon=True)
                 replica.restarting.start()
             self.record("serving")
-        if not any(r.state in ("serving", "restarting") for r in self.replicas):
-            raise PyserveError("every replica has died; stopping")
+        lost = self.lost_groups()
+        if lost:
+            raise PyserveError(f"{lost}; stopping")
+
+    def lost_groups(self) -> str | None:
+        """What the endpoint can no longer serve: a model (or, with P/D, a model's prefill or
+        decode side) none of whose servers is serving or coming back. None while all can."""
+        alive: dict[tuple[str, str], bool] = {}
+        for r in self.replicas:
+            key = (r.plan.served_model_name, self.plan.role(r.index))
+            alive[key] = alive.get(key, False) or r.state in ("serving", "restarting")
+        if not any(alive.values()):
+            return "every replica has died"
+        lost = [f"every {role} server of {model}" if role != "replica" else
+                f"every replica of {model}" for (model, role), up in alive.items() if not up]
+        return f"{' and '.join(lost)} died" if lost else None
 
     def _restart(self, replica: Replica) -> None:
         launch = replica.launch = self._new_launch(replica, replica.deaths)
