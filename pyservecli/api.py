@@ -131,21 +131,22 @@ def prepare_launch(model: str | None, *, tp: int | None = None, pp: int | None =
     # Inside SLURM the head may be another machine: the launcher asks it about its ports.
     probe = not dry_run and not cluster.in_slurm
     is_free = is_port_free if probe else lambda _port: True
-    if replicas is None and not serve and (restart or router_policy != "round_robin"):
-        raise PyserveError("--restart and --router-policy go with --replicas or --serve")
+    if replicas is None and not serve and prefill is None and (
+            restart or router_policy != "round_robin"):
+        raise PyserveError("--restart and --router-policy go with --replicas, --serve or "
+                           "--prefill/--decode")
     if serve and (model or replicas is not None):
         raise PyserveError("give MODEL (with --replicas), or one --serve line per model")
     if (prefill is None) != (decode is None):
         raise PyserveError("--prefill and --decode go together")
-    if prefill is not None and (replicas is not None or serve or restart):
-        raise PyserveError("--prefill/--decode do not combine with --replicas, --serve or "
-                           "--restart (yet)")
+    if prefill is not None and (replicas is not None or serve):
+        raise PyserveError("--prefill/--decode do not combine with --replicas or --serve (yet)")
     if (prefill_tp or decode_tp) and prefill is None:
         raise PyserveError("--prefill-tp and --decode-tp go with --prefill/--decode")
     if replicas is not None or serve or prefill is not None:
-        if image or nsys:
+        if image:
             raise PyserveError("--replicas, --serve and --prefill/--decode do not run with "
-                               "--image or --nsys yet")
+                               "--image yet")
         import socket
 
         from pyservecli.plan.fleet import ServeGroup, make_fleet
@@ -157,7 +158,8 @@ def prepare_launch(model: str | None, *, tp: int | None = None, pp: int | None =
                 ep=line.get("ep"), backend=line.get("backend"), port=port,
                 nodelist=nodelist, gpus_per_node=gpus_per_node,
                 vllm_args=list(line.get("vllm_args", ())) + list(vllm_args),
-                env={**dict(env or {}), **dict(line.get("env") or {})}),
+                env={**dict(env or {}), **dict(line.get("env") or {})},
+                nsys_dir=request.nsys_dir),
                 replicas=line.get("replicas", 1), gpus=line.get("gpus")) for line in serve]
         if prefill is not None:
             from pyservecli.plan.fleet import pd_groups

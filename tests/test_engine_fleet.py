@@ -26,6 +26,32 @@ def router_workers(base_url):
     return requests.get(f"{base_url}/list_workers", timeout=5).json()["urls"]
 
 
+def kill_replica(replica) -> None:
+    """SIGKILL every process of a replica's node(s) but its launcher's own entrypoint."""
+    leader = replica.launch.process.popen.pid
+    killed = [pid for pid in session_members(leader) if pid != leader]
+    assert killed
+    for pid in killed:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def complete_until_it_answers(base_url: str, model: str, prompt: str):
+    """A completion through a P/D router, tried until it succeeds: the first request that
+    decodes makes the NIXL handshake between the two servers, which vLLM gives 5 s (hard-coded);
+    on a loaded 2-core machine that can time out once (HTTP 500, the servers stay up)."""
+    for _attempt in range(8):
+        answer = requests.post(f"{base_url}/v1/completions", timeout=120, json={
+            "model": model, "prompt": prompt, "max_tokens": 4})
+        if answer.status_code == 200:
+            break
+        time.sleep(10)  # a failed request may open the router's circuit for a while
+    assert answer.status_code == 200, answer.text
+    return answer
+
+
 def test_two_replicas_survive_one_killed_mid_benchmark(tmp_path, monkeypatch):
     require_engine()
     for key, value in cpu_engine_env(tmp_path).items():
@@ -63,14 +89,7 @@ def test_two_replicas_survive_one_killed_mid_benchmark(tmp_path, monkeypatch):
             time.sleep(0.5)
         time.sleep(5)
         assert runner.is_alive(), "the benchmark ended before the kill"
-        leader = victim.launch.process.popen.pid
-        killed = [pid for pid in session_members(leader) if pid != leader]
-        assert killed
-        for pid in killed:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        kill_replica(victim)
         runner.join(timeout=600)
         assert not runner.is_alive()
 
@@ -158,22 +177,14 @@ def test_one_prefill_one_decode_over_nixl_on_the_cpu_build(tmp_path, monkeypatch
         monkeypatch.setenv(key, value)
     model = create_model_dir("qwen3-tiny", tmp_path / "qwen3-tiny")
     ws = tmp_path / "ws"
-    with api.serve(str(model), prefill=1, decode=1, port=free_port(), workspace=ws,
-                   vllm_args=list(CPU_SERVE_ARGS), say=lambda _line: None,
+    lines = []
+    with api.serve(str(model), prefill=1, decode=1, restart=True, port=free_port(),
+                   workspace=ws, vllm_args=list(CPU_SERVE_ARGS), say=lines.append,
                    ready_timeout=600) as server:
         fleet = server.fleet
         assert fleet.plan.roles == ["prefill", "decode"] and fleet.plan.router.pd
         prefill_url, decode_url = (r.url for r in fleet.replicas)
-        # The first request that decodes makes the NIXL handshake between the two servers,
-        # which vLLM gives 5 s (hard-coded); on a loaded 2-core machine that can time out once
-        # (HTTP 500, the servers stay up). Warm up until one succeeds, then measure.
-        for _attempt in range(8):
-            warm = requests.post(f"{server.base_url}/v1/completions", timeout=120, json={
-                "model": str(model), "prompt": "warm up " * 8, "max_tokens": 4})
-            if warm.status_code == 200:
-                break
-            time.sleep(10)  # a failed request may open the router's circuit for a while
-        assert warm.status_code == 200, warm.text
+        complete_until_it_answers(server.base_url, str(model), "warm up " * 8)
         for i in range(3):
             answer = requests.post(f"{server.base_url}/v1/completions", timeout=120, json={
                 "model": str(model), "prompt": f"a longer prompt number {i} " * 8,
@@ -196,3 +207,20 @@ def test_one_prefill_one_decode_over_nixl_on_the_cpu_build(tmp_path, monkeypatch
         record = json.loads((ws / "latest.json").read_text())
         assert [r["role"] for r in record["roles"]["replicas"]] == ["prefill", "decode"]
         assert record["roles"]["router"]["mode"] == "pd"
+
+        # --restart with P/D: the prefill server is killed, launched again on its address and
+        # taken back by the router's health check; requests are prefilled there again.
+        victim = fleet.replicas[0]
+        kill_replica(victim)
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and not (victim.deaths and victim.state == "serving"):
+            time.sleep(1)
+        said = "\n".join(lines)
+        assert victim.deaths == 1 and victim.state == "serving", said
+        assert "prefill 0" in said and "left to the router's health check" in said
+        assert "prefill 0 restarted and back in rotation" in said
+        before = metric(decode_url, "vllm:nixl_xfer_time_seconds_count")
+        complete_until_it_answers(server.base_url, str(model), "after the restart " * 8)
+        assert metric(decode_url, "vllm:nixl_xfer_time_seconds_count") > before
+        record = json.loads((ws / "latest.json").read_text())
+        assert record["roles"]["replicas"][0]["deaths"] == 1

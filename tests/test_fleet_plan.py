@@ -185,3 +185,24 @@ def test_the_fleet_stops_when_a_model_or_a_pd_side_has_no_server_left(tmp_path):
     states(two, "restarting", "dead", "dead", "dead")  # none serving: nothing to poll
     with pytest.raises(PyserveError, match="every replica of b died; stopping"):
         two.check_replicas()
+
+
+@pytest.mark.parametrize("shape", [["MODEL", "--replicas", "2"],
+                                   ["MODEL", "--prefill", "1", "--decode", "1"],
+                                   ["--serve", "MODEL", "--serve", "MODEL --served-model-name b"]])
+def test_nsys_wraps_every_server_of_a_fleet_with_its_own_report(config_dir, tmp_path, shape):
+    model = str(config_dir("qwen3-8b"))
+    args = [model if a == "MODEL" else a.replace("MODEL", model) for a in shape]
+    result = run_pyserve("launch", *args, "--nsys", "--workspace", str(tmp_path),
+                         "--nodelist", "n1", "--gpus-per-node", "2", "--gpu-memory", "80",
+                         "--dry-run", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    fleet = json.loads(result.stdout)
+    argvs = [r["nodes"][0]["argv"] for r in fleet["replicas"]]
+    assert all(argv[:2] == ["nsys", "profile"] and "vllm" in argv for argv in argvs)
+    reports = [next(a for a in argv if a.startswith("--output=")) for argv in argvs]
+    assert len(set(reports)) == 2
+    assert all(r.startswith(f"--output={tmp_path / 'nsys'}/") for r in reports)
+    refused = run_pyserve("launch", *args, "--image", "img:1", "--nodelist", "n1",
+                          "--gpus-per-node", "2", "--dry-run")
+    assert refused.returncode == 2 and "do not run with --image yet" in refused.stderr

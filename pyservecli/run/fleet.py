@@ -26,7 +26,7 @@ import requests
 
 from pyservecli import __version__
 from pyservecli.errors import PyserveError
-from pyservecli.plan.fleet import FleetPlan, worker_url
+from pyservecli.plan.fleet import ROUTER_HEALTH_INTERVAL_S, FleetPlan, worker_url
 from pyservecli.plan.launch import LaunchPlan
 from pyservecli.run.jobfiles import bin_dir, write_private
 from pyservecli.run.launcher import (
@@ -227,6 +227,10 @@ class Fleet:
             return None
 
     def _add(self, url: str) -> bool:
+        if self.plan.router.pd:
+            # vllm-router (0.1.17) cannot add a server to a P/D router at run time; the
+            # restarted server kept its URL and the router's own health check takes it back.
+            return self._healthy_in_router(url, timeout=12 * ROUTER_HEALTH_INTERVAL_S)
         try:
             if self.plan.router.igw:
                 return requests.post(f"{self.router_url}/workers", json={"url": url},
@@ -235,6 +239,19 @@ class Fleet:
                                  timeout=30).ok
         except requests.RequestException:
             return False
+
+    def _healthy_in_router(self, url: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                workers = requests.get(f"{self.router_url}/workers", timeout=3).json()["workers"]
+                if any(w.get("url") == url and w.get("is_healthy") for w in workers):
+                    return True
+            except (requests.RequestException, ValueError, AttributeError, KeyError, TypeError):
+                pass
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(1)
 
     def _remove(self, url: str) -> bool:
         try:
@@ -259,11 +276,17 @@ class Fleet:
             host, code = failed
             replica.state = "dead"
             replica.deaths += 1
-            removed = self._remove(replica.url)
+            # A P/D router cannot take a server back once removed (see _add): one that will be
+            # restarted is left to the router's health check, which marks it down in ~15 s.
+            left_listed = self.plan.router.pd and self.restart
+            removed = not left_listed and self._remove(replica.url)
             reason = replica.launch.report_failure(NodeFailed(host, code, "while serving"))
-            self.say(f"pyserve: replica {replica.index} ({replica.url}) died: {reason}; "
-                     f"{'taken out of rotation' if removed else 'the router could not be told'}"
-                     f"; {sum(r.state == 'serving' for r in self.replicas)} serving")
+            rotation = "taken out of rotation" if removed else \
+                "left to the router's health check" if left_listed else \
+                "the router could not be told"
+            self.say(f"pyserve: {self.plan.role(replica.index)} {replica.index} "
+                     f"({replica.url}) died: {reason}; {rotation}; "
+                     f"{sum(r.state == 'serving' for r in self.replicas)} serving")
             replica.launch.shut_down("failed", code)
             if self.restart:
                 replica.state = "restarting"
@@ -293,13 +316,14 @@ class Fleet:
         try:
             launch.bring_up()
         except (NodeFailed, PyserveError, OSError) as exc:
-            self.say(f"pyserve: replica {replica.index} did not come back: {exc}")
+            self.say(f"pyserve: {self.plan.role(replica.index)} {replica.index} did not come "
+                     f"back: {exc}")
             launch.shut_down("failed", 1)
             replica.state = "dead"
             return
         added = self._add(replica.url)
         replica.state = "serving"
-        self.say(f"pyserve: replica {replica.index} restarted and "
+        self.say(f"pyserve: {self.plan.role(replica.index)} {replica.index} restarted and "
                  f"{'back in rotation' if added else 'NOT re-added to the router'}")
         self.record("serving")
 
