@@ -177,9 +177,8 @@ def test_one_prefill_one_decode_over_nixl_on_the_cpu_build(tmp_path, monkeypatch
         monkeypatch.setenv(key, value)
     model = create_model_dir("qwen3-tiny", tmp_path / "qwen3-tiny")
     ws = tmp_path / "ws"
-    lines = []
-    with api.serve(str(model), prefill=1, decode=1, restart=True, port=free_port(),
-                   workspace=ws, vllm_args=list(CPU_SERVE_ARGS), say=lines.append,
+    with api.serve(str(model), prefill=1, decode=1, port=free_port(), workspace=ws,
+                   vllm_args=list(CPU_SERVE_ARGS), say=lambda _line: None,
                    ready_timeout=600) as server:
         fleet = server.fleet
         assert fleet.plan.roles == ["prefill", "decode"] and fleet.plan.router.pd
@@ -207,20 +206,3 @@ def test_one_prefill_one_decode_over_nixl_on_the_cpu_build(tmp_path, monkeypatch
         record = json.loads((ws / "latest.json").read_text())
         assert [r["role"] for r in record["roles"]["replicas"]] == ["prefill", "decode"]
         assert record["roles"]["router"]["mode"] == "pd"
-
-        # --restart with P/D: the prefill server is killed, launched again on its address and
-        # taken back by the router's health check; requests are prefilled there again.
-        victim = fleet.replicas[0]
-        kill_replica(victim)
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline and not (victim.deaths and victim.state == "serving"):
-            time.sleep(1)
-        said = "\n".join(lines)
-        assert victim.deaths == 1 and victim.state == "serving", said
-        assert "prefill 0" in said and "left to the router's health check" in said
-        assert "prefill 0 restarted and back in rotation" in said
-        before = metric(decode_url, "vllm:nixl_xfer_time_seconds_count")
-        complete_until_it_answers(server.base_url, str(model), "after the restart " * 8)
-        assert metric(decode_url, "vllm:nixl_xfer_time_seconds_count") > before
-        record = json.loads((ws / "latest.json").read_text())
-        assert record["roles"]["replicas"][0]["deaths"] == 1

@@ -1,0 +1,119 @@
+"""A fleet's servers dying and coming back, with the real launcher and vllm-router in front of
+stand-in servers (tests/fake_vllm.py: the OpenAI API, no engine), so the supervision itself is
+tested in seconds. The engine versions are in tests/test_engine_fleet.py."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from .engine import processes_mentioning
+from .test_security import ROOT, fake_bin, free_port, launcher_argv, stop
+
+pytestmark = pytest.mark.engine  # vllm-router comes with the engine extra
+
+
+def start_fleet(tmp_path, *args):
+    router = Path(sys.executable).parent / "vllm-router"
+    if not router.exists():
+        if os.environ.get("CI"):
+            raise AssertionError("vllm-router is not installed (make setup installs it)")
+        pytest.skip("vllm-router not installed (make setup)")
+    bin_dir = fake_bin(tmp_path)
+    if not (bin_dir / "vllm-router").exists():
+        (bin_dir / "vllm-router").symlink_to(router)
+    model = tmp_path / "model"
+    model.mkdir(exist_ok=True)
+    (model / "config.json").write_text(json.dumps({"num_attention_heads": 4}))
+    port = free_port()
+    argv = launcher_argv(bin_dir, "launch", str(model), "--gpus-per-node", "2",
+                         "--port", str(port), "--workspace", str(tmp_path / "ws"), *args)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, cwd=ROOT)
+    return proc, str(model), f"http://127.0.0.1:{port}"
+
+
+def wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def record(tmp_path) -> dict:
+    try:
+        return json.loads((tmp_path / "ws" / "latest.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def kill_server_on(url: str) -> None:
+    port = url.rsplit(":", 1)[1]
+    victims = [pid for pid, cmd in processes_mentioning("fake_vllm.py")
+               if f"--port {port} " in cmd + " "]
+    assert victims, f"no stand-in server on port {port}"
+    for pid in victims:
+        os.kill(pid, signal.SIGKILL)
+
+
+def complete(base: str, model: str) -> int:
+    try:
+        return requests.post(f"{base}/v1/completions", timeout=10, json={
+            "model": model, "prompt": "hello", "max_tokens": 4}).status_code
+    except requests.RequestException:
+        return 0
+
+
+def test_a_prefill_server_that_dies_is_restarted_and_taken_back_by_the_pd_router(tmp_path):
+    """vllm-router cannot add a server to a P/D router while it runs: the dead prefill server is
+    left listed, restarted on its address, and the router's health check takes it back."""
+    proc, model, base = start_fleet(tmp_path, "--prefill", "1", "--decode", "1", "--restart")
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("READY "), proc.stderr.read() if proc.poll() is not None else line
+        assert complete(base, model) == 200
+        prefill = record(tmp_path)["roles"]["replicas"][0]
+        assert prefill["role"] == "prefill" and prefill["deaths"] == 0
+        kill_server_on(prefill["url"])
+
+        def restarted():
+            now = record(tmp_path).get("roles", {}).get("replicas", [{}])[0]
+            return now.get("deaths") == 1 and now.get("state") == "serving"
+
+        wait_for(restarted, 120, "the prefill server to be restarted")
+        workers = requests.get(f"{base}/workers", timeout=5).json()["workers"]
+        assert {w["url"]: w["is_healthy"] for w in workers} == {
+            prefill["url"]: True, record(tmp_path)["roles"]["replicas"][1]["url"]: True}
+        assert wait_for(lambda: complete(base, model) == 200, 60, "a completion")
+        assert proc.poll() is None
+    finally:
+        stop(proc)
+    said = proc.stderr.read()
+    assert "prefill 0" in said and "died" in said, said
+    assert "left to the router's health check" in said, said
+    assert "prefill 0 restarted and back in rotation" in said, said
+    assert processes_mentioning(str(tmp_path / "fakebin")) == []
+
+
+def test_a_pd_fleet_without_restart_stops_when_its_only_decode_server_dies(tmp_path):
+    proc, model, base = start_fleet(tmp_path, "--prefill", "1", "--decode", "1")
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("READY "), proc.stderr.read() if proc.poll() is not None else line
+        kill_server_on(record(tmp_path)["roles"]["replicas"][1]["url"])
+        code = proc.wait(timeout=120)
+    finally:
+        stop(proc)
+    said = proc.stderr.read()
+    assert code != 0
+    assert "every decode server of" in said and "died; stopping" in said, said
+    assert record(tmp_path)["state"] == "failed"
