@@ -175,6 +175,10 @@ def test_one_prefill_one_decode_over_nixl_on_the_cpu_build(tmp_path, monkeypatch
         pytest.skip("nixl not installed (make setup)")
     for key, value in cpu_engine_env(tmp_path).items():
         monkeypatch.setenv(key, value)
+    # NIXL on the CPU build keeps two threads of the prefill worker spinning; on a 2-core
+    # machine that can starve the launcher's heartbeat thread for a minute, and the nodes would
+    # take the launcher for dead. This test is about P/D, not about that guard.
+    monkeypatch.setenv("PYSERVE_HEARTBEAT_TIMEOUT_S", "600")
     model = create_model_dir("qwen3-tiny", tmp_path / "qwen3-tiny")
     ws = tmp_path / "ws"
     with api.serve(str(model), prefill=1, decode=1, port=free_port(), workspace=ws,

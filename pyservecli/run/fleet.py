@@ -134,7 +134,7 @@ class Fleet:
         def say(line: str, index: int = replica.index) -> None:
             self.say(f"[replica {index}] {line}")
 
-        return Launch(plan, self.options, say=say)
+        return Launch(plan, replace(self.options, workspace_record=False), say=say)
 
     def bring_up(self) -> None:
         find_router()

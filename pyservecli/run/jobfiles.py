@@ -142,7 +142,8 @@ def write_record(plan: LaunchPlan, files: JobFiles, options: LaunchOptions, **st
     }
     text = json.dumps(record, indent=2) + "\n"
     write_private(files.record, text)
-    write_private(options.workspace / "latest.json", text)
+    if options.workspace_record:
+        write_private(options.workspace / "latest.json", text)
 
 
 def write_container_script(plan: LaunchPlan, options: LaunchOptions, files: JobFiles, node,

@@ -56,6 +56,9 @@ class LaunchOptions:
     poll_interval: float = 0.25
     container: object | None = None  # container.ContainerSpec for --image launches
     cache_dir: Path | None = None  # compile caches' base (per vLLM version and GPU); None: off
+    # Whether the launch's record is also the workspace's latest.json (a fleet's replicas leave
+    # that file to the fleet's own record).
+    workspace_record: bool = True
 
 
 def check_can_launch(plan: LaunchPlan, options: LaunchOptions) -> None:
