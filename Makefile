@@ -68,8 +68,9 @@ sysdeps:
 test: sysdeps lint
 	$(PY) -m pytest -q tests
 
+# Two workers: most unit tests run the real CLI in a subprocess, so they wait more than compute.
 unit: setup
-	$(PY) -m pytest -q tests -m "not engine and not cluster and not docker"
+	$(PY) -m pytest -q -n 2 tests -m "not engine and not cluster and not docker"
 
 dry-run: setup
 	$(PYSERVE) launch Qwen/Qwen3-30B-A3B-FP8 --tp 8 --ep --nodelist 'gpu[1-2]' \

@@ -48,19 +48,25 @@ def light_pyserve():
     torch), run through its console script with a PATH that has no engine either."""
     # Kept between runs (tests/.work is ignored) while pyproject.toml, which names the light
     # dependencies, is unchanged: the install is editable, so the code under test is current.
+    import fcntl
     import hashlib
 
     key = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()[:16]
     venv = ROOT / "tests" / ".work" / f"light-venv-{key}"
-    if not (venv / ".complete").exists():
-        import shutil
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    # `make unit` runs two pytest workers, each with its own session: one builds, the other
+    # waits for it.
+    with open(venv.parent / f"light-venv-{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (venv / ".complete").exists():
+            import shutil
 
-        shutil.rmtree(venv, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        install = subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", "-e",
-                                  str(ROOT)], capture_output=True, text=True)
-        assert install.returncode == 0, install.stderr[-2000:]
-        (venv / ".complete").touch()
+            shutil.rmtree(venv, ignore_errors=True)
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+            install = subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", "-e",
+                                      str(ROOT)], capture_output=True, text=True)
+            assert install.returncode == 0, install.stderr[-2000:]
+            (venv / ".complete").touch()
     probe = subprocess.run([str(venv / "bin" / "python"), "-c",
                             "import importlib.util as u; print(u.find_spec('vllm'), "
                             "u.find_spec('torch'))"], capture_output=True, text=True)
