@@ -13,13 +13,14 @@ from pathlib import Path
 import pytest
 import requests
 
+from .conftest import run_pyserve
 from .engine import processes_mentioning
-from .test_security import ROOT, fake_bin, free_port, launcher_argv, stop
+from .test_security import ROOT, answers, fake_bin, free_port, launcher_argv, stop
 
 pytestmark = pytest.mark.engine  # vllm-router comes with the engine extra
 
 
-def start_fleet(tmp_path, *args):
+def start_fleet(tmp_path, *args, env=None):
     router = Path(sys.executable).parent / "vllm-router"
     if not router.exists():
         if os.environ.get("CI"):
@@ -35,7 +36,7 @@ def start_fleet(tmp_path, *args):
     argv = launcher_argv(bin_dir, "launch", str(model), "--gpus-per-node", "2",
                          "--port", str(port), "--workspace", str(tmp_path / "ws"), *args)
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, cwd=ROOT)
+                            start_new_session=True, cwd=ROOT, env={**os.environ, **(env or {})})
     return proc, str(model), f"http://127.0.0.1:{port}"
 
 
@@ -117,3 +118,51 @@ def test_a_pd_fleet_without_restart_stops_when_its_only_decode_server_dies(tmp_p
     assert code != 0
     assert "every decode server of" in said and "died; stopping" in said, said
     assert record(tmp_path)["state"] == "failed"
+
+
+def test_pyserve_stop_stops_a_fleet_and_status_shows_every_role(tmp_path):
+    proc, model, base = start_fleet(tmp_path, "--replicas", "2")
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("READY "), proc.stderr.read() if proc.poll() is not None else line
+        urls = [r["url"] for r in record(tmp_path)["roles"]["replicas"]]
+        status = run_pyserve("status", "--workspace", str(tmp_path / "ws"))
+        assert status.returncode == 0, status.stderr
+        assert "router" in status.stdout and all(url in status.stdout for url in urls)
+        by_id = run_pyserve("status", record(tmp_path)["launch_id"], "--workspace",
+                            str(tmp_path / "ws"))
+        assert by_id.returncode == 0 and "router" in by_id.stdout, by_id.stderr
+        stopped = run_pyserve("stop", "--workspace", str(tmp_path / "ws"))
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+        assert "stopped" in stopped.stdout
+        assert proc.wait(timeout=60) == 0
+    finally:
+        stop(proc)
+    assert record(tmp_path)["state"] == "stopped"
+    for url in [base, *urls]:
+        with pytest.raises(requests.RequestException):
+            requests.get(f"{url}/health", timeout=3)
+    assert processes_mentioning(str(tmp_path / "fakebin")) == []
+    again = run_pyserve("stop", "--workspace", str(tmp_path / "ws"))
+    assert again.returncode == 0 and "already ended" in again.stdout
+
+
+def test_a_killed_fleet_launcher_leaves_nothing_serving(tmp_path):
+    """SIGKILL gives the launcher no chance to clean up: the router, tethered to it, ends at
+    once; the replicas' nodes see its heartbeat stop and end their servers."""
+    proc, _model, base = start_fleet(tmp_path, "--replicas", "2",
+                                     env={"PYSERVE_HEARTBEAT_TIMEOUT_S": "5"})
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("READY "), proc.stderr.read() if proc.poll() is not None else line
+        urls = [r["url"] for r in record(tmp_path)["roles"]["replicas"]]
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        # Sooner than any node could notice the heartbeat (5 s here): the router's own end.
+        wait_for(lambda: not answers(base), 4, "the router to end")
+
+        wait_for(lambda: not any(answers(url) for url in urls), 60, "every server to end")
+        wait_for(lambda: processes_mentioning(str(tmp_path / "fakebin")) == [], 30,
+                 "no process of the fleet left")
+    finally:
+        stop(proc)

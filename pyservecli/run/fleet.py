@@ -107,6 +107,11 @@ class Fleet:
             "launcher_pid": os.getpid(),
             "launcher_host": socket.gethostname(),
             "heartbeat": str(heartbeat) if heartbeat else None,
+            # Every replica's: `pyserve stop` expires them all when the launcher is gone.
+            "heartbeats": [str(r.launch.files.heartbeat) for r in self.replicas
+                           if r.launch and r.launch.files],
+            # Where this record lives (`pyserve stop` follows it, latest.json may move on).
+            "record": str(self.record_path),
             "state": state,
             "gpus_serving": self.plan.gpus,
             "roles": {"router": {**self.plan.router.as_dict(), "log": str(self.router_log)},
@@ -159,7 +164,10 @@ class Fleet:
 
     def start_router(self) -> None:
         self.router_log.parent.mkdir(parents=True, exist_ok=True)
-        argv = [find_router(), *self.plan.router.argv()[1:]]
+        # Tethered to this process: the router ends when the launcher dies, even by SIGKILL
+        # (the replicas' nodes stop on their own when its heartbeat stops).
+        argv = [sys.executable, "-m", "pyservecli.workers.tether", str(os.getpid()),
+                find_router(), *self.plan.router.argv()[1:]]
         env = dict(os.environ)
         if self.api_key:
             # The router forwards the client's Authorization header; it needs no key itself.

@@ -69,9 +69,10 @@ def find_record(workspace: Path, launch: str | None = None) -> Path:
         if not path.exists():
             raise PyserveError(f"no launch recorded in {workspace} (no latest.json)")
         return path
-    exact = workspace / "logs" / launch / "launch.json"
-    if exact.is_file():
-        return exact
+    for exact in (workspace / "logs" / launch / "launch.json",
+                  workspace / f"fleet-{launch}.json"):
+        if exact.is_file():
+            return exact
     found = sorted((workspace / "logs").glob(f"{launch}-*/launch.json"),
                    key=lambda f: f.stat().st_mtime)
     if not found:
@@ -133,7 +134,8 @@ def stop_launch(workspace: Path, launch: str | None = None, grace: float = 120.0
     so its nodes stop their servers themselves within seconds."""
     record = read_record(find_record(workspace, launch))
     # Follow this launch's own record: latest.json may be another launch's by the time it ends.
-    path = Path(record.get("log_dir", "")) / "launch.json"
+    path = Path(record["record"]) if isinstance(record.get("record"), str) \
+        else Path(record.get("log_dir", "")) / "launch.json"
     if record.get("state") not in LIVE_STATES:
         say(f"pyserve: launch {record.get('launch_id', record.get('job_id'))} already ended "
             f"({record.get('state')})")
@@ -152,11 +154,15 @@ def stop_launch(workspace: Path, launch: str | None = None, grace: float = 120.0
             time.sleep(0.5)
         raise PyserveError(f"launcher {pid} did not stop within {grace:.0f}s; see "
                            f"{record.get('log_dir')}")
-    heartbeat = record.get("heartbeat")
-    if not isinstance(heartbeat, str):
+    heartbeats = record.get("heartbeats") or [record.get("heartbeat")]
+    if not all(isinstance(h, str) for h in heartbeats):
         raise PyserveError("the launch's launcher is not on this host and its record has no "
                            "heartbeat to expire; stop it with scancel or on its host")
-    os.utime(heartbeat, (0, 0))
+    for heartbeat in heartbeats:  # a fleet's: one per replica
+        try:
+            os.utime(heartbeat, (0, 0))
+        except FileNotFoundError:
+            pass  # that replica's launch never got as far as its files
     # The nodes' watchers look at the heartbeat every few seconds (node.sh.j2).
     say(f"pyserve: the launcher is {'gone' if here else 'on another host'}; expired its "
         "heartbeat, the nodes stop their servers within seconds")
