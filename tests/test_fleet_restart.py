@@ -166,3 +166,28 @@ def test_a_killed_fleet_launcher_leaves_nothing_serving(tmp_path):
                  "no process of the fleet left")
     finally:
         stop(proc)
+
+
+def test_a_replica_that_keeps_dying_is_restarted_three_times_then_left_dead(tmp_path):
+    proc, model, base = start_fleet(tmp_path, "--replicas", "2", "--restart")
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("READY "), proc.stderr.read() if proc.poll() is not None else line
+        url = record(tmp_path)["roles"]["replicas"][1]["url"]
+        for death in range(1, 5):
+            wait_for(lambda: record(tmp_path)["roles"]["replicas"][1]["state"] == "serving",
+                     60, f"replica 1 serving before death {death}")
+            kill_server_on(url)
+            wait_for(lambda d=death: record(tmp_path)["roles"]["replicas"][1]["deaths"] == d,
+                     60, f"death {death} recorded")
+        time.sleep(3)
+        last = record(tmp_path)["roles"]["replicas"]
+        assert [r["state"] for r in last] == ["serving", "dead"]
+        assert url not in requests.get(f"{base}/list_workers", timeout=5).json()["urls"]
+        assert complete(base, model) == 200  # replica 0 still serves
+        assert proc.poll() is None
+    finally:
+        stop(proc)
+    said = proc.stderr.read()
+    assert said.count("replica 1 restarted and back in rotation") == 3, said
+    assert "replica 1 died 4 times; not restarted again" in said, said

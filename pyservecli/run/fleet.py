@@ -41,6 +41,9 @@ from pyservecli.run.launcher import (
 from pyservecli.run.readiness import auth_headers, probe_ready
 
 Say = Callable[[str], None]
+# --restart brings a replica back this many times; one that keeps dying (a bad node, a model
+# that cannot load) is then left dead rather than reloaded forever.
+MAX_RESTARTS = 3
 
 
 def find_router() -> str:
@@ -296,11 +299,14 @@ class Fleet:
                      f"({replica.url}) died: {reason}; {rotation}; "
                      f"{sum(r.state == 'serving' for r in self.replicas)} serving")
             replica.launch.shut_down("failed", code)
-            if self.restart:
+            if self.restart and replica.deaths <= MAX_RESTARTS:
                 replica.state = "restarting"
                 replica.restarting = threading.Thread(target=self._restart, args=(replica,),
                                                       daemon=True)
                 replica.restarting.start()
+            elif self.restart:
+                self.say(f"pyserve: {self.plan.role(replica.index)} {replica.index} died "
+                         f"{replica.deaths} times; not restarted again")
             self.record("serving")
         lost = self.lost_groups()
         if lost:
