@@ -81,7 +81,8 @@ Examples:
                                  "consistent_hash"]),
               help="With --replicas: how the router picks a replica.")
 @click.option("--restart", is_flag=True, help="With --replicas, --serve or --prefill/--decode: "
-              "restart a server that dies (it is taken out of rotation either way).")
+              "restart a server that dies, at most 3 times (it is taken out of rotation "
+              "either way).")
 @click.option("--serve", "serve_lines", multiple=True, metavar="'MODEL [OPTIONS]'",
               help="Several models behind one router endpoint, one --serve each (instead of "
               "MODEL): its --tp/--pp/--dp/--ep, --replicas N, --gpus N (its share; default "
