@@ -162,6 +162,8 @@ def test_a_killed_fleet_launcher_leaves_nothing_serving(tmp_path):
         wait_for(lambda: not answers(base), 4, "the router to end")
 
         wait_for(lambda: not any(answers(url) for url in urls), 60, "every server to end")
+        status = run_pyserve("status", "--workspace", str(tmp_path / "ws"))
+        assert "launcher gone" in status.stdout, status.stdout + status.stderr
         wait_for(lambda: processes_mentioning(str(tmp_path / "fakebin")) == [], 30,
                  "no process of the fleet left")
     finally:
