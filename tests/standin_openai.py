@@ -51,7 +51,9 @@ def _chat_content(body: dict, faults: set[str]) -> str:
     return "hello there"
 
 
-def make_handler(faults: set[str], api_key: str | None):
+def make_handler(faults: set[str], api_key: str | None, models: list[str] | None = None):
+    """``models``: serve these names and list them as vllm-router's gateway mode does
+    (``{"models": [...]}``); default: MODEL, in OpenAI's list."""
     counter = [0]
 
     class Handler(BaseHTTPRequestHandler):
@@ -78,6 +80,8 @@ def make_handler(faults: set[str], api_key: str | None):
             if not self._authorised():
                 return None
             if self.path == "/v1/models":
+                if models:
+                    return self._send(200, {"models": list(models)})
                 return self._send(200, {"data": [{"id": MODEL, "max_model_len": 2048}]})
             return self._send(404, {"error": self.path})
 
@@ -85,7 +89,7 @@ def make_handler(faults: set[str], api_key: str | None):
             if not self._authorised():
                 return None
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            if body.get("model") != MODEL:
+            if body.get("model") not in (models or [MODEL]):
                 return self._send(404, {"error": f"model {body.get('model')} not served"})
             if self.path == "/v1/completions":
                 return self._completions(body)
@@ -133,18 +137,19 @@ def make_handler(faults: set[str], api_key: str | None):
 
 
 def make_server(faults: set[str] = frozenset(), api_key: str | None = None,
-                port: int = 0) -> ThreadingHTTPServer:
+                port: int = 0, models: list[str] | None = None) -> ThreadingHTTPServer:
     ThreadingHTTPServer.allow_reuse_address = True
     return ThreadingHTTPServer(("0.0.0.0" if port else "127.0.0.1", port),
-                               make_handler(set(faults), api_key))
+                               make_handler(set(faults), api_key, models))
 
 
 @contextmanager
-def standin_server(faults: set[str] = frozenset(), api_key: str | None = None, port: int = 0):
+def standin_server(faults: set[str] = frozenset(), api_key: str | None = None, port: int = 0,
+                   models: list[str] | None = None):
     """Yields the base URL (http://127.0.0.1:PORT) of a running stand-in; stops it after."""
     unknown = set(faults) - set(FAULTS)
     assert not unknown, unknown
-    server = make_server(faults, api_key, port)
+    server = make_server(faults, api_key, port, models)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -1,6 +1,8 @@
 """The 14 health checks against a stand-in OpenAI server (no engine): a server that keeps every
 promise passes all of them, and each broken promise fails exactly its own check."""
 
+import json
+
 import pytest
 
 from pyservecli import api
@@ -76,3 +78,22 @@ def test_anything_else_is_not_a_model_list(listing):
 
     with pytest.raises(ValueError):
         model_cards(listing)
+
+
+def test_every_model_behind_a_gateway_is_checked_unless_one_is_named():
+    """vllm-router in front of several models lists them as {"models": [...]}: without --model
+    each gets the 14 checks, one table with a model column; --model checks that one only."""
+    with standin_server(models=["model-a", "model-b"]) as base:
+        host, port = base.removeprefix("http://").split(":")
+        both = run_pyserve("health", "--host", host, "--port", port, "--format", "json")
+        text = run_pyserve("health", "--host", host, "--port", port, "--check", "chat")
+        one = run_pyserve("health", "--host", host, "--port", port, "--model", "model-b",
+                          "--format", "json")
+    assert both.returncode == 0, both.stdout + both.stderr
+    results = json.loads(both.stdout)
+    assert [r["model"] for r in results] == ["model-a"] * 14 + ["model-b"] * 14
+    assert all(r["passed"] for r in results)
+    assert text.returncode == 0 and "model-b" in text.stdout
+    assert "4 of 4 checks passed" in text.stdout  # models + chat, for each model
+    assert one.returncode == 0
+    assert {r["model"] for r in json.loads(one.stdout)} == {"model-b"}

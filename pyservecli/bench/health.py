@@ -32,6 +32,7 @@ class CheckResult:
     passed: bool
     detail: str
     seconds: float
+    model: str | None = None  # the model checked (None when the server listed none)
 
 
 def _expect(condition: bool, message: str) -> None:
@@ -226,6 +227,18 @@ CHECKS: tuple[tuple[str, Callable[[HealthClient], str]], ...] = (
 )
 
 
+def models_to_check(base_url: str, api_key: str | None = None,
+                    timeout: float = DEFAULT_TIMEOUT_S) -> list[str | None]:
+    """Every model an endpoint lists when it lists several (vllm-router in front of several
+    models), else [None]: the checks then take the one listed, or report why none is."""
+    try:
+        ids = [c["id"] for c in model_cards(HealthClient(base_url, None, api_key, timeout)
+                                            .get("/v1/models"))]
+    except (requests.RequestException, CheckFailed, ValueError):
+        return [None]
+    return list(ids) if len(ids) > 1 else [None]
+
+
 def run_checks(base_url: str, model: str | None = None, api_key: str | None = None,
                timeout: float = DEFAULT_TIMEOUT_S,
                only: list[str] | None = None) -> list[CheckResult]:
@@ -247,7 +260,8 @@ def run_checks(base_url: str, model: str | None = None, api_key: str | None = No
             detail, passed = f"{type(exc).__name__}: {exc}", False
         except (CheckFailed, KeyError, IndexError, TypeError, ValueError) as exc:
             detail, passed = f"{type(exc).__name__}: {exc}", False
-        results.append(CheckResult(name, passed, detail, time.monotonic() - start))
+        results.append(CheckResult(name, passed, detail, time.monotonic() - start,
+                                   client.model))
         if name == "models" and not passed:
             break
     return results

@@ -22,7 +22,7 @@ Examples:
 """)
 @click.option("--host", required=True, help="Server host or IP.")
 @click.option("--port", type=int, default=8000, show_default=True)
-@click.option("--model", help="Served model name [default: the first one listed].")
+@click.option("--model", help="Served model name [default: every model the endpoint lists].")
 @click.option("--api-key-file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--check", "only", multiple=True, help="Run only these checks (repeatable).")
 @click.option("--timeout", type=float, default=DEFAULT_TIMEOUT_S, show_default=True,
@@ -36,10 +36,14 @@ def health(host, port, model, api_key_file, only, timeout, fmt):
     sequences, echo, n=2, and structured outputs (json_schema, regex, choice, grammar).
     """
     from pyservecli import api
+    from pyservecli.bench.health import models_to_check
 
     base = f"http://{host}:{port}"
-    results = api.health(base, model=model, api_key=read_key(api_key_file), timeout=timeout,
-                         only=list(only) or None)
+    key = read_key(api_key_file)
+    # A router in front of several models lists them all: each gets the checks.
+    models = [model] if model else models_to_check(base, key, timeout)
+    results = [r for m in models for r in api.health(base, model=m, api_key=key,
+                                                     timeout=timeout, only=list(only) or None)]
     failed = [r for r in results if not r.passed]
     if fmt == "json":
         click.echo(json.dumps([r.__dict__ for r in results], indent=2))
@@ -48,12 +52,14 @@ def health(host, port, model, api_key_file, only, timeout, fmt):
         from rich.markup import escape
         from rich.table import Table
 
+        several = len(models) > 1
         table = Table(title=f"pyserve health {base}")
-        for column in ("check", "result", "detail", "s"):
+        for column in (("model",) if several else ()) + ("check", "result", "detail", "s"):
             table.add_column(column)
         for r in results:
             # The detail quotes the server's words: shown as text, never read as rich markup.
-            table.add_row(r.name, "[green]PASS[/]" if r.passed else "[red]FAIL[/]",
+            table.add_row(*((escape(r.model or "-"),) if several else ()), r.name,
+                          "[green]PASS[/]" if r.passed else "[red]FAIL[/]",
                           escape(r.detail), f"{r.seconds:.2f}")
         console = Console()
         console.print(table)
