@@ -47,12 +47,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_launch(tmp_path, workspace, port, *extra, env=None):
+def start_launch(tmp_path, workspace, port, *extra, env=None, gpus_per_node=1):
     model = tmp_path / "model"
     model.mkdir(exist_ok=True)
     (model / "config.json").write_text(json.dumps({"num_attention_heads": 4}))
-    argv = launcher_argv(fake_bin(tmp_path), "launch", str(model), "--gpus-per-node", "1",
-                         "--port", str(port), "--workspace", str(workspace), *extra)
+    argv = launcher_argv(fake_bin(tmp_path), "launch", str(model), "--gpus-per-node",
+                         str(gpus_per_node), "--port", str(port), "--workspace", str(workspace),
+                         *extra)
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True, env={**os.environ, **(env or {})},
                             cwd=ROOT)

@@ -96,8 +96,8 @@ class Fleet:
     # -- records ---------------------------------------------------------------------------
     def record(self, state: str, **extra) -> None:
         first = self.replicas[0]
-        heartbeat = first.launch.files.heartbeat if first.launch and first.launch.files \
-            else None
+        heartbeats = [str(r.launch.files.heartbeat) for r in self.replicas
+                      if r.launch and r.launch.files]
         record = {
             "pyserve_version": __version__,
             "job_id": self.plan.job_id,
@@ -109,10 +109,10 @@ class Fleet:
             "log_dir": str(self.router_log.parent),
             "launcher_pid": os.getpid(),
             "launcher_host": socket.gethostname(),
-            "heartbeat": str(heartbeat) if heartbeat else None,
-            # Every replica's: `pyserve stop` expires them all when the launcher is gone.
-            "heartbeats": [str(r.launch.files.heartbeat) for r in self.replicas
-                           if r.launch and r.launch.files],
+            # This launcher touches every replica's: any one tells whether it lives, and
+            # `pyserve stop` expires them all when the launcher is gone.
+            "heartbeat": heartbeats[0] if heartbeats else None,
+            "heartbeats": heartbeats,
             # Where this record lives (`pyserve stop` follows it, latest.json may move on).
             "record": str(self.record_path),
             "state": state,
