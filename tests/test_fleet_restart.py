@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -49,6 +50,12 @@ def record(tmp_path) -> dict:
         return json.loads((tmp_path / "ws" / "latest.json").read_text())
     except (OSError, ValueError):
         return {}
+
+
+def replica_field(tmp_path, index: int, key: str):
+    """A field of replica ``index`` in the workspace's latest record, None if not there."""
+    replicas = record(tmp_path).get("roles", {}).get("replicas", [])
+    return replicas[index].get(key) if len(replicas) > index else None
 
 
 def kill_server_on(url: str) -> None:
@@ -158,13 +165,26 @@ def test_a_killed_fleet_launcher_leaves_nothing_serving(tmp_path):
 
 def test_a_replica_that_keeps_dying_is_restarted_three_times_then_left_dead(tmp_path):
     proc, model, base = start_fleet(tmp_path, "--replicas", "2", "--restart")
+    # The workspace's latest.json stays the fleet's record while replicas restart (a replica's
+    # own launch writes only its launch.json).
+    foreign, done = [], threading.Event()
+
+    def watch_latest():
+        while not done.is_set():
+            seen = record(tmp_path)
+            if seen and "roles" not in seen:
+                foreign.append(seen.get("launch_id"))
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch_latest, daemon=True)
+    watcher.start()
     try:
         url = record(tmp_path)["roles"]["replicas"][1]["url"]
         for death in range(1, 5):
-            wait_for(lambda: record(tmp_path)["roles"]["replicas"][1]["state"] == "serving",
+            wait_for(lambda: replica_field(tmp_path, 1, "state") == "serving",
                      60, f"replica 1 serving before death {death}")
             kill_server_on(url)
-            wait_for(lambda d=death: record(tmp_path)["roles"]["replicas"][1]["deaths"] == d,
+            wait_for(lambda d=death: replica_field(tmp_path, 1, "deaths") == d,
                      60, f"death {death} recorded")
         time.sleep(3)
         last = record(tmp_path)["roles"]["replicas"]
@@ -172,7 +192,11 @@ def test_a_replica_that_keeps_dying_is_restarted_three_times_then_left_dead(tmp_
         assert url not in requests.get(f"{base}/list_workers", timeout=5).json()["urls"]
         assert complete(base, model) == 200  # replica 0 still serves
         assert proc.poll() is None
+        done.set()
+        watcher.join()
+        assert foreign == []
     finally:
+        done.set()
         stop(proc)
     said = proc.stderr.read()
     assert said.count("replica 1 restarted and back in rotation") == 3, said
