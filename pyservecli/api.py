@@ -167,7 +167,7 @@ def prepare_launch(model: str | None, *, tp: int | None = None, pp: int | None =
             total = None if cluster.gpus_per_node is None \
                 else len(cluster.nodes) * cluster.gpus_per_node
             groups = pd_groups(request, prefill, decode, prefill_tp, decode_tp, total)
-        plan = make_fleet(request, cluster, replicas or 1, is_free=is_free,
+        plan = make_fleet(request, cluster, 1 if replicas is None else replicas, is_free=is_free,
                           resolve=resolve_ip, launch_suffix=secrets.token_hex(3),
                           policy=router_policy, find_config=find_config,
                           router_host=resolve_ip(socket.gethostname()), groups=groups)

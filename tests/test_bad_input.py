@@ -10,7 +10,7 @@ from .conftest import run_pyserve
 def assert_refused(result, message, workspace):
     assert result.returncode == 2, (result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()
-    assert lines[-1].startswith("pyserve: error:") or "Error:" in result.stderr
+    assert lines[-1].startswith("pyserve: error:"), result.stderr
     assert message in result.stderr
     assert not (workspace / "logs").exists()
 

@@ -51,6 +51,13 @@ def test_selection_custom_point_and_errors():
         points_for(["speed"])
     with pytest.raises(PyserveError, match="--isl must be at least 1"):
         custom_point(0, 10, None, None)
+    # A suite's points were once run with --num-prompts 0 or a --concurrency they ignore.
+    with pytest.raises(PyserveError, match="--num-prompts must be at least 1, got 0"):
+        points_for(["throughput"], num_prompts=0)
+    with pytest.raises(PyserveError, match="give it with --isl/--osl"):
+        points_for(["throughput"], concurrency=8)
+    with pytest.raises(PyserveError, match="--concurrency must be at least 1, got -3"):
+        points_for([], isl=8, osl=8, concurrency=-3)
 
 
 def test_validity_gate():

@@ -95,10 +95,19 @@ def test_replica_options_refused_where_they_mean_nothing(config_dir):
          "do not set CUDA_VISIBLE_DEVICES"),
         (["--replicas", "2", "--gpus-per-node", "2", "--router-policy", "nope"],
          "Invalid value for '--router-policy'"),
+        (["--replicas", "0", "--gpus-per-node", "2"], "--replicas must be a whole number"),
+        (["--replicas", "2", "--gpus-per-node", "4", "--tp", "4"],
+         "replica 0 is planned on its share (1 node(s) x 2 GPUs): TP 4 must use every GPU"),
+        (["--prefill", "1", "--decode", "1", "--gpus-per-node", "4", "--tp", "4"],
+         "prefill 0 is planned on its share (1 node(s) x 2 GPUs)"),
+        (["--serve", f"{model} --tp 2 'unbalanced", "--gpus-per-node", "2"],
+         "No closing quotation"),
     ):
-        result = run_pyserve("launch", model, "--nodelist", "n1", *args, "--dry-run")
+        head = [] if "--serve" in args else [model]
+        result = run_pyserve("launch", *head, "--nodelist", "n1", *args, "--dry-run")
         assert result.returncode == 2, result.stdout
         assert message in result.stderr
+        assert result.stderr.startswith("pyserve: error:"), result.stderr
 
 
 def test_prefill_decode_plan_has_roles_nixl_and_a_pd_router(config_dir):

@@ -1,8 +1,13 @@
 """The model-aware planner: sizes of known models, hub-id configs from a Hugging Face cache,
 refusals with numbers, the automatic topology, `pyserve plan` rankings, GPU detection."""
 
+import hashlib
+import http.server
 import json
+import socket
 import subprocess
+import threading
+import time
 
 import pytest
 
@@ -171,6 +176,82 @@ def test_hub_id_is_checked_and_sized_from_the_cache(tmp_path):
                           "--gpus-per-node", "3", "--dry-run", env=env)
     assert skipped.returncode == 0, skipped.stderr
     assert "model checks skipped" in skipped.stdout
+
+
+class StandinHub(http.server.ThreadingHTTPServer):
+    """A Hugging Face hub on loopback that has one repository's config.json: what
+    huggingface_hub's download asks (HEAD, then GET .../resolve/REVISION/FILE) and nothing
+    more."""
+
+    def __init__(self, repo_id: str, config: dict):
+        body = json.dumps(config).encode()
+        wanted = f"/{repo_id}/resolve/main/config.json"
+        self.requests: list[str] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _headers(self) -> bool:
+                hub.requests.append(f"{self.command} {self.path}")
+                found = self.path == wanted
+                self.send_response(200 if found else 404)
+                if found:
+                    self.send_header("X-Repo-Commit", "c" * 40)
+                    self.send_header("ETag", f'"{hashlib.sha1(body).hexdigest()}"')
+                self.send_header("Content-Length", str(len(body) if found else 0))
+                self.end_headers()
+                return found
+
+            def do_HEAD(self):
+                self._headers()
+
+            def do_GET(self):
+                if self._headers():
+                    self.wfile.write(body)
+
+            def log_message(self, *_args):
+                pass
+
+        hub = self
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+def test_a_hub_id_is_fetched_from_the_hub_once_then_read_from_the_cache(tmp_path):
+    hub = StandinHub("Org/Model-8B", QWEN3_8B)
+    env = {"HF_HUB_OFFLINE": "", "HF_ENDPOINT": hub.url, "HF_HUB_CACHE": str(tmp_path / "hub")}
+    try:
+        for source in ("fetched from the Hugging Face hub", "from the Hugging Face cache"):
+            result = run_pyserve("launch", "Org/Model-8B", "--nodelist", "n1",
+                                 "--gpus-per-node", "2", "--gpu-memory", "80", "--dry-run",
+                                 "--format", "json", env=env)
+            assert result.returncode == 0, result.stderr
+            notes = json.loads(result.stdout)["notes"]
+            assert any("16.4 GB of weights" in n and source in n for n in notes), notes
+    finally:
+        hub.shutdown()
+    # The second launch read the cache: the hub saw one HEAD and one GET of config.json.
+    assert [r for r in hub.requests if "config.json" in r] == [
+        "HEAD /Org/Model-8B/resolve/main/config.json",
+        "GET /Org/Model-8B/resolve/main/config.json"]
+
+
+def test_an_unreachable_hub_skips_the_model_checks_at_once(tmp_path):
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    env = {"HF_HUB_OFFLINE": "", "HF_ENDPOINT": f"http://127.0.0.1:{port}",
+           "HF_HUB_CACHE": str(tmp_path / "hub")}
+    start = time.monotonic()
+    result = run_pyserve("launch", "Org/Model-8B", "--nodelist", "n1", "--gpus-per-node", "2",
+                         "--dry-run", env=env)
+    took = time.monotonic() - start
+    assert result.returncode == 0, result.stderr
+    assert f"the hub 127.0.0.1:{port} is not reachable" in result.stdout
+    # huggingface_hub alone retries five times with backoff (~23 s of "Retrying in" warnings).
+    assert "Retrying" not in result.stderr and took < 15, (took, result.stderr)
 
 
 def test_explicit_flags_that_do_not_fit_are_refused_with_numbers(config_dir):

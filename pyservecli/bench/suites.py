@@ -70,6 +70,13 @@ def points_for(names: list[str], *, table: dict[str, tuple[BenchPoint, ...]] | N
     ``num_prompts`` if given. Used by ``pyserve bench``/``sweep`` and their API twins."""
     if (isl is None) != (osl is None):
         raise PyserveError("--isl and --osl go together")
+    for label, value in (("--num-prompts", num_prompts), ("--concurrency", concurrency)):
+        if value is not None and value < 1:
+            raise PyserveError(f"{label} must be at least 1, got {value}")
+    if isl is None and concurrency is not None:
+        # The suites set their own concurrency (the concurrency suite sweeps it).
+        raise PyserveError("--concurrency sets the custom point's concurrency: give it with "
+                           "--isl/--osl")
     if isl is not None:
         return [custom_point(isl, osl, concurrency, num_prompts)]
     table = SUITES if table is None else table

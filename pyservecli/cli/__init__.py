@@ -32,11 +32,16 @@ def read_key(path: Path | None) -> str | None:
 class PyserveGroup(click.Group):
     """Every failure ends as one line, ``pyserve: error: ...``, and exit status 2: a
     PyserveError says what to fix; a file-system error names the file; anything else is named
-    as unexpected (PYSERVE_DEBUG=1 shows the traceback). Click's own usage errors are click's."""
+    as unexpected (PYSERVE_DEBUG=1 shows the traceback). A usage error (unknown option, bad
+    value) is one such line too, pointing at the command's --help instead of printing the usage.
+    """
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:
+            hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+            fail(f"{exc.format_message()}{hint}")
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except PyserveError as exc:

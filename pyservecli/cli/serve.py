@@ -169,7 +169,10 @@ SERVE_LINE_KEYS = ("model", "tp", "pp", "dp", "ep", "backend", "env_pairs", "vll
 def parse_serve_line(line: str) -> dict:
     """One ``--serve 'MODEL [OPTIONS]'`` line: ``{"model", "tp", ..., "replicas", "gpus",
     "env", "vllm_args"}`` for ``api.prepare_launch(serve=[...])``."""
-    tokens = shlex.split(line)
+    try:
+        tokens = shlex.split(line)
+    except ValueError as exc:  # an unbalanced quote
+        raise PyserveError(f"--serve {line!r}: {exc}") from None
     extra = {"replicas": 1, "gpus": None}
     kept = []
     index = 0

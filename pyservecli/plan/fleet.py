@@ -241,10 +241,15 @@ def make_fleet(request: LaunchRequest, cluster: Cluster, replicas: int,
             env["CUDA_VISIBLE_DEVICES"] = share.devices
         sub = replace(cluster, nodes=share.nodes, gpus_per_node=share.gpus_per_node,
                       job_id=f"{cluster.job_id}.r{index}")
-        plan = make_plan(replace(one, port=api, env=env,
-                                 vllm_args=[*one.vllm_args, *extra_args]), sub, free, resolve,
-                         launch_suffix=f"{launch_suffix}r{index}" if launch_suffix
-                         else f"r{index}", find_config=find_config)
+        try:
+            plan = make_plan(replace(one, port=api, env=env,
+                                     vllm_args=[*one.vllm_args, *extra_args]), sub, free,
+                             resolve, launch_suffix=f"{launch_suffix}r{index}" if launch_suffix
+                             else f"r{index}", find_config=find_config)
+        except PyserveError as exc:
+            # The topology rules speak of "the allocation"; here that is one server's share.
+            raise PyserveError(f"{_server_label(roles, requests_, index)} is planned on its "
+                               f"share ({_share_words(share)}): {exc}") from None
         plans.append(plan)
         taken.update({plan.ports.api, plan.ports.dp_rpc, plan.ports.master, plan.ports.ray})
     names = {p.served_model_name for p in plans}
@@ -263,6 +268,21 @@ def make_fleet(request: LaunchRequest, cluster: Cluster, replicas: int,
     return FleetPlan(router=router, replicas=plans, job_id=cluster.job_id,
                      fleet_id=f"{cluster.job_id}-{launch_suffix}" if launch_suffix
                      else cluster.job_id, roles=roles)
+
+
+def _server_label(roles: list[str], requests_: list[LaunchRequest], index: int) -> str:
+    role = roles[index]
+    number = sum(1 for r in roles[:index] if r == role)
+    if role == "replica" and len({r.model for r in requests_}) > 1:
+        same = sum(1 for r in requests_[:index] if r.model == requests_[index].model)
+        return f"replica {same} of {requests_[index].model}"
+    return f"{role} {number}"
+
+
+def _share_words(share: Share) -> str:
+    if share.gpus_per_node is None:
+        return f"{len(share.nodes)} node(s), CPU engine"
+    return f"{len(share.nodes)} node(s) x {share.gpus_per_node} GPUs"
 
 
 def kv_transfer_config(role: str, gpus: bool) -> str:

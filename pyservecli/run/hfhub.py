@@ -6,15 +6,24 @@ config.json is ever fetched (a few KB), with a short timeout, so planning never 
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import socket
+import threading
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 # org/name or name, as the hub spells repository ids.
 _REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?")
 _TRUE = ("1", "true", "yes", "on")
 FETCH_TIMEOUT_S = 10
+# How long the hub (or the proxy in front of it) gets to accept a connection before planning
+# goes on without the config: huggingface_hub itself retries a failed first request five times
+# with backoff (~23 s of warnings) when nothing is cached.
+REACH_TIMEOUT_S = 3.0
+DEFAULT_ENDPOINT = "https://huggingface.co"
 
 
 def hub_cache(env: Mapping[str, str]) -> Path:
@@ -68,6 +77,10 @@ def find_config(repo_id: str, revision: str | None = None,
     if is_offline(env):
         return None, "config.json not in the Hugging Face cache and HF_HUB_OFFLINE is set: " \
             "model checks skipped"
+    unreachable = hub_unreachable(env)
+    if unreachable:
+        return None, f"config.json not in the Hugging Face cache and {unreachable}: model " \
+            "checks skipped (set HF_HUB_OFFLINE=1 to skip the attempt)"
     # huggingface_hub reads its download timeout once, when imported: set it first.
     os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", str(FETCH_TIMEOUT_S))
     try:
@@ -75,10 +88,53 @@ def find_config(repo_id: str, revision: str | None = None,
     except ImportError:
         return None, "huggingface_hub is not installed and the config is not cached: model " \
             "checks skipped"
+    # Its retry warnings would interleave with the plan; a failure is reported below, once.
+    hub_logger = logging.getLogger("huggingface_hub")
+    level = hub_logger.level
+    hub_logger.setLevel(logging.ERROR)
     try:
         path = Path(hf_hub_download(repo_id, "config.json", revision=revision,
                                     cache_dir=str(cache), etag_timeout=FETCH_TIMEOUT_S))
     except Exception as exc:  # any hub failure (network, 404, gated) only skips the checks
         reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
         return None, f"config.json could not be fetched ({reason}): model checks skipped"
+    finally:
+        hub_logger.setLevel(level)
     return path, "config.json fetched from the Hugging Face hub"
+
+
+def hub_unreachable(env: Mapping[str, str], timeout: float = REACH_TIMEOUT_S) -> str | None:
+    """Why the hub cannot be reached from here, or None if a TCP connection to it (or to the
+    HTTPS proxy in front of it) opens within ``timeout`` seconds. Name lookup runs in a thread
+    because getaddrinfo has no timeout of its own."""
+    endpoint = env.get("HF_ENDPOINT") or DEFAULT_ENDPOINT
+    target = urlsplit(endpoint)
+    proxy = next((env[k] for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+                  if env.get(k)), None) if target.scheme == "https" else \
+        next((env[k] for k in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+              if env.get(k)), None)
+    if proxy:
+        target = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    try:
+        host = target.hostname
+        port = target.port or (443 if target.scheme == "https" else 80)
+    except ValueError as exc:
+        return f"{proxy or endpoint!r} is not a valid URL ({exc})"
+    if not host:
+        return f"{proxy or endpoint!r} is not a valid URL"
+    what = f"the proxy {host}:{port}" if proxy else f"the hub {host}:{port}"
+    outcome: list[str | None] = []
+
+    def attempt() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome.append(None)
+        except OSError as exc:
+            outcome.append(exc.strerror or type(exc).__name__)
+
+    worker = threading.Thread(target=attempt, daemon=True)
+    worker.start()
+    worker.join(timeout + 0.5)
+    if not outcome:
+        return f"{what} does not answer within {timeout:g} s"
+    return f"{what} is not reachable ({outcome[0]})" if outcome[0] else None
