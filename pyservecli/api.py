@@ -308,19 +308,38 @@ def bench(base_url: str, *, types: Sequence[str] = ("throughput",), isl: int | N
           resume: bool = False, profile: bool = False, api_key: str | None = None,
           workspace: str | Path | None = None, say: Say = _stderr):
     """``pyserve bench``: runs the points, writes OUT/<suite>/<point>.json and OUT/summary.csv,
-    returns the ``PointResult`` list (``.valid``, ``.result`` = vLLM's keys + provenance)."""
-    from pyservecli.bench.runner import run_points, server_gpus, server_info, write_summary
+    returns the ``PointResult`` list (``.valid``, ``.model``, ``.result`` = vLLM's keys +
+    provenance). An endpoint that serves several models (a router) and no ``model``: each model
+    in turn, into OUT/<model>/ (``model_dir_name``)."""
+    from pyservecli.bench.runner import (
+        model_dir_name,
+        run_points,
+        served_models,
+        server_gpus,
+        write_summary,
+    )
     from pyservecli.bench.suites import points_for
 
     points = points_for(list(types), isl=isl, osl=osl, concurrency=concurrency,
                         num_prompts=num_prompts)
     ws = _workspace(workspace)
     out_dir = Path(out) if out else ws / "bench"
-    results = run_points(points, server_info(base_url, model, api_key), out_dir,
-                         tokenizer=tokenizer,
-                         dataset_dir=Path(dataset_dir) if dataset_dir else None,
-                         api_key=api_key, workspace=ws, profile=profile, resume=resume, say=say)
-    write_summary(results, out_dir, server_gpus(results))
+    servers = served_models(base_url, model, api_key)
+    if len(servers) > 1 and tokenizer:
+        raise PyserveError(f"{base_url} serves {len(servers)} models; --tokenizer is one "
+                           "model's: give --model too")
+    taken: set[str] = set()
+    results = []
+    for server in servers:
+        target = out_dir / model_dir_name(server.model, taken) if len(servers) > 1 else out_dir
+        if len(servers) > 1:
+            say(f"model {server.model} -> {target}")
+        mine = run_points(points, server, target, tokenizer=tokenizer,
+                          dataset_dir=Path(dataset_dir) if dataset_dir else None,
+                          api_key=api_key, workspace=ws, profile=profile, resume=resume,
+                          say=say)
+        write_summary(mine, target, server_gpus(mine))
+        results += mine
     return results
 
 
@@ -345,8 +364,17 @@ def sweep(suites: Sequence[str] = ("rate", "concurrency"), *, base_url: str | No
     """``pyserve sweep``: the suites' points against the server at ``base_url``, or against
     each of ``servers`` (``(label, serve settings)``), launched one at a time. Results in
     OUT/<label>/<suite>/<point>.json and OUT/<label>/summary.csv; ``resume`` skips points done.
-    ``points``: these ``BenchPoint``s instead of the suites' (``pyserve plan --measure``)."""
-    from pyservecli.bench.runner import run_points, server_gpus, server_info, write_summary
+    A ``base_url`` serving several models (a router): each model in turn, label
+    HOST-PORT/<model>. ``points``: these ``BenchPoint``s instead of the suites' (``pyserve plan
+    --measure``)."""
+    from pyservecli.bench.runner import (
+        model_dir_name,
+        run_points,
+        served_models,
+        server_gpus,
+        server_info,
+        write_summary,
+    )
     from pyservecli.bench.suites import points_for
     from pyservecli.bench.sweep import SWEEPS, overhead
 
@@ -358,15 +386,25 @@ def sweep(suites: Sequence[str] = ("rate", "concurrency"), *, base_url: str | No
     points = list(points)
     ws = _workspace(workspace)
     out_dir = Path(out) if out else ws / "sweep"
-    configs = [(base_url.removeprefix("http://").replace(":", "-"), None)] if base_url \
-        else list(servers)
+    configs: list[tuple[str, dict | None, str | None]] = [
+        (label, settings, None) for label, settings in servers]
+    if base_url:
+        host_label = base_url.removeprefix("http://").replace(":", "-")
+        listed = [s.model for s in served_models(base_url, None, api_key)]
+        if len(listed) > 1 and tokenizer:
+            raise PyserveError(f"{base_url} serves {len(listed)} models; --tokenizer is one "
+                               "model's")
+        taken: set[str] = set()
+        configs = [(host_label, None, None)] if len(listed) == 1 else [
+            (f"{host_label}/{model_dir_name(m, taken)}", None, m) for m in listed]
     runs = []
-    for label, settings in configs:
+    for label, settings, model in configs:
         target = out_dir / label
 
-        def run_all(url: str, target: Path = target) -> tuple[list, float]:
+        def run_all(url: str, target: Path = target, model: str | None = model
+                    ) -> tuple[list, float]:
             start = time.monotonic()
-            results = run_points(points, server_info(url, None, api_key), target,
+            results = run_points(points, server_info(url, model, api_key), target,
                                  tokenizer=tokenizer, api_key=api_key, workspace=ws,
                                  resume=resume, say=say)
             return results, time.monotonic() - start

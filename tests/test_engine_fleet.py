@@ -158,6 +158,10 @@ def test_two_models_behind_one_endpoint_are_routed_by_name(tmp_path, monkeypatch
         assert [r.status for r in results] == ["ok"]
         assert results[0].result["completed"] == 4
         assert results[0].result["model_id"] == str(moe)
+        # Its provenance is the measured model's server, not the fleet's first replica.
+        origin = results[0].result["pyserve"]["provenance"]
+        assert str(moe) in origin["server_argv"] and str(dense) not in origin["server_argv"]
+        assert origin["model_servers"] == 1
         record = json.loads((tmp_path / "ws" / "latest.json").read_text())
         assert sorted(record["models"]) == sorted([str(dense), str(moe)])
         assert {r["model"] for r in record["roles"]["replicas"]} == {str(dense), str(moe)}

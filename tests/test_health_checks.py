@@ -1,5 +1,6 @@
 """The 14 health checks against a stand-in OpenAI server (no engine): a server that keeps every
-promise passes all of them, and each broken promise fails exactly its own check."""
+promise passes all of them, and each broken promise fails exactly its own check; `pyserve bench`
+against an endpoint of several models (one test runs vLLM's bench client, marked engine)."""
 
 import json
 
@@ -7,8 +8,14 @@ import pytest
 
 from pyservecli import api
 from pyservecli.bench.health import CHECKS
+from pyservecli.bench.provenance import _model_share
+from pyservecli.bench.runner import model_dir_name, served_models
+from pyservecli.bench.suites import custom_point
+from pyservecli.errors import PyserveError
+from pyservecli.models.dummy import create_model_dir
 
 from .conftest import run_pyserve
+from .engine import require_engine
 from .standin_openai import FAULTS, MODEL, standin_server
 
 
@@ -97,3 +104,65 @@ def test_every_model_behind_a_gateway_is_checked_unless_one_is_named():
     assert "4 of 4 checks passed" in text.stdout  # models + chat, for each model
     assert one.returncode == 0
     assert {r["model"] for r in json.loads(one.stdout)} == {"model-b"}
+
+
+def test_bench_finds_every_model_of_a_gateway_and_names_a_folder_for_each():
+    """The parts of `pyserve bench` against several models that need no client: the model list,
+    --model picking one, and results folders named after models a server chose."""
+    with standin_server(models=["Org/model-a", "model-b"]) as base:
+        assert [s.model for s in served_models(base, None, None)] == ["Org/model-a", "model-b"]
+        assert [s.model for s in served_models(base, "model-b", None)] == ["model-b"]
+        with pytest.raises(PyserveError, match="does not serve nope; it serves Org/model-a, "
+                                               "model-b"):
+            served_models(base, "nope", None)
+    taken: set[str] = set()
+    names = [model_dir_name(m, taken) for m in
+             ("Qwen/Qwen3-8B", "Qwen--Qwen3-8B", "../..", "--help", "/abs/path", "a b;c")]
+    assert names == ["Qwen--Qwen3-8B", "Qwen--Qwen3-8B-2", "model", "help", "abs--path", "a-b-c"]
+
+
+def test_a_models_provenance_counts_its_own_servers_gpus():
+    """Behind a router serving two models, tok/s per GPU of one model is over its GPUs, and its
+    command is its own server's (not the first replica of the fleet)."""
+    roles = {"replicas": [
+        {"model": "dense", "argv": ["vllm", "serve", "dense"], "topology": {"tp": 1, "dp": 2}},
+        {"model": "moe", "argv": ["vllm", "serve", "moe"], "topology": {"tp": 2, "pp": 1}},
+        {"model": "moe", "argv": ["vllm", "serve", "moe"], "topology": {"tp": 2, "pp": 1}},
+    ]}
+    assert _model_share(roles, "moe") == {"server_argv": ["vllm", "serve", "moe"],
+                                          "topology": {"tp": 2, "pp": 1}, "gpus_serving": 4,
+                                          "model_servers": 2}
+    assert _model_share(roles, "dense")["gpus_serving"] == 2
+    # One model (replicas, or prefill + decode): the fleet's figures stand.
+    assert _model_share({"replicas": roles["replicas"][1:]}, "moe") == {}
+    assert _model_share(None, "moe") == {}
+
+
+@pytest.mark.engine
+def test_bench_measures_every_model_of_a_gateway_into_its_own_folder(tmp_path):
+    """`pyserve bench` with no --model against an endpoint listing two models: vLLM's client
+    runs each model's points, one folder and summary.csv each, a model column in the table."""
+    require_engine()
+    models = [str(create_model_dir("qwen3-tiny", tmp_path / name)) for name in ("a", "b")]
+    with standin_server(models=models) as base:
+        host, port = base.removeprefix("http://").split(":")
+        args = ["bench", "--host", host, "--port", port, "--isl", "8", "--osl", "4",
+                "--concurrency", "2", "--num-prompts", "3", "--out", str(tmp_path / "out")]
+        result = run_pyserve(*args, timeout=300)
+        refused = run_pyserve(*args, "--tokenizer", models[0])
+        runs = api.sweep(base_url=base, points=[custom_point(8, 4, 2, 3)],
+                         out=tmp_path / "sweep", say=lambda _line: None)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for model in models:
+        folder = tmp_path / "out" / model_dir_name(model, set())
+        point = json.loads((folder / "custom" / "i8-o4-rinf-c2.json").read_text())
+        assert point["model_id"] == model and point["completed"] == 3
+        assert (folder / "summary.csv").read_text().count("\n") == 2
+        assert f"model {model} -> " in result.stderr
+    assert "┃ model" in result.stdout
+    assert refused.returncode == 2
+    assert "serves 2 models; --tokenizer is one model's: give --model too" in refused.stderr
+    # pyserve sweep against the same endpoint: one run per model, HOST-PORT/<model>.
+    label = base.removeprefix("http://").replace(":", "-")
+    assert [r.label for r in runs] == [f"{label}/{model_dir_name(m, set())}" for m in models]
+    assert [[p.result["model_id"] for p in r.results] for r in runs] == [[m] for m in models]

@@ -83,14 +83,17 @@ def _where_and_when() -> dict:
     }
 
 
-def provenance(base_url: str, workspace: Path | None = None) -> dict:
+def provenance(base_url: str, workspace: Path | None = None, model: str | None = None) -> dict:
+    """Where a result came from: versions, hosts, and, when pyserve launched the server, its
+    command and topology. ``model``: the model measured; behind a router serving several
+    models, the command, topology and GPUs are those of that model's servers alone."""
     try:
         server_version = requests.get(f"{base_url}/version", timeout=5).json().get("version")
     except (requests.RequestException, ValueError):
         server_version = None
     record = launch_record_for(base_url, workspace)
     head = (record or {}).get("plan", {}).get("nodes", [{}])[0]
-    return {
+    found = {
         **_where_and_when(),
         "vllm_client_version": _version("vllm"),
         "vllm_server_version": server_version,
@@ -103,6 +106,30 @@ def provenance(base_url: str, workspace: Path | None = None) -> dict:
         **({"roles": record["roles"], "gpus_serving": record.get("gpus_serving")}
            if isinstance((record or {}).get("roles"), dict) else {}),
     }
+    if model is not None:
+        found.update(_model_share(found.get("roles"), model))
+    return found
+
+
+def _model_share(roles, model: str) -> dict:
+    """For a router that serves several models: the first server of ``model`` (its argv and
+    topology) and the GPUs of all of its servers, so tok/s per GPU is that model's."""
+    servers = [r for r in (roles or {}).get("replicas") or [] if isinstance(r, dict)]
+    if len({r.get("model") for r in servers}) < 2:
+        return {}
+    mine = [r for r in servers if r.get("model") == model]
+    if not mine:
+        return {}
+    gpus = 0
+    for server in mine:
+        topology = server.get("topology") or {}
+        try:
+            gpus += int(topology.get("tp", 1)) * int(topology.get("pp", 1)) * \
+                int(topology.get("dp", 1))
+        except (TypeError, ValueError):
+            return {}
+    return {"server_argv": mine[0].get("argv"), "topology": mine[0].get("topology"),
+            "gpus_serving": gpus, "model_servers": len(mine)}
 
 
 def offline_provenance(argv: list[list[str]], topology: dict, job_id: str) -> dict:

@@ -10,13 +10,14 @@ import csv
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import requests
@@ -45,6 +46,7 @@ class PointResult:
     status: str  # ok | invalid | failed | skipped | resumed
     note: str = ""
     result: dict = field(default_factory=dict)
+    model: str = ""  # the served model measured
 
     @property
     def valid(self) -> bool:
@@ -119,6 +121,13 @@ def find_vllm() -> str:
 
 
 def server_info(base_url: str, model: str | None, api_key: str | None) -> ServerInfo:
+    """The model to measure at ``base_url``: ``model``, else the first one listed."""
+    return served_models(base_url, model, api_key)[0]
+
+
+def served_models(base_url: str, model: str | None, api_key: str | None) -> list[ServerInfo]:
+    """Every model ``base_url`` lists (a router may serve several), or ``model`` alone;
+    PyserveError when nothing answers or ``model`` is not among them."""
     try:
         response = requests.get(f"{base_url}/v1/models", headers=auth_headers(api_key),
                                 timeout=10)
@@ -133,12 +142,25 @@ def server_info(base_url: str, model: str | None, api_key: str | None) -> Server
                            f"({exc}); is this a vLLM server?") from None
     if not cards:
         raise PyserveError(f"{base_url} serves no model")
-    card = next((c for c in cards if c["id"] == model), None) if model else cards[0]
-    if card is None:
-        raise PyserveError(f"{base_url} does not serve {model}; it serves "
-                           f"{', '.join(c['id'] for c in cards)}")
-    max_len = card.get("max_model_len")
-    return ServerInfo(base_url, card["id"], max_len if isinstance(max_len, int) else None)
+    if model:
+        listed, cards = cards, [c for c in cards if c["id"] == model][:1]
+        if not cards:
+            raise PyserveError(f"{base_url} does not serve {model}; it serves "
+                               f"{', '.join(c['id'] for c in listed)}")
+    return [ServerInfo(base_url, c["id"], c.get("max_model_len")
+                       if isinstance(c.get("max_model_len"), int) else None) for c in cards]
+
+
+def model_dir_name(model: str, taken: set[str]) -> str:
+    """A results folder named after a served model ("Qwen/Qwen3-8B" -> "Qwen--Qwen3-8B"):
+    only letters, digits, '.', '_' and '-' (the name comes from the server), never '.' or
+    '..', and not one of ``taken``."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", model.replace("/", "--")).strip(".-") or "model"
+    unique, number = name, 2
+    while unique in taken:
+        unique, number = f"{name}-{number}", number + 1
+    taken.add(unique)
+    return unique
 
 
 def check_datasets(points: list[BenchPoint], dataset_dir: Path | None) -> None:
@@ -192,15 +214,16 @@ def run_points(points: list[BenchPoint], server: ServerInfo, out_dir: Path, *,
                say: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)
                ) -> list[PointResult]:
     check_datasets(points, dataset_dir)
-    origin = provenance(server.base_url, workspace)
+    origin = provenance(server.base_url, workspace, model=server.model)
     env = dict(os.environ)
     if api_key:
         env["OPENAI_API_KEY"] = api_key  # read by vLLM's client; never on the command line
     runner = BenchRunner(env, out_dir)
     try:
         record = launch_record_for(server.base_url, workspace)
-        return _run_points(points, server, out_dir, runner, origin, tokenizer, dataset_dir,
-                           profile, resume, say, power_remote(record), power_gpu_ids(record))
+        results = _run_points(points, server, out_dir, runner, origin, tokenizer, dataset_dir,
+                              profile, resume, say, power_remote(record), power_gpu_ids(record))
+        return [replace(r, model=server.model) for r in results]
     finally:
         runner.close()
 

@@ -75,12 +75,15 @@ def main():
     """
 
 
-def print_summary(rows: list[dict], out: Path) -> None:
+def print_summary(rows: list[dict], out: Path, model_column: bool = False) -> None:
     from rich.console import Console
     from rich.table import Table
 
     columns = ("suite", "point", "status", "output_tok_s", "ttft_p50_ms", "tpot_p50_ms",
                "interactivity_tok_s_user", "watts_per_gpu", "note")
+    if model_column:  # several models behind one endpoint: one summary.csv in each's folder
+        columns = ("model", *columns)
+        out = out / "*"
     table = Table(title=f"pyserve bench -> {out}/summary.csv")
     for column in columns:
         table.add_column(column)

@@ -23,7 +23,8 @@ Examples:
 """)
 @click.option("--host", required=True, help="Server host or IP.")
 @click.option("--port", type=int, default=8000, show_default=True)
-@click.option("--model", help="Served model name [default: the first one listed].")
+@click.option("--model", help="Served model name [default: every model the endpoint lists; "
+              "each into OUT/<model>/ when there are several].")
 @click.option("--type", "types", default="throughput", show_default=True,
               help="Comma-separated suites: throughput, prefill, decode, latency, concurrency, "
               "longctx, sharegpt, sonnet.")
@@ -58,8 +59,13 @@ def bench(host, port, model, types, isl, osl, concurrency, num_prompts, tokenize
                         concurrency=concurrency, num_prompts=num_prompts, model=model,
                         tokenizer=tokenizer, dataset_dir=dataset_dir, out=out, resume=resume,
                         profile=profile, api_key=read_key(api_key_file), workspace=workspace)
-    gpus = server_gpus(results)
-    print_summary([summary_row(r, gpus) for r in results], out)
+    models = list(dict.fromkeys(r.model for r in results))
+    rows = []
+    for served in models:
+        mine = [r for r in results if r.model == served]
+        gpus = server_gpus(mine)
+        rows += [{"model": served, **summary_row(r, gpus)} for r in mine]
+    print_summary(rows, out, model_column=len(models) > 1)
     sys.exit(0 if all(r.valid for r in results) else 1)
 
 
