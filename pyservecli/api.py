@@ -116,6 +116,9 @@ def prepare_launch(model: str | None, *, tp: int | None = None, pp: int | None =
         vllm_args += ["--profiler-config", torch_profiler_config(target.resolve())]
     if nsys and not dry_run:
         require_nsys()  # before anything starts
+    if not ready_timeout > 0:
+        raise PyserveError(f"--ready-timeout must be a positive number of seconds, got "
+                           f"{ready_timeout}")
     if (container_mounts or force or privileged) and not image:
         raise PyserveError("--container-mount, --force and --privileged need --image")
     container = None
@@ -144,9 +147,11 @@ def prepare_launch(model: str | None, *, tp: int | None = None, pp: int | None =
     if (prefill_tp or decode_tp) and prefill is None:
         raise PyserveError("--prefill-tp and --decode-tp go with --prefill/--decode")
     if replicas is not None or serve or prefill is not None:
-        if image:
-            raise PyserveError("--replicas, --serve and --prefill/--decode do not run with "
-                               "--image yet")
+        if force:
+            # Each server's node script would replace the image under the servers already
+            # running from it.
+            raise PyserveError("--force with several servers: reload the image once with "
+                               "`pyserve image load TARBALL --force`, then launch without it")
         import socket
 
         from pyservecli.plan.fleet import ServeGroup, make_fleet
@@ -176,6 +181,9 @@ def prepare_launch(model: str | None, *, tp: int | None = None, pp: int | None =
                          launch_suffix=secrets.token_hex(3), find_config=find_config)
     if not dry_run:
         _check_writable(ws, "--workspace")
+        if cache_dir and compile_cache:
+            # Given explicitly: refused here rather than each node quietly going without it.
+            _check_writable(Path(cache_dir), "--cache-dir")
     options = LaunchOptions(workspace=ws.resolve(),
                             api_key_file=Path(api_key_file) if api_key_file else None,
                             ready_timeout=ready_timeout, then=list(then) if then else None,

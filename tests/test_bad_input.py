@@ -29,6 +29,13 @@ def assert_refused(result, message, workspace):
         (["--api-key", "sk-secret"], "use --api-key-file"),
         (["--port", "70000"], "--port must be between 1 and 65535"),
         (["--tp", "2", "-tp", "4"], "contradicts"),
+        (["--ready-timeout", "-1"], "--ready-timeout must be a positive number"),
+        (["--then", ""], "--then needs a command"),
+        (["--then", "echo 'unbalanced"], "No closing quotation"),
+        (["--image", "x:1", "--container-mount", "/a:/b:/c:/d"], "give DIR, DIR:DEST or"),
+        (["--image", "x:1", "--container-mount", "/a:relative"], "give an absolute path"),
+        (["--router-policy", "nope", "--replicas", "2"],
+         "'nope' is not one of 'round_robin'"),
     ],
 )
 def test_refused_before_launch(tmp_path, args, message):
@@ -36,6 +43,18 @@ def test_refused_before_launch(tmp_path, args, message):
     result = run_pyserve("launch", "Qwen/Qwen3-8B", "--workspace", str(workspace), *args)
     assert_refused(result, message, workspace)
     assert "sk-secret" not in result.stderr + result.stdout
+
+
+def test_an_unwritable_cache_dir_is_refused_before_anything_starts(tmp_path, config_dir):
+    workspace = tmp_path / "ws"
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory\n")
+    result = run_pyserve("launch", str(config_dir("qwen3-tiny")), "--gpus-per-node", "1",
+                         "--cache-dir", str(blocker / "cache"), "--workspace", str(workspace))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"pyserve: error: --cache-dir {blocker / 'cache'}:")
+    assert not (workspace / "logs").exists()
+    assert blocker.read_text() == "not a directory\n"
 
 
 def test_missing_model_directory(tmp_path):

@@ -39,7 +39,8 @@ def test_gpu_dockerfile_versions_are_build_args_in_one_block():
     args = build_args(GPU_DOCKERFILE)
     expected = {"VLLM_VERSION", "TORCH_VERSION", "TORCH_INDEX", "RAY_VERSION",
                 "VIZTRACER_VERSION", "EFA_INSTALLER_VERSION", "NCCL_VERSION", "CUDA_ARCH",
-                "NVSHMEM_VERSION", "GDRCOPY_VERSION", "NSYS_VERSION", "PYSERVE_VERSION"}
+                "NVSHMEM_VERSION", "GDRCOPY_VERSION", "NSYS_VERSION", "PYSERVE_VERSION",
+                "NIXL_VERSION"}
     assert set(args) == expected
     assert all(args.values()), "every build arg needs a default"
     text = GPU_DOCKERFILE.read_text()
@@ -49,6 +50,7 @@ def test_gpu_dockerfile_versions_are_build_args_in_one_block():
     assert args["VLLM_VERSION"] == "0.26.0" and args["TORCH_VERSION"] == "2.11.0"
     assert args["TORCH_INDEX"] == "cu130" and args["CUDA_ARCH"] == "90"
     assert args["PYSERVE_VERSION"] == __version__
+    assert args["NIXL_VERSION"] == "1.5.1"  # the NIXL of the GPU P/D run (scripts/gpu)
     assert "FROM nvidia/cuda:13.0" in text  # CUDA 13 for torch 2.11+cu130
     lines = [line for line in text.splitlines() if line.strip()]
     arg_lines = [i for i, line in enumerate(lines) if line.startswith("ARG ")]
@@ -238,3 +240,42 @@ def test_launch_image_serves_cleans_up_only_its_own_and_skips_a_second_load(
                               capture_output=True).returncode == 0
     finally:
         subprocess.run(["docker", "rm", "-f", unrelated], capture_output=True)
+
+
+@pytest.mark.docker
+@pytest.mark.engine
+def test_replicas_in_containers_behind_the_router_of_this_host(cpu_image_tarball, tmp_path):
+    """--replicas with --image: each replica's server in its own container, vllm-router on the
+    host in front; the two replicas start together and load the missing image once between
+    them; the health checks pass through the router; nothing is left when it stops."""
+    from pyservecli.models.dummy import create_model_dir
+
+    from .engine import cpu_engine_env, free_port
+
+    model = create_model_dir("qwen3-tiny", tmp_path / "qwen3-tiny")
+    env = cpu_engine_env(tmp_path)
+    subprocess.run(["docker", "image", "rm", "pyserve-cpu:latest"], capture_output=True)
+    port = free_port()
+    ws = tmp_path / "ws"
+    done = subprocess.run(
+        [sys.executable, "-m", "pyservecli", "launch", str(model), "--replicas", "2",
+         "--image", str(cpu_image_tarball), "--workspace", str(ws), "--port", str(port),
+         "--env", "VLLM_CPU_KVCACHE_SPACE=1", "--load-format", "dummy", "--enforce-eager",
+         "--dtype", "bfloat16", "--max-model-len", "512", "--ready-timeout", "900", "--then",
+         f"{sys.executable} -m pyservecli health --host 127.0.0.1 --port {port}"],
+        env=env, capture_output=True, text=True, timeout=1500)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert re.search(r"health: (\d+) of \1 checks passed", done.stdout)
+    record = json.loads((ws / "latest.json").read_text())
+    replicas = record["roles"]["replicas"]
+    assert len(replicas) == 2 and record["image"]["tag"] == "pyserve-cpu:latest"
+    logs = []
+    for replica in replicas:
+        launch = json.loads((ws / "logs" / replica["launch_id"] / "launch.json").read_text())
+        logs.append((Path(launch["log_dir"]) /
+                     f"{launch['plan']['nodes'][0]['host']}.log").read_text())
+        assert f"container pyserve-{replica['launch_id']}-r0" in logs[-1]
+    # Loaded by one replica; the other waited on the node's lock and found it present.
+    assert sum("pyserve: loading pyserve-cpu:latest" in log for log in logs) == 1, logs
+    assert sum("already present" in log for log in logs) == 1
+    assert containers("pyserve.job") == []

@@ -199,7 +199,8 @@ def test_the_fleet_stops_when_a_model_or_a_pd_side_has_no_server_left(tmp_path):
 @pytest.mark.parametrize("shape", [["MODEL", "--replicas", "2"],
                                    ["MODEL", "--prefill", "1", "--decode", "1"],
                                    ["--serve", "MODEL", "--serve", "MODEL --served-model-name b"]])
-def test_nsys_wraps_every_server_of_a_fleet_with_its_own_report(config_dir, tmp_path, shape):
+def test_nsys_wraps_every_server_of_a_fleet_with_its_own_report_and_images_run_them_all(
+        config_dir, tmp_path, shape):
     model = str(config_dir("qwen3-8b"))
     args = [model if a == "MODEL" else a.replace("MODEL", model) for a in shape]
     result = run_pyserve("launch", *args, "--nsys", "--workspace", str(tmp_path),
@@ -212,6 +213,12 @@ def test_nsys_wraps_every_server_of_a_fleet_with_its_own_report(config_dir, tmp_
     reports = [next(a for a in argv if a.startswith("--output=")) for argv in argvs]
     assert len(set(reports)) == 2
     assert all(r.startswith(f"--output={tmp_path / 'nsys'}/") for r in reports)
-    refused = run_pyserve("launch", *args, "--image", "img:1", "--nodelist", "n1",
+    # In containers: the same servers, each node script running in the image.
+    image = run_pyserve("launch", *args, "--image", "img:1", "--nodelist", "n1",
+                        "--gpus-per-node", "2", "--dry-run")
+    assert image.returncode == 0 and image.stdout.rstrip().endswith("image img:1"), image.stderr
+    # --force would have each server's node script replace the image under the others.
+    refused = run_pyserve("launch", *args, "--image", "img:1", "--force", "--nodelist", "n1",
                           "--gpus-per-node", "2", "--dry-run")
-    assert refused.returncode == 2 and "do not run with --image yet" in refused.stderr
+    assert refused.returncode == 2
+    assert "reload the image once with `pyserve image load TARBALL --force`" in refused.stderr

@@ -64,9 +64,26 @@ def test_last_error_finds_the_cause_in_a_log():
         "RuntimeError: Engine core initialization failed. See root cause above.",
         "INFO shutting down",
     ]
-    assert last_error(log) == ("RuntimeError: Engine core initialization failed. "
-                               "See root cause above.")
+    # The cause, not vLLM's wrapper that points back at it; a validation error with its detail.
+    assert last_error(log) == (
+        "ValidationError: 1 validation error for ModelConfig: "
+        "Value error, User-specified max_model_len (999999) is greater than the derived")
     assert last_error(["all fine"]) is None
+    # As vLLM 0.32 (CPU) logs a model directory without weights: the worker's error, then two
+    # wrappers.
+    worker = ("(Worker pid=351) ERROR 11-23 16:12:43 [multiproc_executor.py:953] RuntimeError: "
+              "Cannot find any model weights with `/tmp/tiny`")
+    assert last_error([
+        worker,
+        "(EngineCore pid=335) ERROR 11-23 16:12:45 [core.py:1510] Exception: WorkerProc "
+        "initialization failed due to an exception in a background process. See stack trace "
+        "for root cause.",
+        "RuntimeError: Engine core initialization failed. See root cause above. Failed core "
+        "proc(s): {'EngineCore': 1}",
+    ]) == "RuntimeError: Cannot find any model weights with `/tmp/tiny`"
+    # Only a wrapper: better than nothing.
+    assert last_error(["RuntimeError: Engine core initialization failed. See root cause "
+                       "above."]).startswith("RuntimeError: Engine core")
 
 
 def test_entrypoint_reaper_stops_renamed_processes_of_its_own_session(tmp_path):

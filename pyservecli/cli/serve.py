@@ -140,13 +140,25 @@ def launch(model, tp, pp, dp, ep, backend, port, nodelist, gpus_per_node, gpu_me
     sys.exit(api.launch(**settings))
 
 
+def _then_argv(then_cmd: str | None) -> list[str] | None:
+    if then_cmd is None:
+        return None
+    try:
+        argv = shlex.split(then_cmd)
+    except ValueError as exc:  # an unbalanced quote
+        raise PyserveError(f"--then {then_cmd!r}: {exc}") from None
+    if not argv:
+        raise PyserveError("--then needs a command")
+    return argv
+
+
 def launch_settings(*, env_pairs, then_cmd, no_cache=False, **params) -> dict:
     """``api.prepare_launch`` settings from the launch command's parameters (also how
     ``pyserve sweep --serve '...'`` reads its launch lines)."""
     return {**params, "vllm_args": list(params.get("vllm_args", ())),
             "env": parse_env_pairs(env_pairs),
             "compile_cache": not no_cache,
-            "then": shlex.split(then_cmd) if then_cmd else None,
+            "then": _then_argv(then_cmd),
             "container_mounts": list(params.get("container_mounts", ()))}
 
 

@@ -9,7 +9,9 @@ other containers or images.
 
 from __future__ import annotations
 
+import fcntl
 import gzip
+import hashlib
 import json
 import os
 import shutil
@@ -68,8 +70,12 @@ def tarball_tag(path: Path) -> str:
 
 def make_spec(image: str, mounts: list[str], force: bool, privileged: bool) -> ContainerSpec:
     for mount in mounts:
-        source = mount.split(":", 1)[0]
-        if not os.path.isabs(source):
+        parts = mount.split(":")
+        if len(parts) > 3 or (len(parts) == 3 and parts[2] not in ("ro", "rw")) or \
+                not all(parts[:2]):
+            raise PyserveError(f"--container-mount {mount!r}: give DIR, DIR:DEST or "
+                               "DIR:DEST:ro")
+        if not all(os.path.isabs(part) for part in parts[:2]):
             raise PyserveError(f"--container-mount {mount!r}: give an absolute path")
     if is_tarball(image):
         path = Path(image).resolve()
@@ -132,7 +138,17 @@ def image_labels(tag: str) -> dict[str, str]:
 
 
 def load(tarball: str, tag: str, force: bool) -> int:
-    """Load ``tarball`` unless ``tag`` is already here; ``force`` replaces a pyserve image."""
+    """Load ``tarball`` unless ``tag`` is already here; ``force`` replaces a pyserve image.
+    One load of a tag at a time on a node: servers of one fleet packed on a node all start
+    here at once, and the second waits and then finds the image present."""
+    # /tmp, not $TMPDIR: the lock is the node's, whatever each job's TMPDIR.
+    lock_path = Path("/tmp") / f"pyserve-image-{hashlib.sha256(tag.encode()).hexdigest()[:16]}.lock"
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _load_locked(tarball, tag, force)
+
+
+def _load_locked(tarball: str, tag: str, force: bool) -> int:
     if image_present(tag):
         if not force:
             print(f"pyserve: image {tag} already present on {os.uname().nodename}; not loading")

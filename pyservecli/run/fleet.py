@@ -28,7 +28,7 @@ from pyservecli import __version__
 from pyservecli.errors import PyserveError
 from pyservecli.plan.fleet import ROUTER_HEALTH_INTERVAL_S, FleetPlan, worker_url
 from pyservecli.plan.launch import LaunchPlan
-from pyservecli.run.jobfiles import bin_dir, write_private
+from pyservecli.run.jobfiles import bin_dir, image_record, write_private
 from pyservecli.run.launcher import (
     Launch,
     LaunchOptions,
@@ -127,6 +127,7 @@ class Fleet:
                                     "argv": r.plan.nodes[0].argv} for r in self.replicas]},
             # The first replica's plan: what `pyserve bench` records as the server command.
             "plan": self.plan.replicas[0].as_dict(),
+            "image": image_record(self.options.container),
             **extra,
         }
         text = json.dumps(record, indent=2) + "\n"

@@ -138,12 +138,18 @@ def write_record(plan: LaunchPlan, files: JobFiles, options: LaunchOptions, **st
         # The GPUs a local launch was given; `pyserve bench` samples power on these only.
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "plan": plan.as_dict(),
+        "image": image_record(options.container),
         **state,
     }
     text = json.dumps(record, indent=2) + "\n"
     write_private(files.record, text)
     if options.workspace_record:
         write_private(options.workspace / "latest.json", text)
+
+
+def image_record(spec) -> dict | None:
+    """What a launch record says of ``--image`` (a container.ContainerSpec), or None."""
+    return None if spec is None else {"tag": spec.tag, "tarball": spec.tarball}
 
 
 def write_container_script(plan: LaunchPlan, options: LaunchOptions, files: JobFiles, node,

@@ -99,13 +99,30 @@ class PhaseTracker:
 _ERROR_LINE = re.compile(r"(?:^|[\s.])((?:[A-Z]\w*)(?:Error|Exception|Exit)\b: .+)$")
 
 
+# What vLLM raises on top of the real cause, which it printed earlier in the log.
+_WRAPPER_ERRORS = ("See root cause above", "See stack trace for root cause",
+                   "exception in a background process")
+_VALIDATION = re.compile(r"ValidationError: \d+ validation errors? for ")
+
+
 def last_error(lines: list[str]) -> str | None:
-    """The last ``SomethingError: message`` line of a log: usually what a user needs first."""
-    for line in reversed(lines):
+    """The last ``SomethingError: message`` line of a log that says what went wrong: vLLM's
+    wrappers ("Engine core initialization failed. See root cause above.") give way to the cause
+    printed before them; a pydantic validation error keeps its first detail line."""
+    found = []
+    for index, line in enumerate(lines):
         match = _ERROR_LINE.search(line.rstrip())
         if match:
-            return match.group(1)
-    return None
+            found.append((index, match.group(1)))
+    if not found:
+        return None
+    causes = [f for f in found if not any(w in f[1] for w in _WRAPPER_ERRORS)]
+    index, message = (causes or found)[-1]
+    if _VALIDATION.search(message):
+        detail = next((line.strip() for line in lines[index + 1:] if line.strip()), "")
+        if detail:
+            message = f"{message}: {detail}"
+    return message
 
 
 def auth_headers(api_key: str | None) -> dict[str, str]:
