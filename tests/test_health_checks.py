@@ -138,6 +138,20 @@ def test_a_models_provenance_counts_its_own_servers_gpus():
     assert _model_share(None, "moe") == {}
 
 
+def test_bench_refuses_a_tokenizer_it_cannot_load_before_running_a_point(tmp_path):
+    """The stand-in's model name is no directory and is in no cache, offline (as in every
+    test): the client could not load its tokenizer, so nothing runs."""
+    with standin_server() as base:
+        host, port = base.removeprefix("http://").split(":")
+        result = run_pyserve("bench", "--host", host, "--port", port, "--isl", "8", "--osl",
+                             "4", "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"pyserve: error: the tokenizer of {MODEL} is not in the "
+                                    "Hugging Face cache")
+    assert "give --tokenizer DIR" in result.stderr
+    assert not (tmp_path / "out" / "custom").exists()
+
+
 @pytest.mark.engine
 def test_bench_measures_every_model_of_a_gateway_into_its_own_folder(tmp_path):
     """`pyserve bench` with no --model against an endpoint listing two models: vLLM's client

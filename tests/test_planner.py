@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from pyservecli.bench.runner import launched_from
 from pyservecli.errors import PyserveError
 from pyservecli.models.dummy import builtin_config
 from pyservecli.plan.auto import choose
@@ -19,7 +20,7 @@ from pyservecli.plan.gpus import GpuInfo, find_gpu, parse_memory_gib
 from pyservecli.plan.memory import GIB, model_memory
 from pyservecli.plan.modelconfig import ModelFacts
 from pyservecli.run.cluster import detect_gpu
-from pyservecli.run.hfhub import cached_config, find_config
+from pyservecli.run.hfhub import cached_config, find_config, tokenizer_access
 
 from .conftest import run_pyserve
 
@@ -394,3 +395,42 @@ def test_gpu_memory_parsing():
         with pytest.raises(PyserveError):
             parse_memory_gib(bad)
     assert GIB == 1024**3
+
+
+def test_the_benchmark_clients_tokenizer_is_checked_before_it_runs(tmp_path):
+    """A hub id's tokenizer: read offline when cached (the hub out of reach or HF_HUB_OFFLINE),
+    refused with what to do when neither cached nor reachable; a directory is the client's."""
+    cache = tmp_path / "hub"
+    snapshot = cache / "models--Org--Cached" / "snapshots" / ("a" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot / "tokenizer.json").write_text("{}")
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    offline = {"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    no_route = {"HF_HUB_CACHE": str(cache), "HF_ENDPOINT": endpoint}
+    assert tokenizer_access("Org/Cached", offline) == (None, True)
+    assert tokenizer_access("Org/Cached", no_route) == (None, True)
+    assert tokenizer_access(str(snapshot), no_route) == (None, False)
+    why, _ = tokenizer_access("Org/Missing", offline)
+    assert "tokenizer of Org/Missing is not in the Hugging Face cache" in why
+    assert "HF_HUB_OFFLINE is set: give --tokenizer DIR" in why
+    why, _ = tokenizer_access("Org/Missing", no_route)
+    assert "is not reachable" in why and "give --tokenizer DIR" in why
+
+
+def test_a_served_name_is_benchmarked_with_the_tokenizer_of_the_directory_it_came_from(
+        tmp_path):
+    model = tmp_path / "Qwen3-8B"
+    model.mkdir()
+    single = {"served_model_name": "qwen", "model": str(model)}
+    assert launched_from(single, "qwen") == str(model)
+    assert launched_from(single, "other") is None
+    assert launched_from({"served_model_name": str(model), "model": str(model)},
+                         str(model)) is None  # the name loads as it is
+    fleet = {"served_model_name": "a", "model": "Org/A",
+             "roles": {"replicas": [{"model": "a", "source": "Org/A"},
+                                    {"model": "b", "source": str(model)}]}}
+    assert launched_from(fleet, "b") == str(model)
+    assert launched_from(fleet, "a") is None  # a hub id: the client loads it by that id
+    assert launched_from(None, "qwen") is None

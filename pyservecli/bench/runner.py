@@ -28,6 +28,7 @@ from pyservecli.bench.results import SUMMARY_COLUMNS, PointRecord, gpus_of
 from pyservecli.bench.sonnet import write_dataset
 from pyservecli.bench.suites import DATASET_FILES, BenchPoint, bench_argv, sonnet_dataset_path
 from pyservecli.errors import PyserveError
+from pyservecli.run.hfhub import tokenizer_access
 from pyservecli.run.readiness import auth_headers, model_cards
 
 MAX_FAILED_FRACTION = 0.01  # more failed requests than this makes a point invalid
@@ -215,17 +216,39 @@ def run_points(points: list[BenchPoint], server: ServerInfo, out_dir: Path, *,
                ) -> list[PointResult]:
     check_datasets(points, dataset_dir)
     origin = provenance(server.base_url, workspace, model=server.model)
+    record = launch_record_for(server.base_url, workspace)
     env = dict(os.environ)
+    tokenizer = tokenizer or launched_from(record, server.model)
+    problem, offline = tokenizer_access(tokenizer or server.model, env)
+    if problem:
+        raise PyserveError(problem)
+    if offline:
+        env["HF_HUB_OFFLINE"] = "1"
     if api_key:
         env["OPENAI_API_KEY"] = api_key  # read by vLLM's client; never on the command line
     runner = BenchRunner(env, out_dir)
     try:
-        record = launch_record_for(server.base_url, workspace)
         results = _run_points(points, server, out_dir, runner, origin, tokenizer, dataset_dir,
                               profile, resume, say, power_remote(record), power_gpu_ids(record))
         return [replace(r, model=server.model) for r in results]
     finally:
         runner.close()
+
+
+def launched_from(record: dict | None, served: str) -> str | None:
+    """Where the server pyserve launched (``record``) loaded ``served`` from, when that is a
+    directory and not the served name itself: the client's tokenizer for a server started with
+    --served-model-name (the name alone is nothing the client can load)."""
+    if not record:
+        return None
+    sources = [(r.get("model"), r.get("source")) for r in
+               (record.get("roles") or {}).get("replicas") or [] if isinstance(r, dict)]
+    sources.append((record.get("served_model_name"), record.get("model")))
+    for name, source in sources:
+        if name == served and isinstance(source, str) and source != served and \
+                Path(source).is_dir():
+            return source
+    return None
 
 
 def power_remote(record: dict | None) -> list[str] | None:

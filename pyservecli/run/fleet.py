@@ -121,6 +121,7 @@ class Fleet:
                       "replicas": [{"index": r.index, "url": r.url, "state": r.state,
                                     "role": self.plan.role(r.index),
                                     "model": r.plan.served_model_name,
+                                    "source": r.plan.model,
                                     "deaths": r.deaths,
                                     "launch_id": r.launch.plan.launch_id if r.launch else None,
                                     "topology": r.plan.topology.as_dict(),

@@ -138,3 +138,37 @@ def hub_unreachable(env: Mapping[str, str], timeout: float = REACH_TIMEOUT_S) ->
     if not outcome:
         return f"{what} does not answer within {timeout:g} s"
     return f"{what} is not reachable ({outcome[0]})" if outcome[0] else None
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+
+
+def tokenizer_cached(cache: Path, repo_id: str) -> bool:
+    """Whether some snapshot of ``repo_id`` in the cache has tokenizer files."""
+    snapshots = cache / ("models--" + repo_id.replace("/", "--")) / "snapshots"
+    try:
+        return any((snap / name).is_file() for snap in snapshots.iterdir()
+                   for name in TOKENIZER_FILES)
+    except OSError:
+        return False
+
+
+def tokenizer_access(name: str, env: Mapping[str, str]) -> tuple[str | None, bool]:
+    """For a client about to load ``name``'s tokenizer (a directory or a hub id): (why it
+    cannot, or None; whether to run it with HF_HUB_OFFLINE=1). A hub id that is cached while
+    the hub is out of reach is read offline (the client would otherwise retry the hub for
+    minutes); one that is neither cached nor reachable is refused with what to do."""
+    if Path(name).expanduser().is_dir() or not _REPO_ID.fullmatch(name) or ".." in name:
+        return None, False  # a directory, or a name the client itself will judge
+    cache = hub_cache(env)
+    if tokenizer_cached(cache, name):
+        return None, is_offline(env) or hub_unreachable(env) is not None
+    hint = "give --tokenizer DIR (a model directory with its tokenizer)"
+    if is_offline(env):
+        return f"the tokenizer of {name} is not in the Hugging Face cache ({cache}) and " \
+            f"HF_HUB_OFFLINE is set: {hint}", False
+    unreachable = hub_unreachable(env)
+    if unreachable:
+        return f"the tokenizer of {name} is not in the Hugging Face cache ({cache}) and " \
+            f"{unreachable}: {hint}", False
+    return None, False
