@@ -432,5 +432,5 @@ def test_a_served_name_is_benchmarked_with_the_tokenizer_of_the_directory_it_cam
              "roles": {"replicas": [{"model": "a", "source": "Org/A"},
                                     {"model": "b", "source": str(model)}]}}
     assert launched_from(fleet, "b") == str(model)
-    assert launched_from(fleet, "a") is None  # a hub id: the client loads it by that id
+    assert launched_from(fleet, "a") == "Org/A"  # a hub id, for the cache or the hub
     assert launched_from(None, "qwen") is None

@@ -236,17 +236,16 @@ def run_points(points: list[BenchPoint], server: ServerInfo, out_dir: Path, *,
 
 
 def launched_from(record: dict | None, served: str) -> str | None:
-    """Where the server pyserve launched (``record``) loaded ``served`` from, when that is a
-    directory and not the served name itself: the client's tokenizer for a server started with
-    --served-model-name (the name alone is nothing the client can load)."""
+    """Where the server pyserve launched (``record``) loaded ``served`` from (a directory or a
+    hub id), when that is not the served name itself: the client's tokenizer for a server
+    started with --served-model-name (the name alone is nothing the client can load)."""
     if not record:
         return None
     sources = [(r.get("model"), r.get("source")) for r in
                (record.get("roles") or {}).get("replicas") or [] if isinstance(r, dict)]
     sources.append((record.get("served_model_name"), record.get("model")))
     for name, source in sources:
-        if name == served and isinstance(source, str) and source != served and \
-                Path(source).is_dir():
+        if name == served and isinstance(source, str) and source and source != served:
             return source
     return None
 
