@@ -320,9 +320,8 @@ def bench(base_url: str, *, types: Sequence[str] = ("throughput",), isl: int | N
     provenance). An endpoint that serves several models (a router) and no ``model``: each model
     in turn, into OUT/<model>/ (``model_dir_name``)."""
     from pyservecli.bench.runner import (
-        model_dir_name,
+        models_to_measure,
         run_points,
-        served_models,
         server_gpus,
         write_summary,
     )
@@ -332,15 +331,10 @@ def bench(base_url: str, *, types: Sequence[str] = ("throughput",), isl: int | N
                         num_prompts=num_prompts)
     ws = _workspace(workspace)
     out_dir = Path(out) if out else ws / "bench"
-    servers = served_models(base_url, model, api_key)
-    if len(servers) > 1 and tokenizer:
-        raise PyserveError(f"{base_url} serves {len(servers)} models; --tokenizer is one "
-                           "model's: give --model too")
-    taken: set[str] = set()
     results = []
-    for server in servers:
-        target = out_dir / model_dir_name(server.model, taken) if len(servers) > 1 else out_dir
-        if len(servers) > 1:
+    for server, folder in models_to_measure(base_url, model, api_key, tokenizer):
+        target = out_dir / folder if folder else out_dir
+        if folder:
             say(f"model {server.model} -> {target}")
         mine = run_points(points, server, target, tokenizer=tokenizer,
                           dataset_dir=Path(dataset_dir) if dataset_dir else None,
@@ -376,9 +370,8 @@ def sweep(suites: Sequence[str] = ("rate", "concurrency"), *, base_url: str | No
     HOST-PORT/<model>. ``points``: these ``BenchPoint``s instead of the suites' (``pyserve plan
     --measure``)."""
     from pyservecli.bench.runner import (
-        model_dir_name,
+        models_to_measure,
         run_points,
-        served_models,
         server_gpus,
         server_info,
         write_summary,
@@ -398,13 +391,8 @@ def sweep(suites: Sequence[str] = ("rate", "concurrency"), *, base_url: str | No
         (label, settings, None) for label, settings in servers]
     if base_url:
         host_label = base_url.removeprefix("http://").replace(":", "-")
-        listed = [s.model for s in served_models(base_url, None, api_key)]
-        if len(listed) > 1 and tokenizer:
-            raise PyserveError(f"{base_url} serves {len(listed)} models; --tokenizer is one "
-                               "model's")
-        taken: set[str] = set()
-        configs = [(host_label, None, None)] if len(listed) == 1 else [
-            (f"{host_label}/{model_dir_name(m, taken)}", None, m) for m in listed]
+        configs = [(f"{host_label}/{folder}" if folder else host_label, None, server.model)
+                   for server, folder in models_to_measure(base_url, None, api_key, tokenizer)]
     runs = []
     for label, settings, model in configs:
         target = out_dir / label

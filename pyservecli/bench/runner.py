@@ -152,6 +152,20 @@ def served_models(base_url: str, model: str | None, api_key: str | None) -> list
                        if isinstance(c.get("max_model_len"), int) else None) for c in cards]
 
 
+def models_to_measure(base_url: str, model: str | None, api_key: str | None,
+                      tokenizer: str | None) -> list[tuple[ServerInfo, str | None]]:
+    """Each model to measure at ``base_url`` (``model``, else every one listed) with the name
+    of its results folder: None for a single model (its results go straight into OUT)."""
+    servers = served_models(base_url, model, api_key)
+    if len(servers) == 1:
+        return [(servers[0], None)]
+    if tokenizer:
+        raise PyserveError(f"{base_url} serves {len(servers)} models; --tokenizer is one "
+                           "model's: give --model too")
+    taken: set[str] = set()
+    return [(server, model_dir_name(server.model, taken)) for server in servers]
+
+
 def model_dir_name(model: str, taken: set[str]) -> str:
     """A results folder named after a served model ("Qwen/Qwen3-8B" -> "Qwen--Qwen3-8B"):
     only letters, digits, '.', '_' and '-' (the name comes from the server), never '.' or
