@@ -314,11 +314,12 @@ def bench(base_url: str, *, types: Sequence[str] = ("throughput",), isl: int | N
           model: str | None = None, tokenizer: str | None = None,
           dataset_dir: str | Path | None = None, out: str | Path | None = None,
           resume: bool = False, profile: bool = False, api_key: str | None = None,
-          workspace: str | Path | None = None, say: Say = _stderr):
+          workspace: str | Path | None = None, seed: int | None = None, say: Say = _stderr):
     """``pyserve bench``: runs the points, writes OUT/<suite>/<point>.json and OUT/summary.csv,
     returns the ``PointResult`` list (``.valid``, ``.model``, ``.result`` = vLLM's keys +
     provenance). An endpoint that serves several models (a router) and no ``model``: each model
-    in turn, into OUT/<model>/ (``model_dir_name``)."""
+    in turn, into OUT/<model>/ (``model_dir_name``). ``seed``: the run's prompt seed (default
+    a new one per run: no point resends prompts the server has cached; ``suites.point_seed``)."""
     from pyservecli.bench.runner import (
         models_to_measure,
         run_points,
@@ -339,7 +340,7 @@ def bench(base_url: str, *, types: Sequence[str] = ("throughput",), isl: int | N
         mine = run_points(points, server, target, tokenizer=tokenizer,
                           dataset_dir=Path(dataset_dir) if dataset_dir else None,
                           api_key=api_key, workspace=ws, profile=profile, resume=resume,
-                          say=say)
+                          seed=seed, say=say)
         write_summary(mine, target, server_gpus(mine))
         results += mine
     return results

@@ -10,7 +10,7 @@ from pyservecli import api
 from pyservecli.bench.health import CHECKS
 from pyservecli.bench.provenance import _model_share
 from pyservecli.bench.runner import model_dir_name, served_models
-from pyservecli.bench.suites import custom_point
+from pyservecli.bench.suites import custom_point, point_seed
 from pyservecli.errors import PyserveError
 from pyservecli.models.dummy import create_model_dir
 
@@ -162,7 +162,7 @@ def test_bench_measures_every_model_of_a_gateway_into_its_own_folder(tmp_path):
         host, port = base.removeprefix("http://").split(":")
         args = ["bench", "--host", host, "--port", port, "--isl", "8", "--osl", "4",
                 "--concurrency", "2", "--num-prompts", "3", "--out", str(tmp_path / "out")]
-        result = run_pyserve(*args, timeout=300)
+        result = run_pyserve(*args, "--seed", "5", timeout=300)
         refused = run_pyserve(*args, "--tokenizer", models[0])
         runs = api.sweep(base_url=base, points=[custom_point(8, 4, 2, 3)],
                          out=tmp_path / "sweep", say=lambda _line: None)
@@ -171,6 +171,9 @@ def test_bench_measures_every_model_of_a_gateway_into_its_own_folder(tmp_path):
         folder = tmp_path / "out" / model_dir_name(model, set())
         point = json.loads((folder / "custom" / "i8-o4-rinf-c2.json").read_text())
         assert point["model_id"] == model and point["completed"] == 3
+        # --seed repeats a run: the point's prompts come from the seed derived from it.
+        assert point["pyserve"]["run_seed"] == 5
+        assert point["pyserve"]["seed"] == point_seed(custom_point(8, 4, 2, 3), 5)
         assert (folder / "summary.csv").read_text().count("\n") == 2
         assert f"model {model} -> " in result.stderr
     assert "┃ model" in result.stdout

@@ -11,6 +11,7 @@ import importlib.util
 import json
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -26,7 +27,14 @@ from pyservecli.bench.power import PowerSampler, remote_argv, summarize
 from pyservecli.bench.provenance import launch_record_for, provenance
 from pyservecli.bench.results import SUMMARY_COLUMNS, PointRecord, gpus_of
 from pyservecli.bench.sonnet import write_dataset
-from pyservecli.bench.suites import DATASET_FILES, BenchPoint, bench_argv, sonnet_dataset_path
+from pyservecli.bench.suites import (
+    DATASET_FILES,
+    SEED,
+    BenchPoint,
+    bench_argv,
+    point_seed,
+    sonnet_dataset_path,
+)
 from pyservecli.errors import PyserveError
 from pyservecli.run.hfhub import tokenizer_access
 from pyservecli.run.readiness import auth_headers, model_cards
@@ -225,10 +233,14 @@ def wait_stop_profile(base_url: str, say: Callable[[str], None], timeout: float 
 def run_points(points: list[BenchPoint], server: ServerInfo, out_dir: Path, *,
                tokenizer: str | None = None, dataset_dir: Path | None = None,
                api_key: str | None = None, workspace: Path | None = None,
-               profile: bool = False, resume: bool = False,
+               profile: bool = False, resume: bool = False, seed: int | None = None,
                say: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)
                ) -> list[PointResult]:
+    """Run ``points`` against ``server``, each point's prompts drawn with ``point_seed`` from
+    ``seed`` (default: a new random seed per run, so no prompt is already in the server's
+    prefix cache; each result records its seed)."""
     check_datasets(points, dataset_dir)
+    run_seed = secrets.randbelow(2**31) if seed is None else seed
     origin = provenance(server.base_url, workspace, model=server.model)
     record = launch_record_for(server.base_url, workspace)
     env = dict(os.environ)
@@ -243,7 +255,8 @@ def run_points(points: list[BenchPoint], server: ServerInfo, out_dir: Path, *,
     runner = BenchRunner(env, out_dir)
     try:
         results = _run_points(points, server, out_dir, runner, origin, tokenizer, dataset_dir,
-                              profile, resume, say, power_remote(record), power_gpu_ids(record))
+                              profile, resume, say, power_remote(record), power_gpu_ids(record),
+                              run_seed=run_seed)
         return [replace(r, model=server.model) for r in results]
     finally:
         runner.close()
@@ -282,7 +295,7 @@ def power_gpu_ids(record: dict | None) -> str | None:
 
 
 def _run_points(points, server, out_dir, runner, origin, tokenizer, dataset_dir, profile,
-                resume, say, remote=None, gpu_ids=None) -> list[PointResult]:
+                resume, say, remote=None, gpu_ids=None, run_seed=SEED) -> list[PointResult]:
     results = []
     for index, point in enumerate(points, 1):
         suite_dir = out_dir / point.suite
@@ -303,13 +316,15 @@ def _run_points(points, server, out_dir, runner, origin, tokenizer, dataset_dir,
         # vLLM writes the new result beside the old one, which stays until the new one is in.
         running = suite_dir / f"{point.name}.running.json"
         running.unlink(missing_ok=True)
+        seed = point_seed(point, run_seed)
         argv = bench_argv(point, server.base_url, server.model, tokenizer, str(suite_dir),
-                          str(dataset_dir) if dataset_dir else None, result_name=running.name)
+                          str(dataset_dir) if dataset_dir else None, result_name=running.name,
+                          seed=seed)
         if point.dataset == "sonnet":
             write_dataset((dataset_dir or Path(".")) / DATASET_FILES["sonnet"],
                           Path(sonnet_dataset_path(point, str(suite_dir))),
                           tokenizer or server.model, point.input_len, point.prefix_len,
-                          point.num_prompts)
+                          point.num_prompts, seed)
         say(f"{label}: running")
         if profile:
             requests.post(f"{server.base_url}/start_profile", timeout=60).raise_for_status()
@@ -325,7 +340,8 @@ def _run_points(points, server, out_dir, runner, origin, tokenizer, dataset_dir,
             log = suite_dir / f"{point.name}.log"
             tail = log.read_text(errors="replace")[-400:] if log.exists() else "(no log)"
             note = f"vllm bench serve exited {code}: {tail.strip().splitlines()[-1:]}"
-            failure = {"pyserve": {"status": "failed", "note": note, "provenance": origin}}
+            failure = {"pyserve": {"status": "failed", "note": note, "seed": seed,
+                                   "run_seed": run_seed, "provenance": origin}}
             if stored is not None and stored.get("pyserve", {}).get("status") == "ok":
                 # A good earlier result is never lost to a failed rerun.
                 _write_json(suite_dir / f"{point.name}.failed.json", failure)
@@ -338,7 +354,8 @@ def _run_points(points, server, out_dir, runner, origin, tokenizer, dataset_dir,
         status, note = judge(result)
         result["pyserve"] = {
             "status": status, "note": note, "suite": point.suite, "point": point.name,
-            "wall_s": round(wall, 3), "provenance": origin,
+            "wall_s": round(wall, 3), "seed": seed, "run_seed": run_seed,
+            "provenance": origin,
             "power": summarize(power.samples, result.get("output_throughput")),
         }
         _write_json(path, result)

@@ -1,17 +1,23 @@
 """Benchmark suites and the `vllm bench serve` command line for each point. Pure functions.
 
-The values are the reference suites' (chat endpoint, seed 42, 100 prompts unless noted), so
-figures compare with earlier runs. A point's result lands at DIR/<suite>/<point>.json, a path that
+The values are the reference suites' (chat endpoint, 100 prompts unless noted), so figures
+compare with earlier runs. A point's result lands at DIR/<suite>/<point>.json, a path that
 depends only on the point, which is what lets sweeps resume.
+
+Prompts are drawn with a seed per point and per run (``point_seed``): a server keeps the KV
+cache of prompts it has seen (prefix caching, on by default), so a point that resent an earlier
+point's prompts, as one fixed seed for every point did, measured cache hits: TTFT near zero and
+inflated throughput.
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, replace
 
 from pyservecli.errors import PyserveError
 
-SEED = 42
+SEED = 42  # the reference suites' seed; the base of nothing unless a run is given it (--seed)
 
 
 @dataclass(frozen=True)
@@ -104,14 +110,22 @@ def sonnet_dataset_path(point: BenchPoint, result_dir: str) -> str:
     return f"{result_dir}/{point.name}.prompts.json"
 
 
+def point_seed(point: BenchPoint, run_seed: int) -> int:
+    """The prompts' seed of ``point`` in a run seeded ``run_seed``: another for every point of
+    the run (the points' prompts never repeat each other's), and for every run (a rerun against
+    the same server does not find its prompts cached); the same for the same run seed."""
+    return (run_seed + zlib.crc32(f"{point.suite}/{point.name}".encode())) % 2**31
+
+
 def bench_argv(point: BenchPoint, base_url: str, model: str, tokenizer: str | None,
                result_dir: str, dataset_dir: str | None = None,
-               result_name: str | None = None) -> list[str]:
+               result_name: str | None = None, seed: int = SEED) -> list[str]:
     """The `vllm bench serve` command for one point (the engine's own client), writing its
-    result to RESULT_DIR/``result_name`` (default: the point's result file)."""
+    result to RESULT_DIR/``result_name`` (default: the point's result file), its prompts drawn
+    with ``seed`` (``point_seed``)."""
     argv = ["vllm", "bench", "serve", "--backend", "openai-chat",
             "--endpoint", "/v1/chat/completions", "--base-url", base_url, "--model", model,
-            "--seed", str(SEED), "--num-prompts", str(point.num_prompts),
+            "--seed", str(seed), "--num-prompts", str(point.num_prompts),
             "--request-rate", point.request_rate, "--ignore-eos",
             "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,90,99",
             "--save-result", "--result-dir", result_dir,

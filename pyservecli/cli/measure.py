@@ -41,10 +41,13 @@ Examples:
 @click.option("--profile", is_flag=True,
               help="Call /start_profile and /stop_profile around each point (the server "
               "needs --profiler-config).")
+@click.option("--seed", type=click.IntRange(0, 2**31 - 1),
+              help="Repeat a run's prompts (the run_seed its results record) [default: new "
+              "prompts every run, none the server has cached].")
 @click.option("--api-key-file", type=click.Path(dir_okay=False, path_type=Path))
 @workspace_option
 def bench(host, port, model, types, isl, osl, concurrency, num_prompts, tokenizer, dataset_dir,
-          out_dir, resume, profile, api_key_file, workspace):
+          out_dir, resume, profile, seed, api_key_file, workspace):
     """Benchmark a running server with vLLM's own client (`vllm bench serve`).
 
     Writes OUT/<suite>/<point>.json (vLLM's keys plus provenance, power and validity) and
@@ -58,7 +61,8 @@ def bench(host, port, model, types, isl, osl, concurrency, num_prompts, tokenize
     results = api.bench(f"http://{host}:{port}", types=split_list(types), isl=isl, osl=osl,
                         concurrency=concurrency, num_prompts=num_prompts, model=model,
                         tokenizer=tokenizer, dataset_dir=dataset_dir, out=out, resume=resume,
-                        profile=profile, api_key=read_key(api_key_file), workspace=workspace)
+                        profile=profile, api_key=read_key(api_key_file), workspace=workspace,
+                        seed=seed)
     models = list(dict.fromkeys(r.model for r in results))
     rows = []
     for served in models:
