@@ -154,7 +154,8 @@ def test_two_models_behind_one_endpoint_are_routed_by_name(tmp_path, monkeypatch
             assert [c.name for c in checks if c.passed] == [
                 "models", "completion", "chat", "streaming"], checks
         results = api.bench(server.base_url, isl=32, osl=8, concurrency=2, num_prompts=4,
-                            model=str(moe), out=tmp_path / "bench", say=lambda _line: None)
+                            model=str(moe), out=tmp_path / "bench", workspace=tmp_path / "ws",
+                            say=lambda _line: None)
         assert [r.status for r in results] == ["ok"]
         assert results[0].result["completed"] == 4
         assert results[0].result["model_id"] == str(moe)
