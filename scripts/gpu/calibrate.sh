@@ -29,7 +29,7 @@ for c in "${loads[@]}"; do
         "${serve_args[@]}" >"$results/predicted-$phase-c$c.json"
 done
 # The benchmarks, run once the server is READY (pyserve launch --then).
-bench_all="$results/bench-$phase.sh"
+bench_all=$(mktemp /tmp/calibrate-bench-XXXXXX.sh)
 {
     echo "set -e"
     for c in "${loads[@]}"; do
