@@ -20,7 +20,12 @@ from pyservecli.plan.gpus import GpuInfo, find_gpu, parse_memory_gib
 from pyservecli.plan.memory import GIB, model_memory
 from pyservecli.plan.modelconfig import ModelFacts
 from pyservecli.run.cluster import detect_gpu
-from pyservecli.run.hfhub import cached_config, find_config, tokenizer_access
+from pyservecli.run.hfhub import (
+    cached_config,
+    find_config,
+    hub_unreachable,
+    tokenizer_access,
+)
 
 from .conftest import run_pyserve
 
@@ -253,6 +258,11 @@ def test_an_unreachable_hub_skips_the_model_checks_at_once(tmp_path):
     assert f"the hub 127.0.0.1:{port} is not reachable" in result.stdout
     # huggingface_hub alone retries five times with backoff (~23 s of "Retrying in" warnings).
     assert "Retrying" not in result.stderr and took < 15, (took, result.stderr)
+    # Through a proxy unless NO_PROXY names the hub: the connection tried is the one used.
+    proxy = {"HF_ENDPOINT": f"http://127.0.0.1:{port}", "HTTP_PROXY": "http://127.0.0.1:1"}
+    assert hub_unreachable(proxy).startswith("the proxy 127.0.0.1:1 is not reachable")
+    assert hub_unreachable({**proxy, "NO_PROXY": "localhost,127.0.0.1"}).startswith(
+        f"the hub 127.0.0.1:{port} is not reachable")
 
 
 def test_explicit_flags_that_do_not_fit_are_refused_with_numbers(config_dir):

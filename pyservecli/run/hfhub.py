@@ -11,6 +11,7 @@ import os
 import re
 import socket
 import threading
+import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -113,6 +114,10 @@ def hub_unreachable(env: Mapping[str, str], timeout: float = REACH_TIMEOUT_S) ->
                   if env.get(k)), None) if target.scheme == "https" else \
         next((env[k] for k in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
               if env.get(k)), None)
+    no_proxy = env.get("NO_PROXY") or env.get("no_proxy")
+    if proxy and no_proxy and target.hostname and \
+            urllib.request.proxy_bypass_environment(target.hostname, {"no": no_proxy}):
+        proxy = None  # the hub is reached directly (NO_PROXY names it)
     if proxy:
         target = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
     try:
