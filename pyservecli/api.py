@@ -388,20 +388,20 @@ def sweep(suites: Sequence[str] = ("rate", "concurrency"), *, base_url: str | No
     points = list(points)
     ws = _workspace(workspace)
     out_dir = Path(out) if out else ws / "sweep"
-    configs: list[tuple[str, dict | None, str | None]] = [
+    # (label, launch settings or None for the running server, its model when known)
+    configs: list[tuple[str, dict | None, object | None]] = [
         (label, settings, None) for label, settings in servers]
     if base_url:
         host_label = base_url.removeprefix("http://").replace(":", "-")
-        configs = [(f"{host_label}/{folder}" if folder else host_label, None, server.model)
+        configs = [(f"{host_label}/{folder}" if folder else host_label, None, server)
                    for server, folder in models_to_measure(base_url, None, api_key, tokenizer)]
     runs = []
-    for label, settings, model in configs:
+    for label, settings, known in configs:
         target = out_dir / label
 
-        def run_all(url: str, target: Path = target, model: str | None = model
-                    ) -> tuple[list, float]:
+        def run_all(url: str, target: Path = target, known=known) -> tuple[list, float]:
             start = time.monotonic()
-            results = run_points(points, server_info(url, model, api_key), target,
+            results = run_points(points, known or server_info(url, None, api_key), target,
                                  tokenizer=tokenizer, api_key=api_key, workspace=ws,
                                  resume=resume, say=say)
             return results, time.monotonic() - start

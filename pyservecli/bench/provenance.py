@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import requests
 
 from pyservecli import __version__
+from pyservecli.bench.results import gpus_of
 
 
 def _version(dist: str) -> str | None:
@@ -83,15 +84,15 @@ def _where_and_when() -> dict:
     }
 
 
-def provenance(base_url: str, workspace: Path | None = None, model: str | None = None) -> dict:
-    """Where a result came from: versions, hosts, and, when pyserve launched the server, its
-    command and topology. ``model``: the model measured; behind a router serving several
-    models, the command, topology and GPUs are those of that model's servers alone."""
+def provenance(base_url: str, record: dict | None = None, model: str | None = None) -> dict:
+    """Where a result came from: versions, hosts, and, when pyserve launched the server
+    (``record``: its launch record, ``launch_record_for``), its command and topology.
+    ``model``: the model measured; behind a router serving several models, the command,
+    topology and GPUs are those of that model's servers alone."""
     try:
         server_version = requests.get(f"{base_url}/version", timeout=5).json().get("version")
     except (requests.RequestException, ValueError):
         server_version = None
-    record = launch_record_for(base_url, workspace)
     head = (record or {}).get("plan", {}).get("nodes", [{}])[0]
     found = {
         **_where_and_when(),
@@ -120,16 +121,11 @@ def _model_share(roles, model: str) -> dict:
     mine = [r for r in servers if r.get("model") == model]
     if not mine:
         return {}
-    gpus = 0
-    for server in mine:
-        topology = server.get("topology") or {}
-        try:
-            gpus += int(topology.get("tp", 1)) * int(topology.get("pp", 1)) * \
-                int(topology.get("dp", 1))
-        except (TypeError, ValueError):
-            return {}
+    gpus = [gpus_of({"topology": server.get("topology") or {}}) for server in mine]
+    if None in gpus:
+        return {}
     return {"server_argv": mine[0].get("argv"), "topology": mine[0].get("topology"),
-            "gpus_serving": gpus, "model_servers": len(mine)}
+            "gpus_serving": sum(gpus), "model_servers": len(mine)}
 
 
 def offline_provenance(argv: list[list[str]], topology: dict, job_id: str) -> dict:

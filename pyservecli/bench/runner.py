@@ -241,8 +241,8 @@ def run_points(points: list[BenchPoint], server: ServerInfo, out_dir: Path, *,
     prefix cache; each result records its seed)."""
     check_datasets(points, dataset_dir)
     run_seed = secrets.randbelow(2**31) if seed is None else seed
-    origin = provenance(server.base_url, workspace, model=server.model)
     record = launch_record_for(server.base_url, workspace)
+    origin = provenance(server.base_url, record, model=server.model)
     env = dict(os.environ)
     tokenizer = tokenizer or launched_from(record, server.model)
     problem, offline = tokenizer_access(tokenizer or server.model, env)

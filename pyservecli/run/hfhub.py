@@ -38,6 +38,11 @@ def hub_cache(env: Mapping[str, str]) -> Path:
     return base / "huggingface" / "hub"
 
 
+def is_repo_id(name: str) -> bool:
+    """Whether ``name`` is spelled as a hub repository id (and cannot climb out of a cache)."""
+    return bool(_REPO_ID.fullmatch(name)) and ".." not in name
+
+
 def is_offline(env: Mapping[str, str]) -> bool:
     return any(env.get(k, "").strip().lower() in _TRUE
                for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
@@ -66,7 +71,7 @@ def find_config(repo_id: str, revision: str | None = None,
     """(config.json path or None, where it came from or why not), for messages."""
     env = os.environ if env is None else env
     revision = revision or "main"
-    if not _REPO_ID.fullmatch(repo_id) or ".." in repo_id:
+    if not is_repo_id(repo_id):
         return None, f"{repo_id!r} is not a hub id (org/name) nor a local directory"
     cache = hub_cache(env)
     try:
@@ -110,10 +115,9 @@ def hub_unreachable(env: Mapping[str, str], timeout: float = REACH_TIMEOUT_S) ->
     because getaddrinfo has no timeout of its own."""
     endpoint = env.get("HF_ENDPOINT") or DEFAULT_ENDPOINT
     target = urlsplit(endpoint)
-    proxy = next((env[k] for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
-                  if env.get(k)), None) if target.scheme == "https" else \
-        next((env[k] for k in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
-              if env.get(k)), None)
+    scheme = "HTTPS" if target.scheme == "https" else "HTTP"
+    proxy = next((env[k] for k in (f"{scheme}_PROXY", f"{scheme.lower()}_proxy", "ALL_PROXY",
+                                   "all_proxy") if env.get(k)), None)
     no_proxy = env.get("NO_PROXY") or env.get("no_proxy")
     if proxy and no_proxy and target.hostname and \
             urllib.request.proxy_bypass_environment(target.hostname, {"no": no_proxy}):
@@ -163,7 +167,7 @@ def tokenizer_access(name: str, env: Mapping[str, str]) -> tuple[str | None, boo
     cannot, or None; whether to run it with HF_HUB_OFFLINE=1). A hub id that is cached while
     the hub is out of reach is read offline (the client would otherwise retry the hub for
     minutes); one that is neither cached nor reachable is refused with what to do."""
-    if Path(name).expanduser().is_dir() or not _REPO_ID.fullmatch(name) or ".." in name:
+    if Path(name).expanduser().is_dir() or not is_repo_id(name):
         return None, False  # a directory, or a name the client itself will judge
     cache = hub_cache(env)
     if tokenizer_cached(cache, name):
