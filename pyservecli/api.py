@@ -82,6 +82,7 @@ def prepare_launch(model: str | None, *, tp: int | None = None, pp: int | None =
                    restart: bool = False, serve: Sequence[dict] | None = None,
                    prefill: int | None = None, decode: int | None = None,
                    prefill_tp: int | None = None, decode_tp: int | None = None,
+                   router_host: str | None = None,
                    dry_run: bool = False) -> PreparedLaunch:
     """Every check ``pyserve launch`` makes before starting anything, and the plan.
 
@@ -96,7 +97,8 @@ def prepare_launch(model: str | None, *, tp: int | None = None, pp: int | None =
     ``vllm_args``, ``replicas`` (default 1) and ``gpus`` (its share; default equal).
     ``prefill``/``decode``: disaggregated serving, that many prefill and decode servers of
     ``model`` (TP ``prefill_tp``/``decode_tp``, else equal shares), KV moved over NIXL, the
-    router in P/D mode.
+    router in P/D mode. ``router_host``: the interface of the fleet's public port (default all;
+    the router's management API is on loopback whatever this says).
     ``dry_run``: a plan for anywhere (ports are not probed, nsys need not be installed)."""
     from pyservecli.plan.launch import LaunchRequest, make_plan
     from pyservecli.plan.profiling import NSYS_FINALIZE_GRACE_S, torch_profiler_config
@@ -105,6 +107,7 @@ def prepare_launch(model: str | None, *, tp: int | None = None, pp: int | None =
     from pyservecli.run.hfhub import find_config
     from pyservecli.run.launcher import LaunchOptions
     from pyservecli.run.portprobe import is_port_free
+    from pyservecli.run.portreserve import reserve, reserved_by_other
     from pyservecli.run.tools import require_nsys
 
     ws = _workspace(workspace)
@@ -133,7 +136,12 @@ def prepare_launch(model: str | None, *, tp: int | None = None, pp: int | None =
     cluster = detect(None, nodelist, gpus_per_node, gpu_memory=_gib(gpu_memory))
     # Inside SLURM the head may be another machine: the launcher asks it about its ports.
     probe = not dry_run and not cluster.in_slurm
-    is_free = is_port_free if probe else lambda _port: True
+
+    def is_free(port: int) -> bool:
+        # Free here, and not planned by another launcher of this host that has not bound it
+        # yet (two launches started side by side).
+        return not probe or (is_port_free(port) and not reserved_by_other(port))
+
     if replicas is None and not serve and prefill is None and (
             restart or router_policy != "round_robin"):
         raise PyserveError("--restart and --router-policy go with --replicas, --serve or "
@@ -146,7 +154,16 @@ def prepare_launch(model: str | None, *, tp: int | None = None, pp: int | None =
         raise PyserveError("--prefill/--decode do not combine with --replicas or --serve (yet)")
     if (prefill_tp or decode_tp) and prefill is None:
         raise PyserveError("--prefill-tp and --decode-tp go with --prefill/--decode")
-    if replicas is not None or serve or prefill is not None:
+    fleet = replicas is not None or bool(serve) or prefill is not None
+    if router_host is not None and not fleet:
+        raise PyserveError("--router-host goes with --replicas, --serve or --prefill/--decode")
+    if router_host is not None:
+        router_host = _check_router_host(router_host, probe)
+    if api_key_file and dry_run:
+        from pyservecli.run.launcher import read_api_key
+
+        read_api_key(Path(api_key_file))  # refused now as the launch would refuse it
+    if fleet:
         if force:
             # Each server's node script would replace the image under the servers already
             # running from it.
@@ -172,13 +189,29 @@ def prepare_launch(model: str | None, *, tp: int | None = None, pp: int | None =
             total = None if cluster.gpus_per_node is None \
                 else len(cluster.nodes) * cluster.gpus_per_node
             groups = pd_groups(request, prefill, decode, prefill_tp, decode_tp, total)
-        plan = make_fleet(request, cluster, 1 if replicas is None else replicas, is_free=is_free,
-                          resolve=resolve_ip, launch_suffix=secrets.token_hex(3),
-                          policy=router_policy, find_config=find_config,
-                          router_host=resolve_ip(socket.gethostname()), groups=groups)
+
+        def make() -> object:
+            return make_fleet(request, cluster, 1 if replicas is None else replicas,
+                              is_free=is_free, resolve=resolve_ip,
+                              launch_suffix=secrets.token_hex(3), policy=router_policy,
+                              find_config=find_config,
+                              router_host=resolve_ip(socket.gethostname()),
+                              listen=router_host or "0.0.0.0", groups=groups)
     else:
-        plan = make_plan(request, cluster, is_free=is_free, resolve=resolve_ip,
-                         launch_suffix=secrets.token_hex(3), find_config=find_config)
+        def make() -> object:
+            return make_plan(request, cluster, is_free=is_free, resolve=resolve_ip,
+                             launch_suffix=secrets.token_hex(3), find_config=find_config)
+    plan = make()
+    if probe:
+        # Held for this launcher until it exits; lost to a launch planned at the same moment:
+        # plan again with what is free now.
+        for _attempt in range(5):
+            if not reserve(planned_ports(plan)):
+                break
+            plan = make()
+        else:
+            raise PyserveError("the planned ports kept being taken by other launches on this "
+                               "host; try again, or give another --port")
     if not dry_run:
         _check_writable(ws, "--workspace")
         if cache_dir and compile_cache:
@@ -192,6 +225,45 @@ def prepare_launch(model: str | None, *, tp: int | None = None, pp: int | None =
                             cache_dir=Path(cache_dir or ws / "cache").resolve()
                             if compile_cache else None)
     return PreparedLaunch(plan=plan, options=options, container=container, restart=restart)
+
+
+def planned_ports(plan) -> set[int]:
+    """Every port a plan will bind where it runs: the API and internal ports of each server,
+    and for a fleet its public port, the router's admin and metrics ports and the NIXL side
+    channels."""
+    launches = plan.replicas if hasattr(plan, "router") else [plan]
+    ports: set[int] = set()
+    for one in launches:
+        ports |= {one.ports.api, one.ports.dp_rpc, one.ports.master, one.ports.ray}
+        for node in one.nodes:
+            side = node.env.get("VLLM_NIXL_SIDE_CHANNEL_PORT", "")
+            if side.isdigit():
+                ports.add(int(side))
+    if hasattr(plan, "router"):
+        ports |= {plan.router.port, plan.router.admin_port, plan.router.metrics_port}
+    return ports
+
+
+def _check_router_host(host: str, probe: bool) -> str:
+    """--router-host: an address of this host to put the fleet's public port on."""
+    import ipaddress
+    import socket
+
+    try:
+        address = str(ipaddress.ip_address(host))
+    except ValueError:
+        raise PyserveError(f"--router-host {host!r} is not an IP address (0.0.0.0 for every "
+                           "interface, 127.0.0.1 for this host only, or one of its addresses)"
+                           ) from None
+    if probe and address not in ("0.0.0.0", "::"):
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((address, 0))
+            except OSError:
+                raise PyserveError(f"--router-host {address} is not an address of this host"
+                                   ) from None
+    return address
 
 
 def _gib(gpu_memory: float | str | None) -> float | None:

@@ -378,7 +378,8 @@ def test_replicas_on_two_nodes_behind_one_router(cluster, tiny_model, tmp_path):
         assert [r["url"] for r in replicas] == [f"http://{HEAD_IP}:8101",
                                                  "http://10.77.0.12:8102"]
         base = "http://127.0.0.1:8100"
-        listed = requests.get(f"{base}/list_workers", timeout=10).json()["urls"]
+        admin = f"http://127.0.0.1:{info['roles']['router']['admin_port']}"
+        listed = requests.get(f"{admin}/list_workers", timeout=10).json()["urls"]
         assert sorted(listed) == sorted(r["url"] for r in replicas)
         models = requests.get(f"{base}/v1/models", timeout=10).json()
         assert models["data"][0]["id"] == str(tiny_model)

@@ -64,7 +64,7 @@ def test_two_replicas_survive_one_killed_mid_benchmark(tmp_path, monkeypatch):
                    ready_timeout=600) as server:
         fleet = server.fleet
         urls = [r.url for r in fleet.replicas]
-        assert sorted(router_workers(server.base_url)) == sorted(urls)
+        assert sorted(router_workers(server.fleet.admin_url)) == sorted(urls)
         assert len(set(urls)) == 2
         record = json.loads((ws / "latest.json").read_text())
         assert record["endpoint"] == fleet.plan.endpoint and record["state"] == "ready"
@@ -112,7 +112,7 @@ def test_two_replicas_survive_one_killed_mid_benchmark(tmp_path, monkeypatch):
         while time.monotonic() < deadline and victim.state != "serving":
             time.sleep(1)
         assert victim.state == "serving", said
-        assert sorted(router_workers(server.base_url)) == sorted(urls)
+        assert sorted(router_workers(server.fleet.admin_url)) == sorted(urls)
         assert "restarted and back in rotation" in "\n".join(lines)
         record = json.loads((ws / "latest.json").read_text())
         assert record["roles"]["replicas"][1]["deaths"] == 1

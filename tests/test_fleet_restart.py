@@ -52,6 +52,11 @@ def record(tmp_path) -> dict:
         return {}
 
 
+def admin_url(tmp_path) -> str:
+    """The router's management API: on loopback, behind no gate (the launcher's only)."""
+    return f"http://127.0.0.1:{record(tmp_path)['roles']['router']['admin_port']}"
+
+
 def replica_field(tmp_path, index: int, key: str):
     """A field of replica ``index`` in the workspace's latest record, None if not there."""
     replicas = record(tmp_path).get("roles", {}).get("replicas", [])
@@ -90,7 +95,7 @@ def test_a_prefill_server_that_dies_is_restarted_and_taken_back_by_the_pd_router
             return now.get("deaths") == 1 and now.get("state") == "serving"
 
         wait_for(restarted, 120, "the prefill server to be restarted")
-        workers = requests.get(f"{base}/workers", timeout=5).json()["workers"]
+        workers = requests.get(f"{admin_url(tmp_path)}/workers", timeout=5).json()["workers"]
         assert {w["url"]: w["is_healthy"] for w in workers} == {
             prefill["url"]: True, record(tmp_path)["roles"]["replicas"][1]["url"]: True}
         assert wait_for(lambda: complete(base, model) == 200, 60, "a completion")
@@ -189,7 +194,8 @@ def test_a_replica_that_keeps_dying_is_restarted_three_times_then_left_dead(tmp_
         time.sleep(3)
         last = record(tmp_path)["roles"]["replicas"]
         assert [r["state"] for r in last] == ["serving", "dead"]
-        assert url not in requests.get(f"{base}/list_workers", timeout=5).json()["urls"]
+        assert url not in requests.get(f"{admin_url(tmp_path)}/list_workers",
+                                       timeout=5).json()["urls"]
         assert complete(base, model) == 200  # replica 0 still serves
         assert proc.poll() is None
         done.set()

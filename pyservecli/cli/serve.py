@@ -11,6 +11,7 @@ import click
 
 from pyservecli.cli import main, workspace_option
 from pyservecli.errors import PyserveError
+from pyservecli.plan.fleet import MAX_REPLICAS
 
 LAUNCH_EXAMPLES = """
 \b
@@ -80,6 +81,9 @@ Examples:
               type=click.Choice(["round_robin", "power_of_two", "cache_aware", "random",
                                  "consistent_hash"]),
               help="With --replicas: how the router picks a replica.")
+@click.option("--router-host", metavar="ADDRESS", help="With a fleet: the interface of the "
+              "public port [default: every interface]; the router's management API is on "
+              "127.0.0.1 only, whatever this says.")
 @click.option("--restart", is_flag=True, help="With --replicas, --serve or --prefill/--decode: "
               "restart a server that dies, at most 3 times (it is taken out of rotation "
               "either way).")
@@ -100,8 +104,8 @@ Examples:
 @click.argument("vllm_args", nargs=-1, type=click.UNPROCESSED)
 def launch(model, tp, pp, dp, ep, backend, port, nodelist, gpus_per_node, gpu_memory, env_pairs,
            api_key_file, ready_timeout, then_cmd, nsys, profile_dir, image, container_mounts,
-           force, privileged, cache_dir, no_cache, replicas, router_policy, restart, serve_lines,
-           prefill, decode, prefill_tp, decode_tp, dry_run, fmt, workspace, vllm_args):
+           force, privileged, cache_dir, no_cache, replicas, router_policy, router_host, restart,
+           serve_lines, prefill, decode, prefill_tp, decode_tp, dry_run, fmt, workspace, vllm_args):
     """Launch `vllm serve` for MODEL across the allocation and wait until it is READY.
 
     Arguments pyserve does not know are passed to `vllm serve` unchanged. READY means /health
@@ -122,7 +126,7 @@ def launch(model, tp, pp, dp, ep, backend, port, nodelist, gpus_per_node, gpu_me
         ready_timeout=ready_timeout, then_cmd=then_cmd, nsys=nsys, profile_dir=profile_dir,
         image=image, container_mounts=container_mounts, force=force, privileged=privileged,
         cache_dir=cache_dir, no_cache=no_cache, replicas=replicas, router_policy=router_policy,
-        restart=restart, workspace=workspace, vllm_args=vllm_args,
+        router_host=router_host, restart=restart, workspace=workspace, vllm_args=vllm_args,
         serve=[parse_serve_line(line) for line in serve_lines] or None, prefill=prefill,
         decode=decode, prefill_tp=prefill_tp, decode_tp=decode_tp)
     if dry_run:
@@ -192,8 +196,9 @@ def parse_serve_line(line: str) -> dict:
         flag, _, inline = tokens[index].partition("=")
         if flag in ("--replicas", "--gpus"):
             value = inline or (tokens[index + 1] if index + 1 < len(tokens) else "")
-            if not value.isdigit() or int(value) < 1:
-                raise PyserveError(f"--serve {line!r}: {flag} needs a whole number >= 1")
+            if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_REPLICAS:
+                raise PyserveError(f"--serve {line!r}: {flag} needs a whole number from 1 to "
+                                   f"{MAX_REPLICAS}")
             extra[flag[2:]] = int(value)
             index += 1 if inline else 2
             continue
@@ -256,9 +261,18 @@ def describe_fleet(fleet) -> str:
     from pyservecli.run.render import shjoin
 
     router = fleet.router
-    lines = [f"fleet {fleet.fleet_id}: {len(fleet.replicas)} replicas behind vllm-router "
-             f"({router.policy}) at {fleet.endpoint}",
-             f"router on {router.host}: {shjoin(router.argv())}"]
+    roles = [fleet.role(i) for i in range(len(fleet.replicas))]
+    if router.pd:
+        what = f"{roles.count('prefill')} prefill + {roles.count('decode')} decode servers"
+    elif router.igw:
+        what = f"{len(fleet.replicas)} servers of {len(fleet.models)} models"
+    else:
+        what = f"{len(fleet.replicas)} replicas"
+    lines = [f"fleet {fleet.fleet_id}: {what} behind vllm-router ({router.policy}) at "
+             f"{fleet.endpoint}",
+             f"gate on {router.listen}:{router.port}: the OpenAI API (/v1/...) and /health "
+             "only (with --api-key-file the key is checked there)",
+             f"router on 127.0.0.1:{router.admin_port}: {shjoin(router.argv())}"]
     for index, replica in enumerate(fleet.replicas):
         lines.append(f"--- {fleet.role(index)} {index} at {worker_url(replica)} ---")
         lines.append(describe_plan(replica))

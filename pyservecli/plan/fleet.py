@@ -18,6 +18,7 @@ from pyservecli.errors import PyserveError
 from pyservecli.plan.hosts import Cluster
 from pyservecli.plan.launch import LaunchPlan, LaunchRequest, make_plan
 from pyservecli.plan.placement import FindConfig
+from pyservecli.plan.vllm_args import option_given
 
 ROUTER_POLICIES = ("round_robin", "power_of_two", "cache_aware", "random", "consistent_hash")
 # How often the router checks its workers itself (pyserve also takes a dead replica out as
@@ -28,11 +29,17 @@ MAX_REPLICAS = 256
 
 @dataclass(frozen=True)
 class RouterPlan:
-    host: str  # where it runs: the launching host
-    port: int
-    metrics_port: int  # Prometheus exporter (the router always starts one)
+    """vllm-router on loopback (``admin_port``: its management API, for the launcher only) and
+    pyserve's gate in front on the public ``port`` (workers/gate.py: the OpenAI API only, the
+    key checked)."""
+
+    host: str  # where it runs: the launching host's address (the endpoint's host)
+    port: int  # the public port: pyserve's gate
+    metrics_port: int  # Prometheus exporter (the router always starts one), loopback only
     policy: str
     worker_urls: tuple[str, ...]
+    admin_port: int = 0  # the router itself, on 127.0.0.1
+    listen: str = "0.0.0.0"  # the gate's interface (--router-host)
     # Several models: the router's inference-gateway mode, which routes by the request's
     # "model"; its workers are registered through its API once it runs (POST /workers).
     igw: bool = False
@@ -47,10 +54,31 @@ class RouterPlan:
 
     @property
     def endpoint(self) -> str:
-        return f"http://{self.host}:{self.port}/v1"
+        return f"http://{self.public_host}:{self.port}/v1"
+
+    @property
+    def public_host(self) -> str:
+        """The endpoint's host: the launching host's address, or the one --router-host names."""
+        return self.host if self.listen in ("0.0.0.0", "::") else self.listen
+
+    @property
+    def local_url(self) -> str:
+        """The gate as the launcher reaches it (READY is probed the way clients come in)."""
+        host = "127.0.0.1" if self.listen in ("0.0.0.0", "::") else self.listen
+        return f"http://{host}:{self.port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    def gate_argv(self, key_file: str | None) -> list[str]:
+        argv = ["--listen", self.listen, "--port", str(self.port), "--upstream",
+                self.admin_url]
+        return argv + (["--key-file", key_file] if key_file else [])
 
     def argv(self) -> list[str]:
-        argv = ["vllm-router", "--host", "0.0.0.0", "--port", str(self.port),
+        argv = ["vllm-router", "--host", "127.0.0.1", "--port", str(self.admin_port),
+                "--prometheus-host", "127.0.0.1",
                 "--prometheus-port", str(self.metrics_port), "--policy", self.policy,
                 "--health-check-interval-secs", str(ROUTER_HEALTH_INTERVAL_S)]
         if self.igw:
@@ -65,7 +93,8 @@ class RouterPlan:
         return argv + ["--worker-urls", *self.worker_urls]
 
     def as_dict(self) -> dict:
-        return {"host": self.host, "port": self.port, "metrics_port": self.metrics_port,
+        return {"host": self.host, "port": self.port, "listen": self.listen,
+                "admin_port": self.admin_port, "metrics_port": self.metrics_port,
                 "policy": self.policy,
                 "mode": "igw" if self.igw else "pd" if self.pd else "regular",
                 "workers": list(self.worker_urls), "argv": self.argv()}
@@ -196,11 +225,13 @@ def make_fleet(request: LaunchRequest, cluster: Cluster, replicas: int,
                launch_suffix: str = "", policy: str = "round_robin",
                find_config: FindConfig | None = None,
                router_host: str = "127.0.0.1",
+               listen: str = "0.0.0.0",
                groups: list[ServeGroup] | None = None) -> FleetPlan:
     """``replicas`` launch plans of ``request`` over equal shares of ``cluster`` and the router
     in front on ``request.port``; or, with ``groups`` (several models), each group's replicas
     over its share, behind the router in inference-gateway mode. ``is_free``: whether a port is
-    free where the router and replicas run (see ``make_plan``)."""
+    free where the router and replicas run (see ``make_plan``); ``listen``: the interface of
+    the public port (``--router-host``)."""
     if policy not in ROUTER_POLICIES:
         raise PyserveError(f"--router-policy {policy!r}: choose from {', '.join(ROUTER_POLICIES)}")
     if groups:
@@ -210,28 +241,46 @@ def make_fleet(request: LaunchRequest, cluster: Cluster, replicas: int,
         requests_ = [request] * len(shares)
         roles = ["replica"] * len(shares)
     pd = "prefill" in roles
-    taken: set[int] = {request.port}
-
-    def free(port: int) -> bool:
-        return port not in taken and is_free(port)
-
+    if len(shares) > MAX_REPLICAS:
+        raise PyserveError(f"{len(shares)} servers in one fleet; at most {MAX_REPLICAS}")
     if not 1 <= request.port <= 65535:
         raise PyserveError(f"--port must be between 1 and 65535, got {request.port}")
     if not is_free(request.port):
         raise PyserveError(f"port {request.port} is already in use on this host; choose another "
                            "--port")
+    # The fleet's own window: the free ports after --port, in order (every server's API port,
+    # NIXL side channel, then the router's admin and metrics ports), each probed and none
+    # given twice; a server's internal ports come from its own job window (make_plan).
+    taken: set[int] = {request.port}
+    cursor = request.port
+
+    def free(port: int) -> bool:
+        return port not in taken and is_free(port)
+
+    def next_port() -> int:
+        nonlocal cursor
+        cursor = _next_free(cursor + 1, free)
+        taken.add(cursor)
+        return cursor
+
     plans = []
     for index, (share, one) in enumerate(zip(shares, requests_, strict=True)):
-        api = _next_free(request.port + 1 + index, free)
+        api = next_port()
         env = dict(one.env)
         extra_args: list[str] = []
         if roles[index] in ("prefill", "decode"):
+            if option_given(one.vllm_args, "--kv-transfer-config",
+                                                 shortest=len("--kv-transfer")):
+                raise PyserveError("--kv-transfer-config is set by pyserve for --prefill/--decode "
+                                   "(NIXL, one producer or consumer per server); leave it out")
+            for name in ("VLLM_NIXL_SIDE_CHANNEL_HOST", "VLLM_NIXL_SIDE_CHANNEL_PORT"):
+                if name in env:
+                    raise PyserveError(f"--env {name}: pyserve plans each P/D server's NIXL "
+                                       "side channel itself; leave it out")
             # NIXL's side channel: where the decode servers ask a prefill server for its KV
             # blocks. One port per server; the host is the server's own address.
             env["VLLM_NIXL_SIDE_CHANNEL_HOST"] = resolve(share.nodes[0])
-            env["VLLM_NIXL_SIDE_CHANNEL_PORT"] = str(_next_free(request.port + 100 + index,
-                                                                free))
-            taken.add(int(env["VLLM_NIXL_SIDE_CHANNEL_PORT"]))
+            env["VLLM_NIXL_SIDE_CHANNEL_PORT"] = str(next_port())
             extra_args = ["--kv-transfer-config", kv_transfer_config(
                 roles[index], gpus=cluster.gpus_per_node is not None)]
         if share.devices is not None:
@@ -243,8 +292,8 @@ def make_fleet(request: LaunchRequest, cluster: Cluster, replicas: int,
                       job_id=f"{cluster.job_id}.r{index}")
         try:
             plan = make_plan(replace(one, port=api, env=env,
-                                     vllm_args=[*one.vllm_args, *extra_args]), sub, free,
-                             resolve, launch_suffix=f"{launch_suffix}r{index}" if launch_suffix
+                                     vllm_args=[*one.vllm_args, *extra_args]), sub,
+                             lambda port, api=api: port == api or free(port), resolve, launch_suffix=f"{launch_suffix}r{index}" if launch_suffix
                              else f"r{index}", find_config=find_config)
         except PyserveError as exc:
             # The topology rules speak of "the allocation"; here that is one server's share.
@@ -256,9 +305,11 @@ def make_fleet(request: LaunchRequest, cluster: Cluster, replicas: int,
     if groups and not pd and len(names) < len(groups):
         raise PyserveError("two --serve lines serve the same model name; give each its own "
                            "--served-model-name")
-    metrics = _next_free(request.port + 1 + len(plans), free)
+    admin = next_port()
+    metrics = next_port()
     urls = [worker_url(p) for p in plans]
     router = RouterPlan(host=router_host, port=request.port, metrics_port=metrics,
+                        admin_port=admin, listen=listen,
                         policy=policy, worker_urls=tuple(urls),
                         igw=bool(groups) and not pd and len(names) > 1,
                         prefill_urls=tuple(u for u, r in zip(urls, roles, strict=True)

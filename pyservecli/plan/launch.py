@@ -110,6 +110,11 @@ class LaunchPlan:
         return f"http://{self.head_ip}:{self.ports.api}/v1"
 
 
+# Environment names pyserve owns: never taken from --env.
+OWNED_ENV_PREFIX = "PYSERVE_"
+KEY_ENV_NAMES = frozenset({"VLLM_API_KEY", "OPENAI_API_KEY"})
+
+
 def make_plan(request: LaunchRequest, cluster: Cluster, is_free: Callable[[int], bool],
               resolve: Callable[[str], str], launch_suffix: str = "",
               find_config: FindConfig | None = None) -> LaunchPlan:
@@ -134,6 +139,13 @@ def make_plan(request: LaunchRequest, cluster: Cluster, is_free: Callable[[int],
         if not ENV_NAME.fullmatch(key):
             raise PyserveError(f"--env name {key!r} is not a valid environment variable name "
                                "(ASCII letters, digits and '_', not starting with a digit)")
+        if key.startswith(OWNED_ENV_PREFIX):
+            # They tag the launch's processes: another launch's tag would make its stop (and
+            # this one's) reach the other's servers.
+            raise PyserveError(f"--env {key}: pyserve sets {OWNED_ENV_PREFIX}* names itself")
+        if key in KEY_ENV_NAMES:
+            raise PyserveError(f"--env {key}: pass the key with --api-key-file (an --env value "
+                               "is visible in the plan and to every process of the launch)")
     public = {k: v for k, v in request.env.items() if not is_secret_name(k)}
     secret = {k: v for k, v in request.env.items() if is_secret_name(k)}
     model_path = str(placement.model_dir or request.model)

@@ -177,6 +177,17 @@ def option_value(args: list[str] | tuple[str, ...], *spellings: str) -> str | No
     return value
 
 
+def option_given(args: list[str] | tuple[str, ...], flag: str, shortest: int = 0) -> bool:
+    """Whether ``flag`` is among ``args`` in any spelling vLLM's parser reads as it: underscores,
+    ``=VALUE``, or a prefix of at least ``shortest`` characters (argparse's abbreviations)."""
+    for arg in args:
+        given = _normalise(_split_eq(arg)[0])
+        if given == flag or (shortest and len(given) >= shortest and given.startswith("--")
+                             and flag.startswith(given)):
+            return True
+    return False
+
+
 def engine_kwargs(args: list[str] | tuple[str, ...]) -> dict:
     """vLLM CLI flags (``--max-model-len 512 --enforce-eager``) as ``LLM(...)`` keyword
     arguments for ``pyserve offline``: dashes to underscores, numbers and JSON values parsed,

@@ -27,7 +27,7 @@ import requests
 from pyservecli import __version__
 from pyservecli.errors import PyserveError
 from pyservecli.plan.fleet import ROUTER_HEALTH_INTERVAL_S, FleetPlan, worker_url
-from pyservecli.plan.launch import LaunchPlan
+from pyservecli.plan.launch import KEY_ENV_NAMES, LaunchPlan
 from pyservecli.run.jobfiles import bin_dir, image_record, write_private
 from pyservecli.run.launcher import (
     Launch,
@@ -35,6 +35,7 @@ from pyservecli.run.launcher import (
     NodeFailed,
     StopRequested,
     _stop_on_signals,
+    shield_stop,
     supervise,
     tail,
 )
@@ -77,8 +78,12 @@ class Fleet:
         self.say = say
         self.replicas = [Replica(i, p) for i, p in enumerate(plan.replicas)]
         self.router: subprocess.Popen | None = None
+        self.gate: subprocess.Popen | None = None
+        self.router_deaths = 0
         self.router_log = options.workspace / "logs" / f"router-{self.fleet_id}.log"
+        self.gate_log = options.workspace / "logs" / f"gate-{self.fleet_id}.log"
         self.api_key = None
+        self.stopping = threading.Event()
         self.t0 = time.monotonic()
 
     @property
@@ -91,7 +96,13 @@ class Fleet:
 
     @property
     def router_url(self) -> str:
-        return f"http://127.0.0.1:{self.plan.router.port}"
+        """The fleet's endpoint as clients see it: pyserve's gate (no /v1)."""
+        return self.plan.router.local_url
+
+    @property
+    def admin_url(self) -> str:
+        """vllm-router itself, on loopback: its management API, for this launcher only."""
+        return self.plan.router.admin_url
 
     # -- records ---------------------------------------------------------------------------
     def record(self, state: str, **extra) -> None:
@@ -117,7 +128,9 @@ class Fleet:
             "record": str(self.record_path),
             "state": state,
             "gpus_serving": self.plan.gpus,
-            "roles": {"router": {**self.plan.router.as_dict(), "log": str(self.router_log)},
+            "roles": {"router": {**self.plan.router.as_dict(), "log": str(self.router_log),
+                                 "gate_log": str(self.gate_log),
+                                 "deaths": self.router_deaths},
                       "replicas": [{"index": r.index, "url": r.url, "state": r.state,
                                     "role": self.plan.role(r.index),
                                     "model": r.plan.served_model_name,
@@ -167,46 +180,93 @@ class Fleet:
         self.start_router()
         self.record("ready", ready_s=round(time.monotonic() - self.t0, 2))
 
+    def _tethered(self, argv: list[str], log_path, env: dict) -> subprocess.Popen:
+        """A process of this launcher's own host that ends with it, even by SIGKILL."""
+        argv = [sys.executable, "-m", "pyservecli.workers.tether", str(os.getpid()), *argv]
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "a") as log:
+            return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def _router_env(self) -> dict:
+        """The router's environment: the key only in P/D mode, where the router sends its own
+        (``OPENAI_API_KEY``) to both servers instead of the client's header; in the other modes
+        it forwards the client's header and needs none."""
+        env = {k: v for k, v in os.environ.items() if k not in KEY_ENV_NAMES}
+        if self.api_key and self.plan.router.pd:
+            env["OPENAI_API_KEY"] = self.api_key
+        return env
+
     def start_router(self) -> None:
-        self.router_log.parent.mkdir(parents=True, exist_ok=True)
-        # Tethered to this process: the router ends when the launcher dies, even by SIGKILL
-        # (the replicas' nodes stop on their own when its heartbeat stops).
-        argv = [sys.executable, "-m", "pyservecli.workers.tether", str(os.getpid()),
-                find_router(), *self.plan.router.argv()[1:]]
-        env = dict(os.environ)
-        if self.api_key:
-            # The router forwards the client's Authorization header; it needs no key itself.
-            env.pop("VLLM_API_KEY", None)
-        log = open(self.router_log, "a")  # noqa: SIM115 - the child keeps it
-        self.router = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                       start_new_session=True)
-        log.close()
-        self.say(f"pyserve: router on port {self.plan.router.port} ({self.plan.router.policy}) "
-                 f"in front of {len(self.replicas)} replicas; log {self.router_log}")
+        """vllm-router on loopback and the gate on the public port; READY once the router lists
+        every serving server and each model answers through the gate."""
+        self.router = self._tethered([find_router(), *self.plan.router.argv()[1:]],
+                                     self.router_log, self._router_env())
+        key_file = str(self.options.api_key_file.resolve()) if self.options.api_key_file \
+            else None
+        self.gate = self._tethered([sys.executable, "-m", "pyservecli.workers.gate",
+                                    *self.plan.router.gate_argv(key_file)], self.gate_log,
+                                   {k: v for k, v in os.environ.items()
+                                    if k not in KEY_ENV_NAMES})
+        serving = [r for r in self.replicas if r.state == "serving"]
+        self.say(f"pyserve: router on {self.plan.router.endpoint} ({self.plan.router.policy}, "
+                 f"{self._mode_words()}) in front of {len(serving)} servers; its management "
+                 f"API on 127.0.0.1:{self.plan.router.admin_port} only; logs {self.router_log}")
         # What is left of --ready-timeout, and at least 2 minutes: the first request through
         # a P/D router also makes the NIXL handshake, slow on a loaded CPU machine.
         budget = max(120.0, self.options.ready_timeout - (time.monotonic() - self.t0))
         deadline = time.monotonic() + budget
         why = "not probed"
         registered: set[str] = set()
+        wanted = {r.url for r in serving}
         while time.monotonic() < deadline:
-            if self.router.poll() is not None:
-                raise PyserveError(f"the router exited with status {self.router.returncode}: "
-                                   f"{tail(self.router_log, 5)}")
+            for name, process, log in (("router", self.router, self.router_log),
+                                       ("gate", self.gate, self.gate_log)):
+                if process.poll() is not None:
+                    raise PyserveError(f"the {name} exited with status {process.returncode}: "
+                                       f"{tail(log, 5)}")
             if self.plan.router.igw:
-                for replica in self.replicas:
-                    if replica.url not in registered and self._add(replica.url):
+                for replica in serving:
+                    if replica.url not in registered and self._add(replica):
                         registered.add(replica.url)
             listed = self.router_workers()
-            if listed is not None and set(listed) >= {r.url for r in self.replicas}:
+            if listed is not None and set(listed) >= wanted:
+                for url in set(listed) - wanted:
+                    if not self.plan.router.pd:  # a dead server named in the router's argv
+                        self._remove(url)
                 ok, why = self.probe_models()
                 if ok:
                     self.say(f"pyserve: READY through the router in "
                              f"{time.monotonic() - self.t0:.1f}s")
                     return
+                if "401" in why and self.api_key:
+                    raise PyserveError(f"the router answered 401 Unauthorized with the launch's "
+                                       f"key ({why}); see {self.router_log}")
             time.sleep(0.5)
         raise PyserveError(f"the router did not answer READY in {budget:.0f} s (last probe: "
-                           f"{why}); see {self.router_log}")
+                           f"{why}); see {self.router_log} and {self.gate_log}")
+
+    def _mode_words(self) -> str:
+        router = self.plan.router
+        if router.pd:
+            return (f"P/D: {len(router.prefill_urls)} prefill, {len(router.decode_urls)} "
+                    "decode")
+        if router.igw:
+            return f"{len(self.plan.models)} models"
+        return f"{len(self.replicas)} replicas"
+
+    def stop_router(self) -> None:
+        for process in (self.gate, self.router):
+            if process is not None and process.poll() is None:
+                process.terminate()
+        for process in (self.gate, self.router):
+            if process is None:
+                continue
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
     def probe_models(self) -> tuple[bool, str]:
         """READY through the router: one model, the same probe as a launch (/v1/models lists
@@ -231,24 +291,27 @@ class Fleet:
     def router_workers(self) -> list[str] | None:
         try:
             if self.plan.router.igw:
-                answer = requests.get(f"{self.router_url}/workers", timeout=3)
+                answer = requests.get(f"{self.admin_url}/workers", timeout=3)
                 return [w["url"] for w in answer.json().get("workers", [])] if answer.ok \
                     else None
-            answer = requests.get(f"{self.router_url}/list_workers", timeout=3)
+            answer = requests.get(f"{self.admin_url}/list_workers", timeout=3)
             return list(answer.json().get("urls", [])) if answer.ok else None
         except (requests.RequestException, ValueError, AttributeError, KeyError, TypeError):
             return None
 
-    def _add(self, url: str) -> bool:
+    def _add(self, replica: Replica) -> bool:
+        url = replica.url
         if self.plan.router.pd:
             # vllm-router (0.1.17) cannot add a server to a P/D router at run time; the
             # restarted server kept its URL and the router's own health check takes it back.
             return self._healthy_in_router(url, timeout=12 * ROUTER_HEALTH_INTERVAL_S)
         try:
             if self.plan.router.igw:
-                return requests.post(f"{self.router_url}/workers", json={"url": url},
-                                     timeout=30).ok
-            return requests.post(f"{self.router_url}/add_worker", params={"url": url},
+                # The model named, not discovered: the router's discovery asks /v1/models
+                # without a key and, with one, files the server under "unknown".
+                return requests.post(f"{self.admin_url}/workers", timeout=30, json={
+                    "url": url, "model_id": replica.plan.served_model_name}).ok
+            return requests.post(f"{self.admin_url}/add_worker", params={"url": url},
                                  timeout=30).ok
         except requests.RequestException:
             return False
@@ -257,7 +320,7 @@ class Fleet:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                workers = requests.get(f"{self.router_url}/workers", timeout=3).json()["workers"]
+                workers = requests.get(f"{self.admin_url}/workers", timeout=3).json()["workers"]
                 if any(w.get("url") == url and w.get("is_healthy") for w in workers):
                     return True
             except (requests.RequestException, ValueError, AttributeError, KeyError, TypeError):
@@ -269,9 +332,9 @@ class Fleet:
     def _remove(self, url: str) -> bool:
         try:
             if self.plan.router.igw:
-                return requests.delete(f"{self.router_url}/workers/{quote(url, safe='')}",
+                return requests.delete(f"{self.admin_url}/workers/{quote(url, safe='')}",
                                        timeout=10).ok
-            return requests.post(f"{self.router_url}/remove_worker", params={"url": url},
+            return requests.post(f"{self.admin_url}/remove_worker", params={"url": url},
                                  timeout=10).ok
         except requests.RequestException:
             return False
@@ -309,7 +372,7 @@ class Fleet:
             elif self.restart:
                 self.say(f"pyserve: {self.plan.role(replica.index)} {replica.index} died "
                          f"{replica.deaths} times; not restarted again")
-            self.record("serving")
+            self.record("ready")
         lost = self.lost_groups()
         if lost:
             raise PyserveError(f"{lost}; stopping")
@@ -328,25 +391,43 @@ class Fleet:
         return f"{' and '.join(lost)} died" if lost else None
 
     def _restart(self, replica: Replica) -> None:
+        if self.stopping.is_set():
+            return
         launch = replica.launch = self._new_launch(replica, replica.deaths)
         try:
             launch.bring_up()
         except (NodeFailed, PyserveError, OSError) as exc:
+            if self.stopping.is_set():
+                return  # the fleet's stop ends this launch
             self.say(f"pyserve: {self.plan.role(replica.index)} {replica.index} did not come "
                      f"back: {exc}")
             launch.shut_down("failed", 1)
             replica.state = "dead"
             return
-        added = self._add(replica.url)
+        added = self._add(replica)
         replica.state = "serving"
         self.say(f"pyserve: {self.plan.role(replica.index)} {replica.index} restarted and "
                  f"{'back in rotation' if added else 'NOT re-added to the router'}")
-        self.record("serving")
+        self.record("ready")
 
     def check_router_and_replicas(self) -> None:
-        if self.router.poll() is not None:
-            raise PyserveError(f"the router exited with status {self.router.returncode}; "
-                               f"see {self.router_log}")
+        """The router and gate must live: with --restart a dead one is started again (the
+        servers keep serving; clients see refused connections meanwhile), at most
+        MAX_RESTARTS times; otherwise the fleet stops."""
+        dead = [(name, process.returncode) for name, process in
+                (("router", self.router), ("gate", self.gate))
+                if process is not None and process.poll() is not None]
+        if dead:
+            self.router_deaths += 1
+            words = " and ".join(f"the {name} (status {code})" for name, code in dead)
+            if not self.restart or self.router_deaths > MAX_RESTARTS:
+                again = f"; it died {self.router_deaths} times" if self.restart else ""
+                raise PyserveError(f"{words} exited{again}; see {self.router_log}")
+            self.say(f"pyserve: {words} exited; restarting the router "
+                     f"({self.router_deaths} of {MAX_RESTARTS}), the servers serve on")
+            self.stop_router()
+            self.start_router()
+            self.record("ready")
         self.check_replicas()
 
     def supervise(self) -> int:
@@ -357,26 +438,36 @@ class Fleet:
                          self.say)
 
     def stop(self, state: str, code: int) -> None:
-        if self.router is not None and self.router.poll() is None:
-            self.router.terminate()
-            try:
-                self.router.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.router.kill()
-                self.router.wait()
-        for replica in self.replicas:
-            if replica.restarting is not None:
-                replica.restarting.join(timeout=1)
-            if replica.launch is not None and replica.state != "dead":
-                replica.launch.shut_down(state, code)
-            replica.state = "stopped" if replica.state != "dead" else "dead"
-        self.record(state, exit_status=code)
+        """The router first (no new requests), then every server at once, each escalated from
+        SIGTERM to SIGKILL after the grace; the record last, whatever happened."""
+        self.stopping.set()
+        try:
+            self.stop_router()
+        finally:
+            def stop_one(replica: Replica) -> None:
+                if replica.launch is not None:
+                    replica.launch.cancelled.set()
+                if replica.restarting is not None:
+                    replica.restarting.join(timeout=30)
+                if replica.launch is not None and replica.state != "dead":
+                    replica.launch.shut_down(state, code)
+                replica.state = "stopped" if replica.state != "dead" else "dead"
+
+            threads = [threading.Thread(target=stop_one, args=(r,), daemon=True,
+                                        name=f"pyserve-stop-{r.index}") for r in self.replicas]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            self.record(state, exit_status=code)
 
     def run(self) -> int:
         code, state = 1, "failed"
+        ready = False
         with _stop_on_signals():
             try:
                 self.bring_up()
+                ready = True
                 print(f"READY {self.plan.endpoint} model={','.join(self.plan.models)}",
                       flush=True)
                 code = self.supervise()
@@ -385,9 +476,12 @@ class Fleet:
                 self.say(f"pyserve: {stop} received")
                 code, state = 0, "stopped"
             except PyserveError as exc:
+                if not ready:
+                    raise  # the CLI's one error line, as for a launch that fails to start
                 self.say(f"pyserve: {exc}")
             finally:
-                self.say("pyserve: stopping the router and every replica")
+                shield_stop()
+                self.say("pyserve: stopping the router and every server")
                 self.stop(state, code)
         return code
 
@@ -418,4 +512,5 @@ class Fleet:
                 raise
             finally:
                 done.set()
+                shield_stop(interrupt=False)
                 self.stop(state, code)

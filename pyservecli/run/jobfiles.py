@@ -43,10 +43,12 @@ def bin_dir() -> str:
     return str(Path(sys.executable).parent)
 
 
-# The launcher touches its heartbeat file every HEARTBEAT_INTERVAL_S; a node whose launcher has
-# not touched it for HEARTBEAT_TIMEOUT_S (the launcher was killed) stops its server.
+# The launcher touches its heartbeat file every HEARTBEAT_INTERVAL_S. A node on the launcher's
+# own host stops its server when the launcher's PID ends; a node elsewhere when the file has
+# not been touched for HEARTBEAT_TIMEOUT_S: long enough that a launcher starved on a loaded
+# login node (50 s seen at load 30 on 2 cores) is not taken for a dead one.
 HEARTBEAT_INTERVAL_S = 2.0
-HEARTBEAT_TIMEOUT_S = 45
+HEARTBEAT_TIMEOUT_S = 120
 
 
 def heartbeat_timeout() -> int:
@@ -85,7 +87,8 @@ def write_job_files(plan: LaunchPlan, options: LaunchOptions) -> JobFiles:
     python = "python3" if spec else sys.executable
     backend = get_backend(plan.topology.backend)
     for node in plan.nodes:
-        env = {"PYSERVE_JOB_ID": plan.launch_id, "PYSERVE_NODE_RANK": str(node.rank), **node.env}
+        # The tags last: they are what stop and reap look for (make_plan refuses them in --env).
+        env = {**node.env, "PYSERVE_JOB_ID": plan.launch_id, "PYSERVE_NODE_RANK": str(node.rank)}
         if not spec:
             env = {"PATH": f"{bin_dir()}:{os.environ.get('PATH', '')}", **env}
         setup = backend.head_setup(plan.topology, plan.head_ip, plan.ports, python) \
@@ -100,6 +103,8 @@ def write_job_files(plan: LaunchPlan, options: LaunchOptions) -> JobFiles:
             "node.sh.j2", job_id=plan.launch_id, rank=node.rank, host=node.host, env=env,
             secrets_file=str(secrets_file) if secrets_file else None,
             heartbeat=str(files.heartbeat), heartbeat_timeout=heartbeat_timeout(),
+            launcher_pid=os.getpid(), launcher_host=socket.gethostname(),
+            stop_grace=int(options.stop_grace),
             api_key_file=api_key_file, exit_file=str(files.exit_file(node.host)),
             log_file=str(files.log(node.host)),
             argv=node.argv, display=shjoin(node.argv), setup=setup, backend=backend.name,

@@ -161,6 +161,8 @@ class Launch:
         self.startup: dict[str, dict] = {}  # the startup ledger per node (launch.json)
         self.t0 = time.monotonic()
         self.times: dict[str, float] = {}
+        # Set by a fleet that stops while this launch is (re)starting: it starts nothing more.
+        self.cancelled = threading.Event()
 
     # -- helpers ---------------------------------------------------------------------------
     def elapsed(self) -> float:
@@ -205,6 +207,8 @@ class Launch:
 
     # -- phases ----------------------------------------------------------------------------
     def start(self) -> None:
+        if self.cancelled.is_set():
+            raise PyserveError("stopped before it started")
         check_can_launch(self.plan, self.options)
         if self.plan.in_slurm:
             self.plan = check_head_ports(self.plan)
@@ -252,6 +256,8 @@ class Launch:
             failed = self.failed_node()
             if failed:
                 raise NodeFailed(*failed, "before READY")
+            if self.cancelled.is_set():
+                raise PyserveError("stopped while starting")
             now = self.elapsed()
             if now > self.options.ready_timeout:
                 raise PyserveError(f"not READY after {self.options.ready_timeout:.0f}s "
@@ -340,6 +346,7 @@ class Launch:
             except NodeFailed as failure:
                 self.report_failure(failure)
             finally:
+                shield_stop()
                 self.shut_down(state, code)
         return code
 
@@ -366,6 +373,7 @@ class Launch:
                 state, code = "stopped", 0
                 raise
             finally:
+                shield_stop(interrupt=False)
                 self.shut_down(state, code)
 
 
@@ -429,6 +437,15 @@ def _raise_stop(signum, _frame):
     for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(s, signal.SIG_IGN)
     raise StopRequested(signum)
+
+
+def shield_stop(interrupt: bool = True) -> None:
+    """From here the stop runs to its end: SIGTERM, SIGHUP and SIGINT are ignored until the
+    handlers in force before ``_stop_on_signals`` come back (a signal during the cleanup of a
+    failed launch used to abandon it, leaving servers running). Main thread only."""
+    if threading.current_thread() is threading.main_thread():
+        for s in [signal.SIGTERM, signal.SIGHUP] + ([signal.SIGINT] if interrupt else []):
+            signal.signal(s, signal.SIG_IGN)
 
 
 @contextmanager

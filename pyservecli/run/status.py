@@ -45,7 +45,10 @@ def slurm_state(job_id: str) -> str | None:
     return "NOT_IN_QUEUE" if shutil.which("squeue") else None
 
 
-LIVE_STATES = ("starting", "ready")  # a launch in these states has a launcher to answer for it
+# A launch (or fleet) in these states has a launcher to answer for it: the one notion of "live"
+# of status, stop, bench's provenance. ("serving": what fleets wrote after a
+# replica's death or restart before they kept "ready".)
+LIVE_STATES = ("starting", "ready", "serving")
 
 
 def read_record(path: Path) -> dict:
