@@ -657,6 +657,26 @@ def measure_plan(topology_plan: TopologyPlan, *, top: int = 3, out: str | Path |
     chosen = [c for c in plan_.ranked if c.valid][:top]
     if not chosen:
         raise PyserveError("no valid topology to measure")
+    # What changes a measurement besides the topology: --resume reuses only results measured
+    # with the same (a result of other vLLM flags is another experiment).
+    measured_with = {"model": plan_.model, "vllm_args": list(vllm_args),
+                     "env": {k: env[k] for k in sorted(env or {})},
+                     "num_prompts": prompts, "gpu_memory": gpu_memory}
+    with_file = out_dir / "measured-with.json"
+    if resume and with_file.is_file():
+        try:
+            before = json.loads(with_file.read_text())
+        except (OSError, ValueError):
+            before = None
+        if before != measured_with:
+            raise PyserveError(f"--resume: the results in {out_dir} were measured with other "
+                               f"settings ({json.dumps(before)}; now {json.dumps(measured_with)}"
+                               "); give another --out, or leave out --resume to measure again")
+    elif resume and out_dir.is_dir() and any(out_dir.iterdir()):
+        raise PyserveError(f"--resume: {out_dir} does not say which settings its results were "
+                           "measured with; give another --out, or leave out --resume")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_private(with_file, json.dumps(measured_with, indent=2) + "\n")
     rows = []
     for number, cand in enumerate(chosen, start=1):
         shape = cand.shape
@@ -692,7 +712,7 @@ def measure_plan(topology_plan: TopologyPlan, *, top: int = 3, out: str | Path |
             say(f"pyserve: {shape.describe()} failed: {exc}")
         rows.append(MeasuredRow(cand, plan_.ranked.index(cand) + 1, record))
     plan_.measured = rows
-    data = plan_.report()
+    data = {**plan_.report(), "measured_with": measured_with}
     out_dir.mkdir(parents=True, exist_ok=True)
     write_private(out_dir / PLAN_FILE, json.dumps(data, indent=2) + "\n")
     return out_dir / PLAN_FILE

@@ -1,12 +1,15 @@
 """A stand-in ``vllm`` executable for launcher tests that need no engine: ``vllm serve MODEL
 [--port P] ...`` prints vLLM's startup line and serves the stand-in OpenAI API
 (tests/standin_openai.py) with MODEL as the served name, until stopped. With FAKE_VLLM_ENV set,
-it first writes its environment there (JSON), and with FAKE_VLLM_ARGV its argv."""
+it first writes its environment there (JSON), and with FAKE_VLLM_ARGV its argv. With
+FAKE_VLLM_TERM_DELAY=S it takes S seconds to stop after SIGTERM (a server slow to stop), and
+with FAKE_VLLM_TERM_LOG it appends "PORT TIME" there when the signal arrives."""
 
 import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -27,12 +30,21 @@ def main(argv: list[str]) -> int:
     standin_openai.MODEL = model
 
     def on_signal(*_args):
+        if os.environ.get("FAKE_VLLM_TERM_LOG"):
+            with open(os.environ["FAKE_VLLM_TERM_LOG"], "a") as log:
+                log.write(f"{port} {time.time()}\n")
+        delay = float(os.environ.get("FAKE_VLLM_TERM_DELAY") or 0)
+        if delay:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            time.sleep(delay)
         raise SystemExit(0)
 
     # The server runs in the main thread, so the signal's handler runs there promptly.
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    server = standin_openai.make_server(port=port, api_key=os.environ.get("VLLM_API_KEY"))
+    server = standin_openai.make_server(port=port, api_key=os.environ.get("VLLM_API_KEY"),
+                                        host=argv[argv.index("--host") + 1]
+                                        if "--host" in argv else None)
     print("INFO:     Application startup complete.", flush=True)
     try:
         server.serve_forever(poll_interval=0.2)

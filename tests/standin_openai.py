@@ -137,9 +137,11 @@ def make_handler(faults: set[str], api_key: str | None, models: list[str] | None
 
 
 def make_server(faults: set[str] = frozenset(), api_key: str | None = None,
-                port: int = 0, models: list[str] | None = None) -> ThreadingHTTPServer:
+                port: int = 0, models: list[str] | None = None,
+                host: str | None = None) -> ThreadingHTTPServer:
     ThreadingHTTPServer.allow_reuse_address = True
-    return ThreadingHTTPServer(("0.0.0.0" if port else "127.0.0.1", port),
+    host = host or ("0.0.0.0" if port else "127.0.0.1")  # vLLM's default: every interface
+    return ThreadingHTTPServer((host, port),
                                make_handler(set(faults), api_key, models))
 
 

@@ -92,8 +92,24 @@ def test_sweep_suites_reference_values():
     assert len(points_for(["rate", "output"], table=SWEEPS, num_prompts=3)) == 13
     with pytest.raises(PyserveError, match="unknown sweep suite"):
         points_for(["speed"], table=SWEEPS, what="sweep suite")
-    assert serve_label(["M", "--max-num-seqs", "64"]) == "max-num-seqs_64"
-    assert serve_label(["M"]) == "default"
+    assert serve_label(["M", "--max-num-seqs", "64"]) == "M_max-num-seqs_64"
+    assert serve_label(["M"]) == "M"
+
+
+def test_sweep_serve_labels_keep_the_model_apart():
+    """Two --serve lines of different models with the same flags wrote into one folder."""
+    from pyservecli.bench.sweep import serve_label
+
+    pairs = [(["Qwen/Qwen3-8B", "--max-model-len", "4096"],
+              ["Qwen/Qwen3-32B", "--max-model-len", "4096"]),
+             (["./a"], ["./b"]),
+             (["m", "--x", "a" * 200], ["m", "--x", "a" * 199 + "b"])]
+    for one, other in pairs:
+        assert serve_label(one) != serve_label(other), (one, other)
+    for args in (["../../etc"], ["/abs/../x"], ["..", "--y"]):
+        label = serve_label(args)
+        assert "/" not in label and ".." not in label and label not in (".", ""), label
+    assert len(serve_label(["m", "--x", "a" * 500])) <= 120
 
 
 def test_sweep_overhead_counts_every_point_that_ran():

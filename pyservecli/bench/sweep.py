@@ -9,6 +9,7 @@ stopped before the next. Result paths depend only on the server label, suite and
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 from pyservecli.bench.suites import BenchPoint, _random
@@ -24,10 +25,16 @@ SWEEPS: dict[str, tuple[BenchPoint, ...]] = {
 
 
 def serve_label(serve_args: list[str]) -> str:
-    """A stable directory name for one server configuration."""
-    text = " ".join(serve_args[1:]) or "default"
-    label = re.sub(r"[^A-Za-z0-9.=_-]+", "_", text.replace("--", "")).strip("_")
-    return label[:120] or "default"
+    """A stable directory name for one server configuration: the model and its flags
+    ("Qwen_Qwen3-8B_max-model-len=4096"); a long one is cut and given a hash of the whole, so
+    two configurations never share a folder."""
+    text = " ".join(serve_args) or "default"
+    label = re.sub(r"[^A-Za-z0-9.=_-]+", "_", text.replace("--", "")).strip("_.")
+    label = re.sub(r"\.{2,}", "_", label)
+    if len(label) > 120:
+        digest = hashlib.sha256("\0".join(serve_args).encode()).hexdigest()[:10]
+        label = f"{label[:109]}-{digest}"
+    return label or "default"
 
 
 def overhead(wall_s: float, results) -> dict:

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from pyservecli.cli import main, print_summary, read_key, workspace_option
+from pyservecli.errors import PyserveError
 
 
 @main.command(epilog="""
@@ -115,7 +116,11 @@ def sweep(suites, host, port, serve_cmds, num_prompts, tokenizer, out_dir, resum
     for line in serve_cmds:
         settings = parse_launch_line(line)
         settings.update(port=port, workspace=workspace)
-        servers.append((serve_label(shlex.split(line)), settings))
+        label = serve_label(shlex.split(line))
+        if any(label == other for other, _ in servers):
+            raise PyserveError(f"--serve {line!r}: the same server as an earlier --serve line "
+                               f"(both would write {label}/)")
+        servers.append((label, settings))
     runs = api.sweep(split_list(suites), base_url=f"http://{host}:{port}" if host else None,
                      servers=servers, num_prompts=num_prompts, tokenizer=tokenizer,
                      out=out_dir or workspace / "sweep", resume=resume,

@@ -18,7 +18,7 @@ from pyservecli.errors import PyserveError
 from pyservecli.plan.hosts import Cluster
 from pyservecli.plan.launch import LaunchPlan, LaunchRequest, make_plan
 from pyservecli.plan.placement import FindConfig
-from pyservecli.plan.vllm_args import option_given
+from pyservecli.plan.vllm_args import option_given, option_value
 
 ROUTER_POLICIES = ("round_robin", "power_of_two", "cache_aware", "random", "consistent_hash")
 # How often the router checks its workers itself (pyserve also takes a dead replica out as
@@ -140,8 +140,12 @@ class FleetPlan:
 
 
 def worker_url(plan: LaunchPlan) -> str:
-    """Where the router reaches a replica: its head's address and API port."""
-    return f"http://{plan.head_ip}:{plan.ports.api}"
+    """Where the router reaches a replica: its head's address (or the one address its server
+    listens on, ``--host``) and API port."""
+    host = option_value(plan.nodes[0].argv, "--host") if plan.nodes else None
+    if not host or host in ("0.0.0.0", "::"):
+        host = plan.head_ip
+    return f"http://{host}:{plan.ports.api}"
 
 
 @dataclass(frozen=True)
@@ -283,6 +287,10 @@ def make_fleet(request: LaunchRequest, cluster: Cluster, replicas: int,
             env["VLLM_NIXL_SIDE_CHANNEL_PORT"] = str(next_port())
             extra_args = ["--kv-transfer-config", kv_transfer_config(
                 roles[index], gpus=cluster.gpus_per_node is not None)]
+        if not cluster.in_slurm and not option_given(one.vllm_args, "--host"):
+            # Router and servers on this one host: the servers listen on loopback only, and
+            # the gate's port is the fleet's one way in.
+            extra_args += ["--host", "127.0.0.1"]
         if share.devices is not None:
             if "CUDA_VISIBLE_DEVICES" in env:
                 raise PyserveError("replicas are given their GPUs; do not set "
@@ -293,7 +301,8 @@ def make_fleet(request: LaunchRequest, cluster: Cluster, replicas: int,
         try:
             plan = make_plan(replace(one, port=api, env=env,
                                      vllm_args=[*one.vllm_args, *extra_args]), sub,
-                             lambda port, api=api: port == api or free(port), resolve, launch_suffix=f"{launch_suffix}r{index}" if launch_suffix
+                             lambda port, api=api: port == api or free(port), resolve,
+                             launch_suffix=f"{launch_suffix}r{index}" if launch_suffix
                              else f"r{index}", find_config=find_config)
         except PyserveError as exc:
             # The topology rules speak of "the allocation"; here that is one server's share.

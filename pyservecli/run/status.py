@@ -72,15 +72,46 @@ def find_record(workspace: Path, launch: str | None = None) -> Path:
         if not path.exists():
             raise PyserveError(f"no launch recorded in {workspace} (no latest.json)")
         return path
+    if not launch or "/" in launch or launch.startswith("."):
+        raise PyserveError(f"{launch!r} is not a launch or job id")
     for exact in (workspace / "logs" / launch / "launch.json",
                   workspace / f"fleet-{launch}.json"):
         if exact.is_file():
             return exact
-    found = sorted((workspace / "logs").glob(f"{launch}-*/launch.json"),
-                   key=lambda f: f.stat().st_mtime)
+    # A job id: its newest launch or fleet (a fleet's servers have records of their own under
+    # logs/, named after the fleet; the fleet's is the one to follow).
+    fleets = list(workspace.glob(f"fleet-{glob_escape(launch)}-*.json"))
+    fleet_ids = {f.name[len("fleet-"):-len(".json")] for f in fleets}
+    launches = [f for f in (workspace / "logs").glob(f"{glob_escape(launch)}-*/launch.json")
+                if not any(f.parent.name.startswith(fleet + "r") for fleet in fleet_ids)]
+    found = sorted(fleets + launches, key=lambda f: f.stat().st_mtime)
     if not found:
-        raise PyserveError(f"no launch {launch!r} recorded in {workspace}/logs")
+        raise PyserveError(f"no launch {launch!r} recorded in {workspace}")
     return found[-1]
+
+
+def glob_escape(text: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[]" else c for c in text)
+
+
+def live_launches(workspace: Path) -> list[dict]:
+    """Every launch and fleet of the workspace that is live (``is_live``), newest last; a
+    fleet's own servers are its, not listed apart."""
+    workspace = Path(workspace)
+    fleets = sorted(workspace.glob("fleet-*.json"), key=lambda f: f.stat().st_mtime)
+    fleet_ids = {f.name[len("fleet-"):-len(".json")] for f in fleets}
+    launches = [f for f in sorted((workspace / "logs").glob("*/launch.json"),
+                                  key=lambda f: f.stat().st_mtime)
+                if not any(f.parent.name.startswith(fleet + "r") for fleet in fleet_ids)]
+    live = []
+    for path in fleets + launches:
+        try:
+            record = read_record(path)
+        except PyserveError:
+            continue
+        if is_live(record):
+            live.append(record)
+    return live
 
 
 def launcher_alive(record: dict) -> bool | None:
@@ -140,8 +171,16 @@ def stop_launch(workspace: Path, launch: str | None = None, grace: float = 120.0
     path = Path(record["record"]) if isinstance(record.get("record"), str) \
         else Path(record.get("log_dir", "")) / "launch.json"
     if record.get("state") not in LIVE_STATES:
-        say(f"pyserve: launch {record.get('launch_id', record.get('job_id'))} already ended "
-            f"({record.get('state')})")
+        ended = f"launch {record.get('launch_id', record.get('job_id'))} already ended " \
+                f"({record.get('state')})"
+        others = [r for r in live_launches(workspace)
+                  if r.get("launch_id") != record.get("launch_id")] if launch is None else []
+        if others:
+            # latest.json is the newest launch's; an older one side by side still runs.
+            names = ", ".join(str(r.get("launch_id")) for r in others)
+            raise PyserveError(f"the latest {ended}; still live in {workspace}: {names} "
+                               "(pyserve stop LAUNCH_ID)")
+        say(f"pyserve: {ended}")
         return record
     pid = record.get("launcher_pid")
     here = record.get("launcher_host") == socket.gethostname()
