@@ -114,7 +114,8 @@ def make_handler(faults: set[str], api_key: str | None, models: list[str] | None
                         "token_logprobs": [value] * tokens,
                         "top_logprobs": [{"a": -0.5, "b": -1.0}] * tokens}
                 choices.append(choice)
-            return self._send(200, {"choices": choices, "usage": {"completion_tokens": tokens}})
+            return self._send(200, {"model": body["model"], "choices": choices,
+                                    "usage": {"completion_tokens": tokens}})
 
         def _chat(self, body):
             content = _chat_content(body, faults)

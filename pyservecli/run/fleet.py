@@ -130,6 +130,8 @@ class Fleet:
             "gpus_serving": self.plan.gpus,
             "roles": {"router": {**self.plan.router.as_dict(), "log": str(self.router_log),
                                  "gate_log": str(self.gate_log),
+                                 "pid": self.router.pid if self.router else None,
+                                 "gate_pid": self.gate.pid if self.gate else None,
                                  "deaths": self.router_deaths},
                       "replicas": [{"index": r.index, "url": r.url, "state": r.state,
                                     "role": self.plan.role(r.index),
