@@ -7,7 +7,7 @@ import re
 import pytest
 
 from pyservecli.errors import PyserveError
-from pyservecli.plan.fleet import make_fleet, split
+from pyservecli.plan.fleet import make_fleet, pd_groups, split
 from pyservecli.plan.hosts import Cluster
 from pyservecli.plan.launch import LaunchRequest
 
@@ -222,3 +222,119 @@ def test_nsys_wraps_every_server_of_a_fleet_with_its_own_report_and_images_run_t
                           "--gpus-per-node", "2", "--dry-run")
     assert refused.returncode == 2
     assert "reload the image once with `pyserve image load TARBALL --force`" in refused.stderr
+
+
+def test_every_port_of_a_pd_fleet_comes_from_its_window_and_none_twice():
+    """#23 item 9: NIXL side channels were --port+100+i, outside the fleet's ports and never
+    probed (a fleet started at --port+100 took them); --prefill 100 --decode 100 collided with
+    itself. Now: the free ports after --port, in order, each probed."""
+    taken = {9003, 9010}  # another launch's
+    fleet = make_fleet(LaunchRequest(model="m", port=9000), cluster(["a"], None), 1,
+                       is_free=lambda p: p not in taken, resolve=lambda h: "10.0.0.1",
+                       groups=pd_groups(LaunchRequest(model="m", port=9000), 100, 100))
+    public = {fleet.router.port, fleet.router.admin_port, fleet.router.metrics_port}
+    api = [r.ports.api for r in fleet.replicas]
+    side = [int(r.nodes[0].env["VLLM_NIXL_SIDE_CHANNEL_PORT"]) for r in fleet.replicas]
+    window = sorted(public | set(api) | set(side))
+    assert len(window) == 3 + 2 * 200 and not taken & set(window)
+    assert window[0] == 9000 and window[-1] == 9000 + len(window) + len(taken) - 1
+    internal = [p for r in fleet.replicas for p in (r.ports.dp_rpc, r.ports.master, r.ports.ray)]
+    assert not set(internal) & set(window) and not set(internal) & taken
+    with pytest.raises(PyserveError, match="at most 256"):
+        make_fleet(LaunchRequest(model="m", port=9000), cluster(["a"], None), 1,
+                   is_free=lambda p: True, resolve=lambda h: "10.0.0.1",
+                   groups=pd_groups(LaunchRequest(model="m", port=9000), 3000, 3000))
+    with pytest.raises(PyserveError, match="--kv-transfer-config is set by pyserve"):
+        request = LaunchRequest(model="m", port=9000,
+                                vllm_args=["--kv-transfer-conf={}"])
+        make_fleet(request, cluster(["a"], None), 1, is_free=lambda p: True,
+                   resolve=lambda h: "10.0.0.1", groups=pd_groups(request, 1, 1))
+
+
+def test_a_local_fleets_servers_listen_on_loopback_and_its_admin_api_too():
+    local = Cluster(nodes=("here",), gpus_per_node=2, job_id="7", in_slurm=False,
+                    gpu_source="test")
+    fleet = make_fleet(LaunchRequest(model="m", port=9000), local, 2, is_free=lambda p: True,
+                       resolve=lambda h: "10.1.1.1", router_host="10.1.1.1")
+    for replica in fleet.replicas:
+        argv = replica.nodes[0].argv
+        assert argv[argv.index("--host") + 1] == "127.0.0.1"
+    assert fleet.router.worker_urls == ("http://127.0.0.1:9001", "http://127.0.0.1:9002")
+    argv = fleet.router.argv()
+    assert argv[argv.index("--host") + 1] == "127.0.0.1"
+    assert argv[argv.index("--prometheus-host") + 1] == "127.0.0.1"
+    assert argv[argv.index("--port") + 1] == str(fleet.router.admin_port) != "9000"
+    assert fleet.endpoint == "http://10.1.1.1:9000/v1"
+    # In SLURM the servers are elsewhere: they listen on the cluster's interface.
+    remote = make_fleet(LaunchRequest(model="m", port=9000), cluster(["a"], 2), 2,
+                        is_free=lambda p: True, resolve=lambda h: "10.0.0.1")
+    assert "--host" not in remote.replicas[0].nodes[0].argv
+
+
+def test_ports_planned_by_another_live_launcher_count_as_taken(tmp_path, monkeypatch):
+    """#23 item 10: a second fleet planned while the first one's servers were loading was
+    given the first one's ports (planned, not bound yet)."""
+    import subprocess
+    import sys
+
+    from pyservecli.run import portreserve
+
+    monkeypatch.setenv("PYSERVE_PORT_RESERVATIONS", str(tmp_path / "ports"))
+    code = ("import sys, time; from pyservecli.run import portreserve as r; "
+            "print(r.reserve([9100, 9101]), flush=True); time.sleep(60)")
+    other = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                             env={**__import__("os").environ,
+                                  "PYSERVE_PORT_RESERVATIONS": str(tmp_path / "ports")})
+    try:
+        assert other.stdout.readline().strip() == "[]"
+        assert portreserve.reserved_by_other(9100) and portreserve.reserved_by_other(9101)
+        assert not portreserve.reserved_by_other(9102)
+        assert portreserve.reserve([9101, 9102]) == [9101]
+        assert not portreserve.reserved_by_other(9102)  # ours
+    finally:
+        other.kill()
+        other.wait()
+    # Its launcher gone, the record counts for nothing and is taken over.
+    assert not portreserve.reserved_by_other(9100)
+    assert portreserve.reserve([9100]) == []
+    portreserve.release()
+    assert not (tmp_path / "ports" / "9100").exists()
+
+
+def test_fleet_input_errors_are_one_line(config_dir, tmp_path):
+    """The rest of #23's errors: each one `pyserve: error:` line, exit 2, nothing launched."""
+    model = str(config_dir("qwen3-8b"))
+    empty = tmp_path / "empty-key"
+    empty.write_text("  \n")
+    for args, message in (
+        (["--serve", f"{model} --replicas ²"], "--replicas needs a whole number from 1 to 256"),
+        (["--serve", f"{model} --replicas 5000"], "from 1 to 256"),
+        ([model, "--replicas", "2", "--api-key-file", str(empty)], "is empty"),
+        ([model, "--api-key-file", str(empty)], "is empty"),
+        ([model, "--prefill", "1", "--decode", "1", "--env",
+          "VLLM_NIXL_SIDE_CHANNEL_PORT=5"], "plans each P/D server's NIXL side channel"),
+        ([model, "--replicas", "2", "--router-host", "nope"], "is not an IP address"),
+        ([model, "--router-host", "127.0.0.1"], "--router-host goes with"),
+    ):
+        result = run_pyserve("launch", *args, "--nodelist", "n1", "--gpus-per-node", "2",
+                             "--dry-run")
+        assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
+        assert result.stderr.startswith("pyserve: error:") and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("corrupt", [
+    {"roles": "x"}, {"roles": {"router": 3, "replicas": [1, None]}}, {"state": ["ready"]},
+    {"launcher_pid": "12"}, {"heartbeats": [1, 2]}, {"record": 5}, {"startup": [1]},
+    {"launch_id": None, "job_id": {"a": 1}}])
+def test_hand_corrupted_fleet_records_give_clear_errors(tmp_path, corrupt):
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    record = {"endpoint": "http://127.0.0.1:1/v1", "launch_id": "1-a", "job_id": "1",
+              "state": "ready", "launcher_pid": 1, "launcher_host": "elsewhere",
+              "heartbeat": str(ws / "hb"), "roles": {"router": {"port": 1}, "replicas": []}}
+    (ws / "latest.json").write_text(json.dumps({**record, **corrupt}))
+    for command in ("status", "stop"):
+        result = run_pyserve(command, "--workspace", str(ws))
+        out = result.stdout + result.stderr
+        assert "Traceback" not in out and "unexpected" not in out, (command, out)
+        assert result.returncode in (0, 2), (command, out)

@@ -444,3 +444,27 @@ def test_a_served_name_is_benchmarked_with_the_tokenizer_of_the_directory_it_cam
     assert launched_from(fleet, "b") == str(model)
     assert launched_from(fleet, "a") == "Org/A"  # a hub id, for the cache or the hub
     assert launched_from(None, "qwen") is None
+
+
+def test_measure_resume_refuses_results_of_other_flags(config_dir, tmp_path):
+    """#23 item 12: --resume reused results measured with other vLLM flags ("measured
+    already"); now the folder says what it was measured with, and other settings are refused
+    before anything is launched."""
+    model = str(config_dir("qwen3-8b"))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "measured-with.json").write_text(json.dumps(
+        {"model": model, "vllm_args": ["--max-model-len", "256", "--enforce-eager"], "env": {},
+         "num_prompts": 8, "gpu_memory": "80"}))
+    result = run_pyserve("plan", model, "--gpus-per-node", "2", "--gpu-memory", "80",
+                         "--measure", "--resume", "--out", str(out), "--num-prompts", "8",
+                         "--dtype", "float32", "--workspace", str(tmp_path / "ws"))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "measured with other settings" in result.stderr and "--enforce-eager" in result.stderr
+    assert not (tmp_path / "ws" / "logs").exists()  # nothing launched
+    legacy = tmp_path / "legacy"
+    (legacy / "TP_1").mkdir(parents=True)
+    result = run_pyserve("plan", model, "--gpus-per-node", "2", "--gpu-memory", "80",
+                         "--measure", "--resume", "--out", str(legacy),
+                         "--workspace", str(tmp_path / "ws"))
+    assert result.returncode == 2 and "does not say which settings" in result.stderr

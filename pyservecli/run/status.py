@@ -61,7 +61,31 @@ def read_record(path: Path) -> dict:
         raise PyserveError(f"{path} is not a launch record ({exc})") from None
     if not isinstance(record, dict) or not isinstance(record.get("endpoint"), str):
         raise PyserveError(f"{path} is not a launch record (no endpoint)")
+    for field_, types in _RECORD_FIELDS.items():
+        if field_ in record and record[field_] is not None and \
+                not isinstance(record[field_], types):
+            raise PyserveError(f"{path} is not a launch record ({field_} is "
+                               f"{type(record[field_]).__name__})")
+    roles = record.get("roles")
+    if roles is not None and (not isinstance(roles.get("router", {}), dict)
+                              or not isinstance(roles.get("replicas", []), list)
+                              or not all(isinstance(r, dict) for r in roles.get("replicas", []))):
+        raise PyserveError(f"{path} is not a launch record (its roles are malformed)")
+    if isinstance(record.get("startup"), dict) and not all(
+            isinstance(e, dict) and isinstance(e.get("phases_s", {}), dict)
+            for e in record["startup"].values()):
+        raise PyserveError(f"{path} is not a launch record (its startup ledger is malformed)")
+    if not all(isinstance(h, str) for h in record.get("heartbeats") or []):
+        raise PyserveError(f"{path} is not a launch record (heartbeats are not paths)")
     return record
+
+
+# A record's fields and their types, checked on reading (a hand-edited record is one clear
+# error, not a traceback).
+_RECORD_FIELDS = {"state": str, "launch_id": (str, int), "job_id": (str, int),
+                  "launcher_pid": int, "launcher_host": str, "heartbeat": str,
+                  "heartbeats": list, "record": str, "log_dir": str, "roles": dict,
+                  "startup": dict, "served_model_name": str, "models": list}
 
 
 def find_record(workspace: Path, launch: str | None = None) -> Path:
