@@ -131,15 +131,15 @@ def test_two_keyed_models_behind_one_endpoint_are_routed_by_name(tmp_path, monke
     """With an API key (#23 item 4: the router's discovery got 401 and filed both servers
     under "unknown", requests went round-robin regardless of model)."""
     require_engine()
-    key = tmp_path / "key"
-    key.write_text("engine-test-key\n")
+    key_file = tmp_path / "key"
+    key_file.write_text("engine-test-key\n")
     auth = {"Authorization": "Bearer engine-test-key"}
     for key, value in cpu_engine_env(tmp_path).items():
         monkeypatch.setenv(key, value)
     dense = create_model_dir("qwen3-tiny", tmp_path / "dense")
     moe = create_model_dir("qwen3-moe-tiny", tmp_path / "moe")
     with api.serve(None, serve=[{"model": str(dense)}, {"model": str(moe)}], port=free_port(),
-                   workspace=tmp_path / "ws", vllm_args=list(CPU_SERVE_ARGS), api_key_file=key,
+                   workspace=tmp_path / "ws", vllm_args=list(CPU_SERVE_ARGS), api_key_file=key_file,
                    say=lambda _line: None, ready_timeout=600) as server:
         assert server.fleet.plan.router.igw
         # The router's gateway mode lists every model (in its own shape, not OpenAI's).
@@ -195,14 +195,14 @@ def test_one_prefill_one_decode_over_nixl_on_the_cpu_build(tmp_path, monkeypatch
         pytest.skip("nixl not installed (make setup)")
     for key, value in cpu_engine_env(tmp_path).items():
         monkeypatch.setenv(key, value)
-    key = tmp_path / "key"
-    key.write_text("engine-test-key\n")
+    key_file = tmp_path / "key"
+    key_file.write_text("engine-test-key\n")
     auth = {"Authorization": "Bearer engine-test-key"}
     model = create_model_dir("qwen3-tiny", tmp_path / "qwen3-tiny")
     ws = tmp_path / "ws"
     with api.serve(str(model), prefill=1, decode=1, port=free_port(), workspace=ws,
                    vllm_args=list(CPU_SERVE_ARGS), say=lambda _line: None,
-                   api_key_file=key, ready_timeout=600) as server:
+                   api_key_file=key_file, ready_timeout=600) as server:
         fleet = server.fleet
         assert fleet.plan.roles == ["prefill", "decode"] and fleet.plan.router.pd
         prefill_url, decode_url = (r.url for r in fleet.replicas)

@@ -275,8 +275,10 @@ class Fleet:
         it, a 1-token completion); several (the router's gateway mode, whose /v1/models is
         its own list), a 1-token completion per model, each routed by its name."""
         if not self.plan.router.igw:
+            # A longer wait than a server's own probe: the first request through a P/D
+            # router also makes the NIXL handshake (each retry would add one more request).
             return probe_ready(self.router_url, self.plan.served_model_name, self.api_key,
-                               timeout=5.0)
+                               timeout=30.0)
         headers = auth_headers(self.api_key)
         for model in self.plan.models:
             try:

@@ -100,15 +100,15 @@ def make_app(upstream: str, key: str | None):
             if upstream_response.headers.get("Content-Length") is not None and \
                     "chunked" not in upstream_response.headers.get("Transfer-Encoding", ""):
                 response.content_length = int(upstream_response.headers["Content-Length"])
-            await response.prepare(request)
             try:
+                await response.prepare(request)
                 async for chunk in upstream_response.content.iter_any():
                     await response.write(chunk)
+                await response.write_eof()
             except (ClientError, ConnectionResetError):
                 # The client left (or the router cut the stream): closing the upstream
                 # response aborts the request there too.
-                return response
-            await response.write_eof()
+                pass
             return response
 
     app = web.Application(client_max_size=MAX_BODY)
@@ -136,8 +136,12 @@ def main(argv: list[str] | None = None) -> int:
         pass
     print(f"pyserve gate: {args.listen}:{args.port} -> {args.upstream} "
           f"({'key required' if key else 'no key'})", flush=True)
+    # handler_cancellation: a client that leaves cancels its request here, which closes the
+    # connection to the router, which aborts the request on the server (abandoned requests
+    # would otherwise run to the end and pile up, e.g. READY probes that timed out).
     web.run_app(make_app(args.upstream.rstrip("/"), key), host=args.listen, port=args.port,
-                access_log=None, print=None, shutdown_timeout=5, reuse_address=True)
+                access_log=None, print=None, shutdown_timeout=5, reuse_address=True,
+                handler_cancellation=True)
     return 0
 
 
