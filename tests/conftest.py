@@ -79,3 +79,14 @@ def light_pyserve():
                               text=True, env=env, timeout=timeout)
 
     return run
+
+
+@pytest.fixture(autouse=True)
+def _foreign_engines():
+    """The vLLM engine processes already running when a test starts are not its own (see
+    tests/engine.py:engine_leftovers)."""
+    from .engine import FOREIGN_ENGINES, renamed_engines
+
+    FOREIGN_ENGINES.clear()
+    FOREIGN_ENGINES.update(renamed_engines())
+    yield

@@ -105,10 +105,20 @@ def read_record(workspace: Path) -> dict:
     return json.loads((workspace / "latest.json").read_text())
 
 
+# vLLM engine processes that ran before the current test started (another user's server on a
+# shared machine, say): never counted as this test's leftovers (tests/conftest.py fills it).
+FOREIGN_ENGINES: set[int] = set()
+
+
+def renamed_engines() -> set[int]:
+    return {pid for pid, cmd in processes_mentioning("VLLM::") if cmd.startswith("VLLM::")}
+
+
 def engine_leftovers(model: Path) -> list[tuple[int, str]]:
     """Processes of a served model still alive: those naming it, and vLLM's engine processes,
     which rename themselves (VLLM::EngineCore...) and so no longer name it. Tests run one
-    server at a time, so any such process after a stop is a leftover."""
+    server at a time, so such a process that was not there when the test began is a leftover
+    of it; one that was is someone else's."""
     renamed = [(pid, cmd) for pid, cmd in processes_mentioning("VLLM::")
-               if cmd.startswith("VLLM::")]
+               if cmd.startswith("VLLM::") and pid not in FOREIGN_ENGINES]
     return processes_mentioning(str(model)) + renamed

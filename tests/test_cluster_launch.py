@@ -207,11 +207,18 @@ def test_sbatch_reaches_ready_records_the_endpoint_and_scancel_stops_cleanly(
 def test_head_port_taken_is_refused_before_any_rank_starts(cluster, tiny_model, tmp_path):
     holder = subprocess.Popen(
         ["nsenter", f"--net=/var/run/netns/{HEAD}", sys.executable, "-c",
-         "import socket, time; s = socket.socket(); s.bind(('', 8000)); s.listen(); "
-         "print('bound', flush=True); time.sleep(120)"],
+         # SO_REUSEADDR as servers (and pyserve's probe) bind: connections of an earlier
+         # test's server on 8000 may linger in TIME_WAIT, which is not "in use"; a listener is.
+         "import socket, time; s = socket.socket(); "
+         "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('', 8000)); "
+         "s.listen(); print('bound', flush=True); time.sleep(120)"],
         stdout=subprocess.PIPE, text=True)
     try:
-        assert holder.stdout.readline().strip() == "bound"
+        bound = holder.stdout.readline().strip()
+        if bound != "bound":  # a listener outlived its test: name it
+            listeners = subprocess.run(["ip", "netns", "exec", HEAD, "ss", "-ltnp"],
+                                       capture_output=True, text=True).stdout
+            raise AssertionError(f"port 8000 is held in {HEAD}:\n{listeners}")
         workspace = tmp_path / "ws"
         result = subprocess.run(
             ["salloc", "-N", "2", "--gpus-per-node=1", sys.executable, "-m", "pyservecli",

@@ -108,3 +108,34 @@ def test_entrypoint_reaper_stops_renamed_processes_of_its_own_session(tmp_path):
         assert not alive(orphan)
     finally:
         subprocess.run(["kill", "-9", str(orphan)], capture_output=True)
+
+
+def test_the_leftover_check_ignores_a_foreign_engine_and_catches_its_own(tmp_path):
+    """#28: engine_leftovers counted every VLLM:: process on the machine, so another user's
+    server failed the test and a real leftover could not be told from it."""
+    import subprocess
+
+    from .engine import FOREIGN_ENGINES, engine_leftovers, renamed_engines
+
+    def engine(name):  # a process that renamed itself as vLLM's engine processes do
+        return subprocess.Popen(["bash", "-c", f"exec -a VLLM::{name} sleep 60"])
+
+    foreign = engine("ForeignCore")
+    try:
+        deadline = time.monotonic() + 10
+        while foreign.pid not in renamed_engines() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        FOREIGN_ENGINES.update(renamed_engines())  # as when a test begins
+        assert engine_leftovers(tmp_path / "m") == []
+        own = engine("EngineCore")
+        try:
+            deadline = time.monotonic() + 10
+            while not engine_leftovers(tmp_path / "m") and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert [pid for pid, _ in engine_leftovers(tmp_path / "m")] == [own.pid]
+        finally:
+            own.kill()
+            own.wait()
+    finally:
+        foreign.kill()
+        foreign.wait()
