@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import socket
 import statistics
 import subprocess
@@ -20,6 +21,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -98,17 +105,22 @@ def main() -> int:
                 except OSError:
                     await asyncio.sleep(0.1)
             rows = {}
+            gate_cpu_ms = 0.0
             for name, port in (("direct", up), ("gate", gate)):
                 await load(f"http://127.0.0.1:{port}/v1/completions", args.concurrency, 100)
+                cpu = cpu_seconds(process.pid)
                 wall, latencies, received = await load(
                     f"http://127.0.0.1:{port}/v1/completions", args.concurrency, args.requests)
+                if name == "gate":
+                    gate_cpu_ms = 1000 * (cpu_seconds(process.pid) - cpu) / args.requests
                 rows[name] = (args.requests / wall, args.requests * (args.chunks + 1) / wall,
                               statistics.median(latencies) * 1000)
                 print(f"{name:7} {rows[name][0]:9.0f} req/s {rows[name][1]:10.0f} chunks/s "
                       f"p50 {rows[name][2]:7.2f} ms  ({received} bytes)", flush=True)
             print(f"gate/direct: {rows['gate'][1] / rows['direct'][1]:.2f} of the chunk rate, "
-                  f"+{rows['gate'][2] - rows['direct'][2]:.2f} ms p50 at {args.concurrency} in "
-                  f"flight, {args.chunks} chunks per request")
+                  f"{rows['gate'][2] - rows['direct'][2]:+.2f} ms p50 at {args.concurrency} in "
+                  f"flight, {args.chunks} chunks per request; the gate's own CPU "
+                  f"{gate_cpu_ms:.3f} ms per request")
         finally:
             await runner.cleanup()
 

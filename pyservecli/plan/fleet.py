@@ -119,6 +119,12 @@ class FleetPlan:
     def role(self, index: int) -> str:
         return self.roles[index] if self.roles else "replica"
 
+    def label(self, index: int) -> str:
+        """How logs, status and errors name server ``index``: "replica 1", "prefill 0",
+        "decode 0" (numbered within its role), "replica 0 of MODEL" with several models."""
+        return _server_label([self.role(i) for i in range(len(self.replicas))],
+                             [r.request or r for r in self.replicas], index)
+
     @property
     def models(self) -> list[str]:
         """Every served model name, in the order of the --serve lines."""

@@ -157,7 +157,7 @@ class Fleet:
             plan = replace(plan, launch_suffix=f"{plan.launch_suffix}-{attempt}")
 
         def say(line: str, index: int = replica.index) -> None:
-            self.say(f"[replica {index}] {line}")
+            self.say(f"[{self.plan.label(index)}] {line}")
 
         return Launch(plan, replace(self.options, workspace_record=False), say=say)
 
@@ -173,11 +173,11 @@ class Fleet:
             try:
                 replica.launch.wait_ready()
             except NodeFailed as failure:
-                raise PyserveError(f"replica {replica.index} failed before READY: "
+                raise PyserveError(f"{self.plan.label(replica.index)} failed before READY: "
                                    f"{replica.launch.report_failure(failure)}; logs in "
                                    f"{replica.launch.files.log_dir}") from None
             replica.state = "serving"
-            self.say(f"pyserve: replica {replica.index} READY at {replica.url} "
+            self.say(f"pyserve: {self.plan.label(replica.index)} READY at {replica.url} "
                      f"({replica.launch.times['ready_s']:.1f}s)")
         self.start_router()
         self.record("ready", ready_s=round(time.monotonic() - self.t0, 2))
@@ -364,7 +364,7 @@ class Fleet:
             rotation = "taken out of rotation" if removed else \
                 "left to the router's health check" if left_listed else \
                 "the router could not be told"
-            self.say(f"pyserve: {self.plan.role(replica.index)} {replica.index} "
+            self.say(f"pyserve: {self.plan.label(replica.index)} "
                      f"({replica.url}) died: {reason}; {rotation}; "
                      f"{sum(r.state == 'serving' for r in self.replicas)} serving")
             replica.launch.shut_down("failed", code)
@@ -374,7 +374,7 @@ class Fleet:
                                                       daemon=True)
                 replica.restarting.start()
             elif self.restart:
-                self.say(f"pyserve: {self.plan.role(replica.index)} {replica.index} died "
+                self.say(f"pyserve: {self.plan.label(replica.index)} died "
                          f"{replica.deaths} times; not restarted again")
             self.record("ready")
         lost = self.lost_groups()
@@ -403,14 +403,14 @@ class Fleet:
         except (NodeFailed, PyserveError, OSError) as exc:
             if self.stopping.is_set():
                 return  # the fleet's stop ends this launch
-            self.say(f"pyserve: {self.plan.role(replica.index)} {replica.index} did not come "
+            self.say(f"pyserve: {self.plan.label(replica.index)} did not come "
                      f"back: {exc}")
             launch.shut_down("failed", 1)
             replica.state = "dead"
             return
         added = self._add(replica)
         replica.state = "serving"
-        self.say(f"pyserve: {self.plan.role(replica.index)} {replica.index} restarted and "
+        self.say(f"pyserve: {self.plan.label(replica.index)} restarted and "
                  f"{'back in rotation' if added else 'NOT re-added to the router'}")
         self.record("ready")
 
