@@ -140,7 +140,10 @@ def prepare_launch(model: str | None, *, tp: int | None = None, pp: int | None =
     def is_free(port: int) -> bool:
         # Free here, and not planned by another launcher of this host that has not bound it
         # yet (two launches started side by side).
-        return not probe or (is_port_free(port) and not reserved_by_other(port))
+        return not probe or is_free_here(port)
+
+    def is_free_here(port: int) -> bool:
+        return is_port_free(port) and not reserved_by_other(port)
 
     if replicas is None and not serve and prefill is None and (
             restart or router_policy != "round_robin"):
@@ -196,17 +199,20 @@ def prepare_launch(model: str | None, *, tp: int | None = None, pp: int | None =
                               launch_suffix=secrets.token_hex(3), policy=router_policy,
                               find_config=find_config,
                               router_host=resolve_ip(socket.gethostname()),
-                              listen=router_host or "0.0.0.0", groups=groups)
+                              listen=router_host or "0.0.0.0",
+                              # The gate and router run here, inside SLURM too.
+                              is_free_here=None if dry_run else is_free_here,
+                              groups=groups)
     else:
         def make() -> object:
             return make_plan(request, cluster, is_free=is_free, resolve=resolve_ip,
                              launch_suffix=secrets.token_hex(3), find_config=find_config)
     plan = make()
-    if probe:
+    if not dry_run:
         # Held for this launcher until it exits; lost to a launch planned at the same moment:
         # plan again with what is free now.
         for _attempt in range(5):
-            if not reserve(planned_ports(plan)):
+            if not reserve(planned_ports(plan, here_only=cluster.in_slurm)):
                 break
             plan = make()
         else:
@@ -227,11 +233,14 @@ def prepare_launch(model: str | None, *, tp: int | None = None, pp: int | None =
     return PreparedLaunch(plan=plan, options=options, container=container, restart=restart)
 
 
-def planned_ports(plan) -> set[int]:
+def planned_ports(plan, here_only: bool = False) -> set[int]:
     """Every port a plan will bind where it runs: the API and internal ports of each server,
     and for a fleet its public port, the router's admin and metrics ports and the NIXL side
-    channels."""
+    channels. ``here_only``: only those bound on the launching host (inside SLURM the servers
+    run on the allocation's nodes, which check their own ports)."""
     launches = plan.replicas if hasattr(plan, "router") else [plan]
+    if here_only:
+        launches = []
     ports: set[int] = set()
     for one in launches:
         ports |= {one.ports.api, one.ports.dp_rpc, one.ports.master, one.ports.ray}

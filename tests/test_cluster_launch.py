@@ -24,6 +24,7 @@ from .engine import (
     CPU_SERVE_ARGS,
     cpu_engine_env,
     engine_leftovers,
+    free_port,
     processes_mentioning,
     require_engine,
 )
@@ -367,11 +368,12 @@ def test_replicas_on_two_nodes_behind_one_router(cluster, tiny_model, tmp_path):
     workspace = tmp_path / "ws"
     env = cluster_env(cluster, tmp_path)
     stderr_log = tmp_path / "launcher.stderr"
+    port = free_port()  # the router's, on this host (no fixed port: the machine is not ours)
     with open(stderr_log, "w") as stderr:
         proc = subprocess.Popen(
             ["salloc", "-N", "2", "--gpus-per-node=1", "--job-name=pyserve-replicas",
              sys.executable, "-m", "pyservecli", "launch", str(tiny_model), "--replicas", "2",
-             "--workspace", str(workspace), "--port", "8100",
+             "--workspace", str(workspace), "--port", str(port),
              # Each replica is rank 0 of its own launch: let the OS place the threads.
              "--env", "VLLM_CPU_OMP_THREADS_BIND=nobind", *CPU_SERVE_ARGS],
             env=env, stdout=subprocess.PIPE, stderr=stderr, text=True, start_new_session=True)
@@ -382,9 +384,9 @@ def test_replicas_on_two_nodes_behind_one_router(cluster, tiny_model, tmp_path):
             assert line, stderr_log.read_text()[-3000:]
         info = record(workspace)
         replicas = info["roles"]["replicas"]
-        assert [r["url"] for r in replicas] == [f"http://{HEAD_IP}:8101",
-                                                 "http://10.77.0.12:8102"]
-        base = "http://127.0.0.1:8100"
+        assert [r["url"] for r in replicas] == [f"http://{HEAD_IP}:{port + 1}",
+                                                 f"http://10.77.0.12:{port + 2}"]
+        base = f"http://127.0.0.1:{port}"
         admin = f"http://127.0.0.1:{info['roles']['router']['admin_port']}"
         listed = requests.get(f"{admin}/list_workers", timeout=10).json()["urls"]
         assert sorted(listed) == sorted(r["url"] for r in replicas)
@@ -406,4 +408,4 @@ def test_replicas_on_two_nodes_behind_one_router(cluster, tiny_model, tmp_path):
     # before (or instead of) the launcher's own stop: either way the fleet is over.
     assert record(workspace)["state"] in ("stopped", "failed")
     with pytest.raises(requests.RequestException):
-        requests.get("http://127.0.0.1:8100/health", timeout=3)
+        requests.get(f"http://127.0.0.1:{port}/health", timeout=3)

@@ -236,6 +236,7 @@ def make_fleet(request: LaunchRequest, cluster: Cluster, replicas: int,
                find_config: FindConfig | None = None,
                router_host: str = "127.0.0.1",
                listen: str = "0.0.0.0",
+               is_free_here: Callable[[int], bool] | None = None,
                groups: list[ServeGroup] | None = None) -> FleetPlan:
     """``replicas`` launch plans of ``request`` over equal shares of ``cluster`` and the router
     in front on ``request.port``; or, with ``groups`` (several models), each group's replicas
@@ -255,7 +256,8 @@ def make_fleet(request: LaunchRequest, cluster: Cluster, replicas: int,
         raise PyserveError(f"{len(shares)} servers in one fleet; at most {MAX_REPLICAS}")
     if not 1 <= request.port <= 65535:
         raise PyserveError(f"--port must be between 1 and 65535, got {request.port}")
-    if not is_free(request.port):
+    here = is_free_here or is_free
+    if not here(request.port):
         raise PyserveError(f"port {request.port} is already in use on this host; choose another "
                            "--port")
     # The fleet's own window: the free ports after --port, in order (every server's API port,
@@ -267,9 +269,9 @@ def make_fleet(request: LaunchRequest, cluster: Cluster, replicas: int,
     def free(port: int) -> bool:
         return port not in taken and is_free(port)
 
-    def next_port() -> int:
+    def next_port(probe: Callable[[int], bool] = is_free) -> int:
         nonlocal cursor
-        cursor = _next_free(cursor + 1, free)
+        cursor = _next_free(cursor + 1, lambda port: port not in taken and probe(port))
         taken.add(cursor)
         return cursor
 
@@ -320,8 +322,8 @@ def make_fleet(request: LaunchRequest, cluster: Cluster, replicas: int,
     if groups and not pd and len(names) < len(groups):
         raise PyserveError("two --serve lines serve the same model name; give each its own "
                            "--served-model-name")
-    admin = next_port()
-    metrics = next_port()
+    admin = next_port(here)  # the router's, on the launching host
+    metrics = next_port(here)
     urls = [worker_url(p) for p in plans]
     router = RouterPlan(host=router_host, port=request.port, metrics_port=metrics,
                         admin_port=admin, listen=listen,
