@@ -396,7 +396,8 @@ def test_a_late_heartbeat_does_not_stop_a_node_whose_launcher_lives(tmp_path):
     sleeper = subprocess.Popen(["sleep", "300"])
     try:
         script = render_node(tmp_path, None, heartbeat_timeout=5, launcher_pid=sleeper.pid,
-                             launcher_host=socket.gethostname())
+                             launcher_host=socket.gethostname(),
+                             launcher_pidns=os.readlink("/proc/self/ns/pid"))
         os.utime(tmp_path / "hb", (time.time() - 600, time.time() - 600))
         node = subprocess.Popen(["bash", str(script)], start_new_session=True)
         try:
@@ -412,3 +413,26 @@ def test_a_late_heartbeat_does_not_stop_a_node_whose_launcher_lives(tmp_path):
         sleeper.kill()
     log = (tmp_path / "h.log").read_text()
     assert f"PID {sleeper.pid}" in log and "has ended" in log, log
+
+
+def test_a_node_in_another_pid_namespace_goes_by_the_heartbeat(tmp_path):
+    """A node script inside a container (--image; host network, so the host's name, but a PID
+    namespace of its own) cannot see the launcher's PID: it must go by the heartbeat, not take
+    the launcher for gone."""
+    from .test_security import render_node
+
+    script = render_node(tmp_path, None, heartbeat_timeout=5, launcher_pid=2 ** 22 - 1,
+                         launcher_host=socket.gethostname(), launcher_pidns="pid:[1]")
+    node = subprocess.Popen(["bash", str(script)], start_new_session=True)
+    try:
+        for _ in range(16):  # 8 s, past the watcher's first looks: the launcher beats
+            os.utime(tmp_path / "hb")
+            time.sleep(0.5)
+        assert node.poll() is None, (tmp_path / "h.log").read_text()
+        os.utime(tmp_path / "hb", (time.time() - 600, time.time() - 600))
+        node.wait(timeout=30)
+    finally:
+        if node.poll() is None:
+            os.killpg(node.pid, signal.SIGKILL)
+    log = (tmp_path / "h.log").read_text()
+    assert "no word from the launcher (on" in log and "has ended" not in log, log

@@ -51,6 +51,15 @@ HEARTBEAT_INTERVAL_S = 2.0
 HEARTBEAT_TIMEOUT_S = 120
 
 
+def _pid_namespace() -> str:
+    """This process's PID namespace ("pid:[4026531836]"): a node script sees the launcher's
+    PID only from the same one (not from inside a container)."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
 def heartbeat_timeout() -> int:
     """HEARTBEAT_TIMEOUT_S, or PYSERVE_HEARTBEAT_TIMEOUT_S (seconds, at least 5) when set."""
     value = os.environ.get("PYSERVE_HEARTBEAT_TIMEOUT_S", "")
@@ -104,6 +113,7 @@ def write_job_files(plan: LaunchPlan, options: LaunchOptions) -> JobFiles:
             secrets_file=str(secrets_file) if secrets_file else None,
             heartbeat=str(files.heartbeat), heartbeat_timeout=heartbeat_timeout(),
             launcher_pid=os.getpid(), launcher_host=socket.gethostname(),
+            launcher_pidns=_pid_namespace(),
             stop_grace=int(options.stop_grace),
             api_key_file=api_key_file, exit_file=str(files.exit_file(node.host)),
             log_file=str(files.log(node.host)),
