@@ -250,6 +250,11 @@ def test_two_keyed_models_are_each_routed_by_name(tmp_path):
             for model in (str(a), str(b)):
                 answer = post(base, "/v1/completions", model)
                 assert answer.status_code == 200 and answer.json()["model"] == model
+        from .conftest import run_pyserve
+
+        status = run_pyserve("status", "--workspace", str(tmp_path / "ws")).stdout
+        assert f"models             {a}, {b}" in status, status
+        assert f"replica 0 of {a}" in status and f"replica 0 of {b}" in status, status
     finally:
         stop(proc)
 

@@ -299,10 +299,14 @@ def status(launch, workspace, fmt):
     if fmt == "json":
         click.echo(json.dumps(info, indent=2))
     else:
-        for key in ("launch_id", "job_id", "state", "launcher_alive", "slurm_state",
-                    "answering", "endpoint", "served_model_name", "log_dir", "ready_s"):
+        fields = ["launch_id", "job_id", "state", "launcher_alive", "slurm_state",
+                  "answering", "endpoint", "served_model_name", "log_dir", "ready_s"]
+        if len(info.get("models") or []) > 1:  # a fleet of several models: name them all
+            fields[fields.index("served_model_name")] = "models"
+        for key in fields:
             if key in info:
-                click.echo(f"{key:18} {info[key]}")
+                value = ", ".join(map(str, info[key])) if key == "models" else info[key]
+                click.echo(f"{key:18} {value}")
         for host, entry in (info.get("startup") or {}).items():
             phases = ", ".join(f"{name} {at}s" for name, at in entry["phases_s"].items())
             cache = entry.get("compile_cache") or "not used"
@@ -311,11 +315,14 @@ def status(launch, workspace, fmt):
         roles = info.get("roles") if isinstance(info.get("roles"), dict) else {}
         if roles.get("router"):
             router = roles["router"]
-            click.echo(f"{'router':18} port {router.get('port')}, {router.get('mode')} mode, "
+            click.echo(f"{'router':18} port {router.get('port')} (gate), admin 127.0.0.1:"
+                       f"{router.get('admin_port')}, {router.get('mode')} mode, "
                        f"{router.get('policy')}; log {router.get('log')}")
         for replica in roles.get("replicas") or []:
-            click.echo(f"{replica.get('role', 'replica') + ' ' + str(replica.get('index')):18} "
-                       f"{replica.get('url')} {replica.get('state')} (deaths "
+            # As the launcher's log names it (prefill 0, decode 0, replica 1 of MODEL).
+            label = str(replica.get("label") or f"{replica.get('role', 'replica')} "
+                                                 f"{replica.get('index')}")
+            click.echo(f"{label:18} {replica.get('url')} {replica.get('state')} (deaths "
                        f"{replica.get('deaths')}) {replica.get('model')}")
 
 

@@ -135,6 +135,7 @@ class Fleet:
                                  "deaths": self.router_deaths},
                       "replicas": [{"index": r.index, "url": r.url, "state": r.state,
                                     "role": self.plan.role(r.index),
+                                    "label": self.plan.label(r.index),
                                     "model": r.plan.served_model_name,
                                     "source": r.plan.model,
                                     "deaths": r.deaths,
