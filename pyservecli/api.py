@@ -564,6 +564,7 @@ class TopologyPlan:
     ttft_ms: float | None = None
     tpot_ms: float | None = None
     measured: list | None = None  # bench.planreport.MeasuredRow after measure_plan
+    measured_with: dict | None = None  # what else the measurements depended on (flags, env)
 
     def header(self) -> dict:
         gpu = self.cluster.gpu
@@ -583,7 +584,9 @@ class TopologyPlan:
     def report(self) -> dict:
         from pyservecli.bench.planreport import report
 
-        return report(self.header(), self.ranked, self.measured, self.goal)
+        data = report(self.header(), self.ranked, self.measured, self.goal)
+        return data if self.measured_with is None else {**data,
+                                                         "measured_with": self.measured_with}
 
 
 def plan_topologies(model: str, *, goal: str = "throughput", isl: int | None = None,
@@ -721,7 +724,8 @@ def measure_plan(topology_plan: TopologyPlan, *, top: int = 3, out: str | Path |
             say(f"pyserve: {shape.describe()} failed: {exc}")
         rows.append(MeasuredRow(cand, plan_.ranked.index(cand) + 1, record))
     plan_.measured = rows
-    data = {**plan_.report(), "measured_with": measured_with}
+    plan_.measured_with = measured_with
+    data = plan_.report()
     out_dir.mkdir(parents=True, exist_ok=True)
     write_private(out_dir / PLAN_FILE, json.dumps(data, indent=2) + "\n")
     return out_dir / PLAN_FILE

@@ -2,8 +2,8 @@
 
 import json
 import os
+import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,10 +27,26 @@ def require_engine():
         pytest.skip("vLLM not installed (scripts/setup-cpu-engine.sh)")
 
 
+# Below the kernel's ephemeral range (32768-60999 here) and pyserve's job windows (20000+):
+# a port the OS hands out for bind(0) is one it also hands out as a client connection's local
+# port, and a fleet binds its router's ports seconds after planning them. Random, so that two
+# calls (or two pytest workers) do not pick the same.
+_TEST_PORTS = range(10000, 19000, 20)  # 20 apart: a fleet takes the ports after its own
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port nothing listens on, with the 19 after it free too (a fleet's window)."""
+    from pyservecli.run.portprobe import is_port_free
+
+    for _ in range(200):
+        port = random.choice(_TEST_PORTS)
+        if all(is_port_free(p) for p in range(port, port + 20)) and port not in _given:
+            _given.add(port)
+            return port
+    raise AssertionError("no free port block for the test")
+
+
+_given: set[int] = set()
 
 
 def cpu_engine_env(work: Path) -> dict:

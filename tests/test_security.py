@@ -42,9 +42,9 @@ def launcher_argv(bin_dir: Path, *args: str) -> list[str]:
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    from .engine import free_port as engine_free_port
+
+    return engine_free_port()
 
 
 def start_launch(tmp_path, workspace, port, *extra, env=None, gpus_per_node=1):

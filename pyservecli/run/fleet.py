@@ -203,8 +203,7 @@ class Fleet:
     def start_router(self) -> None:
         """vllm-router on loopback and the gate on the public port; READY once the router lists
         every serving server and each model answers through the gate."""
-        self.router = self._tethered([find_router(), *self.plan.router.argv()[1:]],
-                                     self.router_log, self._router_env())
+        self._start_router_process()
         key_file = str(self.options.api_key_file.resolve()) if self.options.api_key_file \
             else None
         self.gate = self._tethered([sys.executable, "-m", "pyservecli.workers.gate",
@@ -248,6 +247,43 @@ class Fleet:
             time.sleep(0.5)
         raise PyserveError(f"the router did not answer READY in {budget:.0f} s (last probe: "
                            f"{why}); see {self.router_log} and {self.gate_log}")
+
+    def _start_router_process(self) -> None:
+        """vllm-router, until its management API answers. Its ports were free when planned,
+        maybe minutes ago (models load first): one taken since (a client connection's local
+        port, another program) moves the router to two other free ports."""
+        for attempt in range(3):
+            self.router = self._tethered([find_router(), *self.plan.router.argv()[1:]],
+                                         self.router_log, self._router_env())
+            deadline = time.monotonic() + 60
+            while self.router.poll() is None and time.monotonic() < deadline:
+                if self.router_workers() is not None:
+                    return
+                time.sleep(0.2)
+            if self.router.poll() is None:
+                return  # slow to start: the READY loop waits on
+            if "Address already in use" not in tail(self.router_log, 20) or attempt == 2:
+                raise PyserveError(f"the router exited with status {self.router.returncode}: "
+                                   f"{tail(self.router_log, 5)}")
+            old = self.plan.router
+            self.plan.router = replace(old, **self._two_free_ports(old))
+            self.say(f"pyserve: the router's port {old.admin_port} or {old.metrics_port} was "
+                     f"taken since it was planned; moved to {self.plan.router.admin_port} and "
+                     f"{self.plan.router.metrics_port}")
+
+    def _two_free_ports(self, router) -> dict:
+        from pyservecli.run.portprobe import is_port_free
+        from pyservecli.run.portreserve import reserve, reserved_by_other
+
+        found: list[int] = []
+        port = max(router.admin_port, router.metrics_port)
+        while len(found) < 2:
+            port += 1
+            if port > 65535:
+                raise PyserveError("no free port left for the router")
+            if is_port_free(port) and not reserved_by_other(port) and not reserve([port]):
+                found.append(port)
+        return {"admin_port": found[0], "metrics_port": found[1]}
 
     def _mode_words(self) -> str:
         router = self.plan.router
