@@ -106,8 +106,7 @@ def prepare_launch(model: str | None, *, tp: int | None = None, pp: int | None =
     from pyservecli.run.cluster import detect, resolve_ip
     from pyservecli.run.hfhub import find_config
     from pyservecli.run.launcher import LaunchOptions
-    from pyservecli.run.portprobe import is_port_free
-    from pyservecli.run.portreserve import reserve, reserved_by_other
+    from pyservecli.run.portreserve import is_free_here, reserve
     from pyservecli.run.tools import require_nsys
 
     ws = _workspace(workspace)
@@ -141,9 +140,6 @@ def prepare_launch(model: str | None, *, tp: int | None = None, pp: int | None =
         # Free here, and not planned by another launcher of this host that has not bound it
         # yet (two launches started side by side).
         return not probe or is_free_here(port)
-
-    def is_free_here(port: int) -> bool:
-        return is_port_free(port) and not reserved_by_other(port)
 
     if replicas is None and not serve and prefill is None and (
             restart or router_policy != "round_robin"):
@@ -218,7 +214,6 @@ def prepare_launch(model: str | None, *, tp: int | None = None, pp: int | None =
         else:
             raise PyserveError("the planned ports kept being taken by other launches on this "
                                "host; try again, or give another --port")
-    if not dry_run:
         _check_writable(ws, "--workspace")
         if cache_dir and compile_cache:
             # Given explicitly: refused here rather than each node quietly going without it.

@@ -383,6 +383,8 @@ def test_stop_names_a_live_fleet_when_the_latest_launch_failed(tmp_path):
         latest.write_text(json.dumps({**first, "launch_id": "999-failed", "state": "failed"}))
         result = run_pyserve("stop", "--workspace", str(tmp_path / "ws"))
         assert result.returncode == 2 and first["launch_id"] in result.stderr, result.stderr
+        for server in first["roles"]["replicas"]:  # the fleet stands for its servers
+            assert server["launch_id"] not in result.stderr, result.stderr
         found = run_pyserve("status", first["job_id"], "--workspace", str(tmp_path / "ws"))
         assert first["launch_id"] in found.stdout, found.stdout + found.stderr
         result = run_pyserve("stop", first["launch_id"], "--workspace", str(tmp_path / "ws"))

@@ -274,7 +274,7 @@ def describe_fleet(fleet) -> str:
              "only (with --api-key-file the key is checked there)",
              f"router on 127.0.0.1:{router.admin_port}: {shjoin(router.argv())}"]
     for index, replica in enumerate(fleet.replicas):
-        lines.append(f"--- {fleet.role(index)} {index} at {worker_url(replica)} ---")
+        lines.append(f"--- {fleet.label(index)} at {worker_url(replica)} ---")
         lines.append(describe_plan(replica))
     return "\n".join(lines)
 

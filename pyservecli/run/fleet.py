@@ -191,11 +191,15 @@ class Fleet:
             return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
                                     stdin=subprocess.DEVNULL, start_new_session=True)
 
+    @staticmethod
+    def _env_without_keys() -> dict:
+        return {k: v for k, v in os.environ.items() if k not in KEY_ENV_NAMES}
+
     def _router_env(self) -> dict:
         """The router's environment: the key only in P/D mode, where the router sends its own
         (``OPENAI_API_KEY``) to both servers instead of the client's header; in the other modes
         it forwards the client's header and needs none."""
-        env = {k: v for k, v in os.environ.items() if k not in KEY_ENV_NAMES}
+        env = self._env_without_keys()
         if self.api_key and self.plan.router.pd:
             env["OPENAI_API_KEY"] = self.api_key
         return env
@@ -208,8 +212,7 @@ class Fleet:
             else None
         self.gate = self._tethered([sys.executable, "-m", "pyservecli.workers.gate",
                                     *self.plan.router.gate_argv(key_file)], self.gate_log,
-                                   {k: v for k, v in os.environ.items()
-                                    if k not in KEY_ENV_NAMES})
+                                   self._env_without_keys())
         serving = [r for r in self.replicas if r.state == "serving"]
         self.say(f"pyserve: router on {self.plan.router.endpoint} ({self.plan.router.policy}, "
                  f"{self._mode_words()}) in front of {len(serving)} servers; its management "
@@ -272,8 +275,7 @@ class Fleet:
                      f"{self.plan.router.metrics_port}")
 
     def _two_free_ports(self, router) -> dict:
-        from pyservecli.run.portprobe import is_port_free
-        from pyservecli.run.portreserve import reserve, reserved_by_other
+        from pyservecli.run.portreserve import is_free_here, reserve
 
         found: list[int] = []
         port = max(router.admin_port, router.metrics_port)
@@ -281,7 +283,7 @@ class Fleet:
             port += 1
             if port > 65535:
                 raise PyserveError("no free port left for the router")
-            if is_port_free(port) and not reserved_by_other(port) and not reserve([port]):
+            if is_free_here(port) and not reserve([port]):
                 found.append(port)
         return {"admin_port": found[0], "metrics_port": found[1]}
 

@@ -154,6 +154,8 @@ def write_record(plan: LaunchPlan, files: JobFiles, options: LaunchOptions, **st
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "plan": plan.as_dict(),
         "image": image_record(options.container),
+        # A fleet's server: the fleet's record (fleet-ID.json) stands for it in status and stop.
+        "fleet_server": not options.workspace_record,
         **state,
     }
     text = json.dumps(record, indent=2) + "\n"

@@ -51,6 +51,13 @@ def reserved_by_other(port: int) -> bool:
     return owner is not None and owner != _me()
 
 
+def is_free_here(port: int) -> bool:
+    """Free on this host and not planned by another live launcher of it."""
+    from pyservecli.run.portprobe import is_port_free
+
+    return is_port_free(port) and not reserved_by_other(port)
+
+
 def _ensure_directory() -> Path:
     path = directory()
     try:

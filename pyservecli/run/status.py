@@ -102,13 +102,8 @@ def find_record(workspace: Path, launch: str | None = None) -> Path:
                   workspace / f"fleet-{launch}.json"):
         if exact.is_file():
             return exact
-    # A job id: its newest launch or fleet (a fleet's servers have records of their own under
-    # logs/, named after the fleet; the fleet's is the one to follow).
-    fleets = list(workspace.glob(f"fleet-{glob_escape(launch)}-*.json"))
-    fleet_ids = {f.name[len("fleet-"):-len(".json")] for f in fleets}
-    launches = [f for f in (workspace / "logs").glob(f"{glob_escape(launch)}-*/launch.json")
-                if not any(f.parent.name.startswith(fleet + "r") for fleet in fleet_ids)]
-    found = sorted(fleets + launches, key=lambda f: f.stat().st_mtime)
+    # A job id: its newest launch or fleet.
+    found = record_files(workspace, f"{glob_escape(launch)}-*")
     if not found:
         raise PyserveError(f"no launch {launch!r} recorded in {workspace}")
     return found[-1]
@@ -118,17 +113,28 @@ def glob_escape(text: str) -> str:
     return "".join(f"[{c}]" if c in "*?[]" else c for c in text)
 
 
-def live_launches(workspace: Path) -> list[dict]:
-    """Every launch and fleet of the workspace that is live (``is_live``), newest last; a
-    fleet's own servers are its, not listed apart."""
+def record_files(workspace: Path, ids: str = "*") -> list[Path]:
+    """The records of the workspace's launches and fleets whose ids match the glob ``ids``,
+    oldest first. A fleet's servers have records of their own under logs/ (``fleet_server``);
+    they are the fleet's, and its record stands for them."""
     workspace = Path(workspace)
-    fleets = sorted(workspace.glob("fleet-*.json"), key=lambda f: f.stat().st_mtime)
-    fleet_ids = {f.name[len("fleet-"):-len(".json")] for f in fleets}
-    launches = [f for f in sorted((workspace / "logs").glob("*/launch.json"),
-                                  key=lambda f: f.stat().st_mtime)
-                if not any(f.parent.name.startswith(fleet + "r") for fleet in fleet_ids)]
+    fleets = list(workspace.glob(f"fleet-{ids}.json"))
+    launches = [f for f in (workspace / "logs").glob(f"{ids}/launch.json")
+                if not _is_fleet_server(f)]
+    return sorted(fleets + launches, key=lambda f: f.stat().st_mtime)
+
+
+def _is_fleet_server(path: Path) -> bool:
+    try:
+        return json.loads(path.read_text()).get("fleet_server") is True
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def live_launches(workspace: Path) -> list[dict]:
+    """Every launch and fleet of the workspace that is live (``is_live``), newest last."""
     live = []
-    for path in fleets + launches:
+    for path in record_files(workspace):
         try:
             record = read_record(path)
         except PyserveError:
