@@ -82,7 +82,7 @@ def prepare_launch(model: str | None, *, tp: int | None = None, pp: int | None =
                    restart: bool = False, serve: Sequence[dict] | None = None,
                    prefill: int | None = None, decode: int | None = None,
                    prefill_tp: int | None = None, decode_tp: int | None = None,
-                   router_host: str | None = None,
+                   router_host: str | None = None, perf_db: str | Path | None = None,
                    dry_run: bool = False) -> PreparedLaunch:
     """Every check ``pyserve launch`` makes before starting anything, and the plan.
 
@@ -99,6 +99,8 @@ def prepare_launch(model: str | None, *, tp: int | None = None, pp: int | None =
     ``model`` (TP ``prefill_tp``/``decode_tp``, else equal shares), KV moved over NIXL, the
     router in P/D mode. ``router_host``: the interface of the fleet's public port (default all;
     the router's management API is on loopback whatever this says).
+    ``perf_db``: the performance store whose measurements can overrule the automatic choice
+    (default $PYSERVE_PERF_DB, else WORKSPACE/perf.db).
     ``dry_run``: a plan for anywhere (ports are not probed, nsys need not be installed)."""
     from pyservecli.plan.launch import LaunchRequest, make_plan
     from pyservecli.plan.profiling import NSYS_FINALIZE_GRACE_S, torch_profiler_config
@@ -202,7 +204,9 @@ def prepare_launch(model: str | None, *, tp: int | None = None, pp: int | None =
     else:
         def make() -> object:
             return make_plan(request, cluster, is_free=is_free, resolve=resolve_ip,
-                             launch_suffix=secrets.token_hex(3), find_config=find_config)
+                             launch_suffix=secrets.token_hex(3), find_config=find_config,
+                             rank_auto=lambda facts, found, choice, args: ranked_choice(
+                                 facts, found, choice, args, ws, perf_db))
     plan = make()
     if not dry_run:
         # Held for this launcher until it exits; lost to a launch planned at the same moment:
@@ -390,7 +394,8 @@ def bench(base_url: str, *, types: Sequence[str] = ("throughput",), isl: int | N
           model: str | None = None, tokenizer: str | None = None,
           dataset_dir: str | Path | None = None, out: str | Path | None = None,
           resume: bool = False, profile: bool = False, api_key: str | None = None,
-          workspace: str | Path | None = None, seed: int | None = None, say: Say = _stderr):
+          workspace: str | Path | None = None, seed: int | None = None, say: Say = _stderr,
+          perf_db: str | Path | None = None):
     """``pyserve bench``: runs the points, writes OUT/<suite>/<point>.json and OUT/summary.csv,
     returns the ``PointResult`` list (``.valid``, ``.model``, ``.result`` = vLLM's keys +
     provenance). An endpoint that serves several models (a router) and no ``model``: each model
@@ -416,7 +421,7 @@ def bench(base_url: str, *, types: Sequence[str] = ("throughput",), isl: int | N
         mine = run_points(points, server, target, tokenizer=tokenizer,
                           dataset_dir=Path(dataset_dir) if dataset_dir else None,
                           api_key=api_key, workspace=ws, profile=profile, resume=resume,
-                          seed=seed, say=say)
+                          seed=seed, say=say, perf_db=_perf_store(ws, perf_db).path)
         write_summary(mine, target, server_gpus(mine))
         results += mine
     return results
@@ -439,13 +444,17 @@ def sweep(suites: Sequence[str] = ("rate", "concurrency"), *, base_url: str | No
           servers: Sequence[tuple[str, dict]] = (), num_prompts: int | None = None,
           tokenizer: str | None = None, out: str | Path | None = None, resume: bool = False,
           api_key: str | None = None, workspace: str | Path | None = None,
-          say: Say = _stderr, points: Sequence | None = None) -> list[SweepRun]:
+          say: Say = _stderr, points: Sequence | None = None,
+          perf_db: str | Path | None = None, perf_source: str = "sweep",
+          search: Callable | None = None) -> list[SweepRun]:
     """``pyserve sweep``: the suites' points against the server at ``base_url``, or against
     each of ``servers`` (``(label, serve settings)``), launched one at a time. Results in
     OUT/<label>/<suite>/<point>.json and OUT/<label>/summary.csv; ``resume`` skips points done.
     A ``base_url`` serving several models (a router): each model in turn, label
     HOST-PORT/<model>. ``points``: these ``BenchPoint``s instead of the suites' (``pyserve plan
-    --measure``)."""
+    --measure``); ``search(run_one)``: chooses the points itself against each live server,
+    ``run_one(point)`` -> its ``PointResult``, and returns the results (a goodput search).
+    Every good result goes to the performance store ``perf_db`` as ``perf_source``."""
     from pyservecli.bench.runner import (
         models_to_measure,
         run_points,
@@ -463,6 +472,7 @@ def sweep(suites: Sequence[str] = ("rate", "concurrency"), *, base_url: str | No
                             what="sweep suite")
     points = list(points)
     ws = _workspace(workspace)
+    store = _perf_store(ws, perf_db)
     out_dir = Path(out) if out else ws / "sweep"
     # (label, launch settings or None for the running server, its model when known)
     configs: list[tuple[str, dict | None, object | None]] = [
@@ -477,9 +487,14 @@ def sweep(suites: Sequence[str] = ("rate", "concurrency"), *, base_url: str | No
 
         def run_all(url: str, target: Path = target, known=known) -> tuple[list, float]:
             start = time.monotonic()
-            results = run_points(points, known or server_info(url, None, api_key), target,
-                                 tokenizer=tokenizer, api_key=api_key, workspace=ws,
-                                 resume=resume, say=say)
+            server = known or server_info(url, None, api_key)
+
+            def run(chosen: list) -> list:
+                return run_points(chosen, server, target, tokenizer=tokenizer, api_key=api_key,
+                                  workspace=ws, resume=resume, say=say, perf_db=store.path,
+                                  perf_source=perf_source)
+
+            results = run(points) if search is None else search(lambda pt: run([pt])[0])
             return results, time.monotonic() - start
 
         server_start = None
@@ -525,8 +540,10 @@ def plan_offline(model: str, *, tp: int | None = None, pp: int | None = None,
                              resolve=resolve_ip)
 
 
-def run_offline(offline_plan, *, say: Say = lambda _line: None) -> dict:
-    """Run every rank of ``offline_plan``, merge; returns the result (also OUT/result.json)."""
+def run_offline(offline_plan, *, say: Say = lambda _line: None,
+                perf_db: str | Path | None = None) -> dict:
+    """Run every rank of ``offline_plan``, merge; returns the result (also OUT/result.json),
+    added to the performance store ``perf_db`` when given (``perf_store_path``)."""
     from pyservecli.run.offline import execute
     from pyservecli.run.tools import require_nsys, require_viztracer
 
@@ -534,7 +551,15 @@ def run_offline(offline_plan, *, say: Say = lambda _line: None) -> dict:
         require_nsys()
     if offline_plan.config.get("viztracer"):
         require_viztracer()
-    return execute(offline_plan, say)
+    result = execute(offline_plan, say)
+    if perf_db is not None:
+        from pyservecli.bench.perfstore import PerfStore, record_result
+
+        problem = record_result(PerfStore(perf_db), result,
+                                Path(offline_plan.out_dir) / "result.json", "offline")
+        if problem:
+            say(f"pyserve offline: {problem}")
+    return result
 
 
 def offline(model: str, *, say: Say = lambda _line: None, **settings) -> dict:
@@ -560,6 +585,8 @@ class TopologyPlan:
     tpot_ms: float | None = None
     measured: list | None = None  # bench.planreport.MeasuredRow after measure_plan
     measured_with: dict | None = None  # what else the measurements depended on (flags, env)
+    explained: list = field(default_factory=list)  # plan.auto.explain's lines
+    store: dict | None = None  # the performance store read: path, shape, points found
 
     def header(self) -> dict:
         gpu = self.cluster.gpu
@@ -574,7 +601,9 @@ class TopologyPlan:
                 "model_facts": self.facts.summary(),
                 "automatic_choice": {"shape": self.choice.shape.label
                                      if self.choice.shape else None,
-                                     "decisions": list(self.choice.decisions)}}
+                                     "decisions": list(self.choice.decisions)},
+                "explained": list(self.explained),
+                "perf_store": self.store}
 
     def report(self) -> dict:
         from pyservecli.bench.planreport import report
@@ -589,12 +618,17 @@ def plan_topologies(model: str, *, goal: str = "throughput", isl: int | None = N
                     ttft_ms: float | None = None, tpot_ms: float | None = None,
                     nodelist: str | None = None, gpus_per_node: int | None = None,
                     gpu_memory: float | str | None = None,
-                    vllm_args: Sequence[str] = ()) -> TopologyPlan:
-    """Every valid topology of the allocation for ``model``, with its memory fit and estimate,
-    ranked for ``goal`` (throughput: output tok/s at ``concurrency`` requests of ``isl``/``osl``
-    tokens [default 1024/256, 64 per GPU]; latency: TPOT at concurrency 1). ``ttft_ms`` /
-    ``tpot_ms``: candidates whose estimate misses them rank after those that meet them."""
-    from pyservecli.plan.auto import candidates, choose, rank
+                    vllm_args: Sequence[str] = (), workspace: str | Path | None = None,
+                    perf_db: str | Path | None = None,
+                    disaggregated: bool = True) -> TopologyPlan:
+    """Every valid topology of the allocation for ``model`` (one server, and prefill/decode
+    fleets when ``disaggregated``), with its memory fit and figure, ranked for ``goal``
+    (throughput: output tok/s at ``concurrency`` requests of ``isl``/``osl`` tokens [default
+    1024/256, 64 per GPU]; latency: TPOT at concurrency 1). Figures come from the performance
+    store (``perf_db``, else $PYSERVE_PERF_DB, else WORKSPACE/perf.db, plus the seed that ships
+    with pyserve) where it has points, else from the estimator. ``ttft_ms`` / ``tpot_ms``: rank
+    by goodput, the most output tok/s at a load whose figures meet them."""
+    from pyservecli.plan.auto import Choice, choose, explain
     from pyservecli.plan.estimate import Workload
     from pyservecli.plan.placement import read_model
     from pyservecli.plan.vllm_args import memory_settings
@@ -620,18 +654,88 @@ def plan_topologies(model: str, *, goal: str = "throughput", isl: int | None = N
     if facts.memory is None:
         raise PyserveError(f"cannot size {model}: {facts.source}")
     utilization = settings.gpu_memory_utilization
-    found = candidates(facts, len(cluster.nodes), cluster.gpus_per_node, cluster.gpu, workload,
-                       utilization)
     try:
         choice = choose(facts, len(cluster.nodes), cluster.gpus_per_node, cluster.gpu,
                         utilization=utilization)
     except PyserveError as exc:
-        from pyservecli.plan.auto import Choice
-
         choice = Choice(None, [str(exc)])
+    store = _perf_store(workspace, perf_db)
+    # The rules' choice breaks ties in the ranking; launch takes the ranking's first one-server
+    # shape at its default load, which the footer shows.
+    ranked, source = _ranked(facts, cluster, workload, vllm_args, goal, ttft_ms, tpot_ms,
+                             choice.shape, store, disaggregated)
+    explained = explain(ranked, goal, choice.shape)
+    launch_choice = ranked_choice(facts, cluster, choice, vllm_args, workspace, perf_db)
     return TopologyPlan(model=model, goal=goal, workload=workload, facts=facts,
-                        cluster=cluster, ranked=rank(found, goal, ttft_ms, tpot_ms),
-                        choice=choice, ttft_ms=ttft_ms, tpot_ms=tpot_ms)
+                        cluster=cluster, ranked=ranked, choice=launch_choice, ttft_ms=ttft_ms,
+                        tpot_ms=tpot_ms, explained=explained, store=source)
+
+
+def perf_store_path(workspace: str | Path | None, perf_db: str | Path | None = None) -> Path:
+    """The performance store: ``perf_db``, else $PYSERVE_PERF_DB, else WORKSPACE/perf.db."""
+    return _perf_store(workspace, perf_db).path
+
+
+def _perf_store(workspace: str | Path | None, perf_db: str | Path | None):
+    from pyservecli.bench.perfstore import PerfStore, store_path
+
+    return PerfStore(store_path(_workspace(workspace), perf_db))
+
+
+def _ranked(facts, cluster, workload, vllm_args: Sequence[str], goal: str,
+            ttft_ms: float | None, tpot_ms: float | None, preferred, store,
+            disaggregated: bool) -> tuple[list, dict]:
+    """The candidates of ``facts``' model on ``cluster``, with figures from ``store``, ranked;
+    and what the store held for them."""
+    from pyservecli.bench.perfstore import figure_source
+    from pyservecli.plan.auto import candidates, rank, with_figures
+    from pyservecli.plan.perfkey import flags_key, model_shape, speed_flags
+    from pyservecli.plan.vllm_args import memory_settings
+
+    settings = memory_settings(list(vllm_args))
+    found = candidates(facts, len(cluster.nodes), cluster.gpus_per_node, cluster.gpu, workload,
+                       settings.gpu_memory_utilization, disaggregated=disaggregated)
+    spec = cluster.gpu.estimate_spec
+    shape = model_shape(facts.config or {}, dtype=settings.dtype,
+                        quantization=settings.quantization,
+                        kv_cache_dtype=settings.kv_cache_dtype)
+    gpu_name = spec.name if cluster.gpu.spec is not None else "unknown"
+    figure_of = figure_source(store, shape, gpu_name,
+                              len(cluster.nodes) * cluster.gpus_per_node,
+                              flags_key(speed_flags(list(vllm_args))), cluster.gpus_per_node,
+                              facts.memory, spec)
+    found = with_figures(found, workload, figure_of, ttft_ms, tpot_ms)
+    source = {"path": str(store.path), "shape": shape.fingerprint, "family": shape.family,
+              "gpu": gpu_name, "points": figure_of.points,
+              "family_points": figure_of.family_points}
+    return rank(found, goal, ttft_ms, tpot_ms, preferred), source
+
+
+def ranked_choice(facts, cluster, choice, serve_args: Sequence[str],
+                  workspace: str | Path | None = None, perf_db: str | Path | None = None):
+    """``pyserve launch MODEL`` with no parallel flag: the automatic rules' ``choice``, unless
+    ``pyserve plan``'s ranking (the same figures, throughput at its default load) puts another
+    one-server shape first; the decisions say which and why."""
+    from pyservecli.plan.auto import Choice, explain, measured_backing
+    from pyservecli.plan.estimate import Workload
+
+    if choice.shape is None or facts.memory is None or cluster.gpus_per_node is None:
+        return choice
+    total = len(cluster.nodes) * cluster.gpus_per_node
+    ranked, _source = _ranked(facts, cluster, Workload(1024, 256, 64 * total), serve_args,
+                              "throughput", None, None, choice.shape,
+                              _perf_store(workspace, perf_db), disaggregated=False)
+    first = next((c for c in ranked if c.valid), None)
+    # Only a figure measured on this model overrules the rules: the bare estimator has been up
+    # to 1.4x wrong between two topologies of one MoE model.
+    if first is None or first.shape == choice.shape or not measured_backing(first) or not (
+            first.fit is None or first.fit.holds_one_sequence):
+        return choice
+    lines = explain(ranked, "throughput", choice.shape)[-1:]
+    return Choice(first.shape, lines + [f"without that the rules would take "
+                                        f"{choice.shape.describe()} ("
+                                        + "; ".join(choice.decisions) + ")"],
+                  choice.warnings, first.fit)
 
 
 def measure_plan(topology_plan: TopologyPlan, *, top: int = 3, out: str | Path | None = None,
@@ -640,25 +744,36 @@ def measure_plan(topology_plan: TopologyPlan, *, top: int = 3, out: str | Path |
                  gpu_memory: float | str | None = None, vllm_args: Sequence[str] = (),
                  port: int = 8000, api_key_file: str | Path | None = None,
                  env: dict[str, str] | None = None, workspace: str | Path | None = None,
-                 ready_timeout: float = 1800.0, say: Say = _stderr) -> Path:
+                 perf_db: str | Path | None = None, ready_timeout: float = 1800.0,
+                 say: Say = _stderr) -> Path:
     """``pyserve plan --measure``: launch the ``top`` valid candidates one after another (the
-    compile cache of the first warms the next), benchmark each at the goal's point, and write
-    OUT/plan.json with the measured ranking beside the predicted one. Results land in
-    OUT/<candidate>/plan/<point>.json like a sweep's, so ``resume`` skips candidates done and
-    ``pyserve plot OUT`` draws them. A candidate that fails to start is recorded and skipped."""
+    compile cache of the first warms the next), run a short throw-away point on each (the first
+    requests after READY pay one-time kernel compilation), then benchmark it at the goal's
+    point, or with SLOs search its goodput (``planreport.goodput_search``). Writes
+    OUT/plan.json with the measured ranking beside the predicted one; results land in
+    OUT/<candidate>/plan/<point>.json like a sweep's and in the performance store, so
+    ``resume`` skips what was measured and the next ``pyserve plan`` answers from the store.
+    A candidate that fails to start is recorded and skipped."""
     import json
 
-    from pyservecli.bench.planreport import PLAN_FILE, MeasuredRow
+    from pyservecli.bench.planreport import PLAN_FILE, MeasuredRow, goodput_search
     from pyservecli.bench.results import PointRecord
     from pyservecli.bench.suites import _random
+    from pyservecli.plan.auto import meets_slo
     from pyservecli.run.jobfiles import write_private
 
     if top < 1:
         raise PyserveError(f"--top must be at least 1, got {top}")
     plan_ = topology_plan
     w = plan_.workload
-    prompts = num_prompts or max(100, 4 * w.concurrency)
-    point = _random("plan", w.isl, w.osl, "inf", prompts, w.concurrency)
+    slo = plan_.ttft_ms is not None or plan_.tpot_ms is not None
+
+    def prompts_at(load: int) -> int:
+        return num_prompts or max(100, 4 * load)
+
+    point = _random("plan", w.isl, w.osl, "inf", prompts_at(w.concurrency), w.concurrency)
+    warmup = _random("warmup", w.isl, min(w.osl, 16), "inf", max(1, min(w.concurrency, 64)),
+                     max(1, min(w.concurrency, 64)))
     ws = _workspace(workspace)
     out_dir = Path(out) if out else ws / "plans" / _plan_label(plan_, point.name)
     chosen = [c for c in plan_.ranked if c.valid][:top]
@@ -668,7 +783,10 @@ def measure_plan(topology_plan: TopologyPlan, *, top: int = 3, out: str | Path |
     # with the same (a result of other vLLM flags is another experiment).
     measured_with = {"model": plan_.model, "vllm_args": list(vllm_args),
                      "env": {k: env[k] for k in sorted(env or {})},
-                     "num_prompts": prompts, "gpu_memory": gpu_memory}
+                     "num_prompts": num_prompts or prompts_at(w.concurrency),
+                     "gpu_memory": gpu_memory}
+    if slo:
+        measured_with["slo"] = {"ttft_ms": plan_.ttft_ms, "tpot_ms": plan_.tpot_ms}
     with_file = out_dir / "measured-with.json"
     if resume and with_file.is_file():
         try:
@@ -684,46 +802,86 @@ def measure_plan(topology_plan: TopologyPlan, *, top: int = 3, out: str | Path |
                            "measured with; give another --out, or leave out --resume")
     out_dir.mkdir(parents=True, exist_ok=True)
     write_private(with_file, json.dumps(measured_with, indent=2) + "\n")
+
+    def record_of(result) -> PointRecord | None:
+        if result is None or not result.valid or not result.result or \
+                result.status not in ("ok", "resumed"):
+            return None
+        return PointRecord.from_result(result.result, suite="plan", point=result.point.name)
+
+    def search(run_one):
+        results = [run_one(warmup)]
+        if not slo:
+            results.append(run_one(point))
+            return results
+
+        def run_at(load: int):
+            result = run_one(_random("plan", w.isl, w.osl, "inf", prompts_at(load), load))
+            results.append(result)
+            return record_of(result)
+
+        def meets(record: PointRecord) -> bool:
+            from pyservecli.plan.perfmodel import MEASURED, Figure
+
+            return meets_slo(Figure(record.output_tok_s or 0.0, record.ttft_p50_ms,
+                                    record.tpot_p50_ms, record.ttft_p99_ms, record.tpot_p99_ms,
+                                    MEASURED, ""), plan_.ttft_ms, plan_.tpot_ms)
+
+        goodput_search(run_at, w.concurrency, meets, limit=max(w.concurrency * 4, 1))
+        return results
+
     rows = []
     for number, cand in enumerate(chosen, start=1):
         shape = cand.shape
-        settings = {"model": plan_.model, "tp": shape.tp, "pp": shape.pp,
-                    "dp": None if shape.pp > 1 else shape.dp, "ep": shape.ep,
+        settings = {"model": plan_.model, **shape.launch_settings(),
                     "nodelist": nodelist, "gpus_per_node": gpus_per_node,
                     "gpu_memory": gpu_memory, "vllm_args": list(vllm_args), "port": port,
                     "api_key_file": api_key_file, "ready_timeout": ready_timeout,
                     "env": dict(env or {})}
-        record = None
         done_file = out_dir / shape.label / point.suite / point.result_name
-        if resume and done_file.is_file():
+        if resume and not slo and done_file.is_file():
             try:
                 kept = json.loads(done_file.read_text())
-                info = kept.get("pyserve") or {}
-                if info.get("status") == "ok":
-                    record = PointRecord.from_result(kept, suite="plan", point=point.name)
+                if (kept.get("pyserve") or {}).get("status") == "ok":
                     say(f"pyserve: {shape.describe()} ({number} of {len(chosen)}) measured "
                         f"already: {done_file}")
+                    rows.append(MeasuredRow(cand, plan_.ranked.index(cand) + 1,
+                                            PointRecord.from_result(kept, suite="plan",
+                                                                    point=point.name)))
+                    continue
             except (OSError, ValueError, AttributeError):
-                record = None  # unreadable: measured again
-        if record is not None:
-            rows.append(MeasuredRow(cand, plan_.ranked.index(cand) + 1, record))
-            continue
+                pass  # unreadable: measured again
         say(f"pyserve: measuring {shape.describe()} ({number} of {len(chosen)})")
+        records: list = []
         try:
-            runs = sweep(servers=[(shape.label, settings)], points=[point], out=out_dir,
-                         resume=resume, workspace=ws, say=say)
-            done = [r for r in runs[0].results if r.valid and r.result]
-            if done:
-                record = PointRecord.from_result(done[0].result, suite="plan", point=point.name)
+            runs = sweep(servers=[(shape.label, settings)], out=out_dir, resume=resume,
+                         workspace=ws, say=say, perf_db=perf_db, perf_source="plan",
+                         search=search, points=[point])
+            records = [(r.point.max_concurrency, record_of(r)) for r in runs[0].results
+                       if r.point.suite == "plan"]
         except PyserveError as exc:
             say(f"pyserve: {shape.describe()} failed: {exc}")
-        rows.append(MeasuredRow(cand, plan_.ranked.index(cand) + 1, record))
+        at_point = next((rec for load, rec in records if load == w.concurrency and rec), None)
+        good = None
+        if slo:
+            held = [(load, rec) for load, rec in records if rec is not None and meets_slo(
+                _figure_of_record(rec), plan_.ttft_ms, plan_.tpot_ms)]
+            good = max(held, key=lambda item: item[1].output_tok_s or 0.0, default=None)
+        rows.append(MeasuredRow(cand, plan_.ranked.index(cand) + 1, at_point, goodput=good,
+                                tried=[(load, rec) for load, rec in records]))
     plan_.measured = rows
     plan_.measured_with = measured_with
     data = plan_.report()
     out_dir.mkdir(parents=True, exist_ok=True)
     write_private(out_dir / PLAN_FILE, json.dumps(data, indent=2) + "\n")
     return out_dir / PLAN_FILE
+
+
+def _figure_of_record(record):
+    from pyservecli.plan.perfmodel import MEASURED, Figure
+
+    return Figure(record.output_tok_s or 0.0, record.ttft_p50_ms, record.tpot_p50_ms,
+                  record.ttft_p99_ms, record.tpot_p99_ms, MEASURED, "")
 
 
 def _plan_label(plan_: TopologyPlan, point: str) -> str:

@@ -325,8 +325,9 @@ def test_plan_ranks_by_goal(config_dir):
     alloc = ["--nodelist", "n1", "--gpus-per-node", "2", "--gpu-memory", "141"]
     throughput = plan_json(model, *alloc)
     labels = [c["label"] for c in throughput["candidates"]]
-    assert sorted(labels) == ["tp1-dp2", "tp1-pp2", "tp2-dp1"]
+    assert sorted(labels) == ["1p-tp1-1d-tp1", "tp1-dp2", "tp1-pp2", "tp2-dp1"]
     assert labels[0] == "tp1-dp2"
+    assert labels[-1] == "1p-tp1-1d-tp1"  # without SLOs P/D follows every one-server shape
     assert throughput["allocation"]["estimates_for"] == "H200"
     assert throughput["workload"] == {"isl": 1024, "osl": 256, "concurrency": 128}
     assert throughput["automatic_choice"]["shape"] == "tp1-dp2"

@@ -4,7 +4,7 @@ the measured point records; the JSON written to OUT/plan.json is ``report`` as i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pyservecli.bench.results import PointRecord
 from pyservecli.plan.auto import Candidate
@@ -17,6 +17,10 @@ class MeasuredRow:
     candidate: Candidate
     predicted_rank: int
     record: PointRecord | None  # None: not measured (or its run failed)
+    # With SLOs: the best measured load that met them, (concurrency, record), and every load
+    # the search tried.
+    goodput: tuple | None = None
+    tried: list = field(default_factory=list)
 
     @property
     def error_pct(self) -> float | None:
@@ -28,7 +32,11 @@ class MeasuredRow:
 
 
 def measured_ranking(rows: list[MeasuredRow], goal: str) -> list[MeasuredRow]:
-    """Measured rows, best first (throughput: output tok/s; latency: TPOT p50)."""
+    """Measured rows, best first (with SLOs: measured goodput; throughput: output tok/s;
+    latency: TPOT p50)."""
+    if any(r.tried for r in rows):
+        done = [r for r in rows if r.goodput is not None]
+        return sorted(done, key=lambda r: -(r.goodput[1].output_tok_s or 0.0))
     done = [r for r in rows if r.record is not None and r.record.output_tok_s]
     if goal == "throughput":
         return sorted(done, key=lambda r: -r.record.output_tok_s)
@@ -39,6 +47,12 @@ def pick_vs_best(rows: list[MeasuredRow], goal: str) -> float | None:
     """The planner's pick (predicted rank 1) measured, over the best measured, for the goal's
     metric (1.0: the planner picked the best)."""
     ranked = measured_ranking(rows, goal)
+    if any(r.tried for r in rows):
+        pick = next((r for r in rows if r.predicted_rank == 1), None)
+        if not ranked or pick is None:
+            return None
+        got = pick.goodput[1].output_tok_s if pick.goodput else 0.0
+        return (got or 0.0) / ranked[0].goodput[1].output_tok_s
     pick = next((r for r in rows if r.predicted_rank == 1 and r.record is not None), None)
     if not ranked or pick is None or not pick.record.output_tok_s:
         return None
@@ -67,6 +81,14 @@ def report(header: dict, ranked: list[Candidate], rows: list[MeasuredRow] | None
                                  "failed": row.record.failed}
             if row.error_pct is not None:
                 entry["measured"]["prediction_error_pct"] = round(row.error_pct, 1)
+        if row is not None and row.tried:
+            entry.setdefault("measured", {"rank": order.get(cand.shape.label)})
+            entry["measured"]["goodput"] = None if row.goodput is None else {
+                "concurrency": row.goodput[0], "output_tok_s": row.goodput[1].output_tok_s}
+            entry["measured"]["searched"] = [
+                {"concurrency": load, "output_tok_s": rec.output_tok_s if rec else None,
+                 "ttft_p99_ms": rec.ttft_p99_ms if rec else None,
+                 "tpot_p99_ms": rec.tpot_p99_ms if rec else None} for load, rec in row.tried]
         out["candidates"].append(entry)
     if rows is not None:
         ratio = pick_vs_best(rows, goal)
@@ -81,37 +103,123 @@ def _num(value, digits: int = 0) -> str:
 def table(data: dict) -> str:
     """The report as aligned text: one line per candidate."""
     measured = any("measured" in c for c in data["candidates"])
-    head = ["rank", "topology", "fits", "weights/GPU", "KV tokens", "est tok/s", "est TTFT ms",
-            "est TPOT ms"]
+    head = ["rank", "topology", "fits", "weights/GPU", "KV tokens", "tok/s", "TTFT ms",
+            "TPOT ms", "source"]
+    if any("goodput" in c for c in data["candidates"]):
+        head += ["goodput tok/s (c)"]
+    searched = any("searched" in (c.get("measured") or {}) for c in data["candidates"])
     if measured:
         head += ["measured rank", "tok/s", "TTFT ms", "TPOT ms", "error"]
+    if searched:
+        head += ["measured goodput (c)"]
     lines = [head]
+    hidden = [c for c in data["candidates"] if c.get("prefill") and not c["valid"]]
     for c in data["candidates"]:
+        if c in hidden:
+            continue  # listed in the JSON; one line below says how many
         mem, est, got = c.get("memory") or {}, c.get("estimate") or {}, c.get("measured") or {}
         fits = "no" if not c["valid"] else ("yes" if mem.get("holds_max_len", True)
                                              else "short KV")
+        fig = c.get("figure") or est
         row = [_num(c["predicted_rank"]), _describe(c), fits,
                f"{mem['weights_gib']:.1f} GiB" if mem else "-",
-               _num(mem.get("kv_tokens")), _num(est.get("output_tok_s")),
-               _num(est.get("ttft_ms"), 1), _num(est.get("tpot_ms"), 2)]
+               _num(mem.get("kv_tokens")), _num(fig.get("output_tok_s")),
+               _num(fig.get("ttft_ms"), 1), _num(fig.get("tpot_ms"), 2), _source(fig)]
+        if "goodput tok/s (c)" in head:
+            good = c.get("goodput")
+            row.append(f"{good['output_tok_s']:,.0f} ({good['concurrency']})" if good
+                       else ("none" if c["valid"] else "-"))
         if measured:
             err = got.get("prediction_error_pct")
             row += [_num(got.get("rank")), _num(got.get("output_tok_s")),
                     _num(got.get("ttft_p50_ms"), 1), _num(got.get("tpot_p50_ms"), 2),
                     "-" if err is None else f"{err:+.0f}%"]
+        if searched:
+            good = got.get("goodput")
+            row.append(f"{good['output_tok_s']:,.0f} ({good['concurrency']})" if good
+                       else ("none" if "searched" in got else "-"))
         lines.append(row)
     widths = [max(len(str(r[i])) for r in lines) for i in range(len(head))]
     text = "\n".join("  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip()
                      for r in lines)
-    invalid = [c for c in data["candidates"] if c.get("why")]
+    invalid = [c for c in data["candidates"] if c.get("why") and c not in hidden]
+    if hidden:
+        text += (f"\n{len(hidden)} prefill/decode split(s) do not fit (one server's share of "
+                 "the model exceeds its GPUs); --format json lists them")
     for c in invalid:
         text += f"\n{_describe(c)}: {c['why']}"
+    for line in data.get("explained") or []:
+        text += f"\n{line}"
+    store = data.get("perf_store") or {}
+    if store:
+        alloc = data["allocation"]
+        text += (f"\nfigures: {store.get('points', 0)} stored point(s) of this shape and "
+                 f"{store.get('family_points', 0)} of its family ({store.get('family')}) on "
+                 f"{alloc['nodes'] * alloc['gpus_per_node']} x {store.get('gpu')} (store "
+                 f"{store.get('path')} and pyserve's seed)")
     if data.get("pick_vs_best") is not None:
         text += (f"\nplanner's pick measured at {100 * data['pick_vs_best']:.1f} % of the best "
                  "measured topology")
     return text
 
 
+def _source(fig: dict) -> str:
+    source = fig.get("source") or "estimated"
+    if source == "estimated" and fig.get("correction") is not None:
+        return f"est x{fig['correction']:.2f}"
+    return {"measured": "measured", "interpolated": "interp", "estimated": "est"}.get(source,
+                                                                                  source)
+
+
 def _describe(c: dict) -> str:
+    if c.get("prefill"):
+        return (f"{c['prefill']}P (TP {c['prefill_tp']}) + {c['decode']}D "
+                f"(TP {c['decode_tp']})")
     text = f"TP {c['tp']}" + (f" x PP {c['pp']}" if c["pp"] > 1 else f" x DP {c['dp']}")
     return text + (" + EP" if c["ep"] else "")
+
+
+def goodput_search(run_at, start: int, meets, *, limit: int = 4096,
+                   max_points: int = 6) -> tuple[int | None, list]:
+    """The highest concurrency at which ``meets(record)`` holds, found with a handful of
+    measurements (``run_at(concurrency)`` -> a ``PointRecord`` or None when it failed): from
+    ``start``, double while the SLOs hold (halve while they do not) to bracket the edge, then
+    bisect between the last load that held and the first that did not, as vLLM's ``bench sweep
+    serve_sla`` does. Returns (that concurrency or None when even 1 misses, [(concurrency,
+    record, held)] in the order measured)."""
+    tried: list = []
+    seen: dict[int, bool] = {}
+
+    def held(load: int) -> bool:
+        if load not in seen:
+            record = run_at(load)
+            ok = record is not None and bool(meets(record))
+            seen[load] = ok
+            tried.append((load, record, ok))
+        return seen[load]
+
+    load = max(1, min(start, limit))
+    good = bad = None
+    if held(load):
+        good = load
+        while len(tried) < max_points and load < limit:
+            load = min(limit, load * 2)
+            if not held(load):
+                bad = load
+                break
+            good = load
+    else:
+        bad = load
+        while len(tried) < max_points and load > 1:
+            load = max(1, load // 2)
+            if held(load):
+                good = load
+                break
+            bad = load
+    while good is not None and bad is not None and bad - good > 1 and len(tried) < max_points:
+        middle = (good + bad) // 2
+        if held(middle):
+            good = middle
+        else:
+            bad = middle
+    return good, tried

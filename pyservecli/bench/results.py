@@ -56,6 +56,7 @@ class PointRecord:
     duration_s: float | None
     watts_per_gpu: float | None
     tok_s_per_kw: float | None
+    tpot_p99_ms: float | None = None
 
     @property
     def output_tok_s_per_gpu(self) -> float | None:
@@ -93,7 +94,8 @@ class PointRecord:
             e2el_p50_ms=_number(result.get("median_e2el_ms")),
             duration_s=_number(result.get("duration")),
             watts_per_gpu=_number(power.get("avg_watts_per_gpu")),
-            tok_s_per_kw=_number(power.get("output_tok_s_per_kw")), **counts)
+            tok_s_per_kw=_number(power.get("output_tok_s_per_kw")),
+            tpot_p99_ms=_number(result.get("p99_tpot_ms")), **counts)
 
     def summary_row(self) -> dict:
         return {

@@ -56,6 +56,7 @@ class PointResult:
     note: str = ""
     result: dict = field(default_factory=dict)
     model: str = ""  # the served model measured
+    path: Path | None = None  # the result file written
 
     @property
     def valid(self) -> bool:
@@ -234,11 +235,13 @@ def run_points(points: list[BenchPoint], server: ServerInfo, out_dir: Path, *,
                tokenizer: str | None = None, dataset_dir: Path | None = None,
                api_key: str | None = None, workspace: Path | None = None,
                profile: bool = False, resume: bool = False, seed: int | None = None,
-               say: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)
+               say: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True),
+               perf_db: Path | None = None, perf_source: str = "bench"
                ) -> list[PointResult]:
     """Run ``points`` against ``server``, each point's prompts drawn with ``point_seed`` from
     ``seed`` (default: a new random seed per run, so no prompt is already in the server's
-    prefix cache; each result records its seed)."""
+    prefix cache; each result records its seed). ``perf_db``: the performance store each good
+    result is added to (``bench.perfstore``), as ``perf_source``."""
     check_datasets(points, dataset_dir)
     run_seed = secrets.randbelow(2**31) if seed is None else seed
     record = launch_record_for(server.base_url, workspace)
@@ -257,9 +260,25 @@ def run_points(points: list[BenchPoint], server: ServerInfo, out_dir: Path, *,
         results = _run_points(points, server, out_dir, runner, origin, tokenizer, dataset_dir,
                               profile, resume, say, power_remote(record), power_gpu_ids(record),
                               run_seed=run_seed)
+        if perf_db is not None:
+            _record(results, perf_db, perf_source, say)
         return [replace(r, model=server.model) for r in results]
     finally:
         runner.close()
+
+
+def _record(results: list[PointResult], perf_db: Path, source: str,
+            say: Callable[[str], None]) -> None:
+    """The good points just measured (not those resumed) into the performance store."""
+    from pyservecli.bench.perfstore import PerfStore, record_result
+
+    store = PerfStore(perf_db)
+    for r in results:
+        # A warm-up point is a cold measurement by design: never a figure to plan with.
+        if r.status == "ok" and r.result and r.path is not None and r.point.suite != "warmup":
+            problem = record_result(store, r.result, r.path, source)
+            if problem:
+                say(f"{r.point.suite}/{r.point.name}: {problem}")
 
 
 def launched_from(record: dict | None, served: str) -> str | None:
@@ -361,7 +380,7 @@ def _run_points(points, server, out_dir, runner, origin, tokenizer, dataset_dir,
         _write_json(path, result)
         (suite_dir / f"{point.name}.failed.json").unlink(missing_ok=True)
         say(f"{label}: {status} {note}".rstrip())
-        results.append(PointResult(point, status, note, result))
+        results.append(PointResult(point, status, note, result, path=path))
     return results
 
 

@@ -20,6 +20,13 @@ def workspace_option(func):
         help="Where logs, rendered scripts and launch records go.")(func)
 
 
+def perf_db_option(func):
+    return click.option(
+        "--perf-db", type=click.Path(dir_okay=False, path_type=Path),
+        help="The performance store (SQLite) measured points go to and the planner reads "
+        "[default: $PYSERVE_PERF_DB, else WORKSPACE/perf.db].")(func)
+
+
 def read_key(path: Path | None) -> str | None:
     if path is None:
         return None
@@ -93,4 +100,4 @@ def print_summary(rows: list[dict], out: Path, model_column: bool = False) -> No
 
 
 # The commands register themselves on ``main`` when their modules are imported.
-from pyservecli.cli import measure, plan, serve, tools  # noqa: E402, F401
+from pyservecli.cli import measure, perf, plan, serve, tools  # noqa: E402, F401

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from pyservecli.cli import main, print_summary, read_key, workspace_option
+from pyservecli.cli import main, perf_db_option, print_summary, read_key, workspace_option
 from pyservecli.errors import PyserveError
 
 
@@ -47,8 +47,9 @@ Examples:
               "prompts every run, none the server has cached].")
 @click.option("--api-key-file", type=click.Path(dir_okay=False, path_type=Path))
 @workspace_option
+@perf_db_option
 def bench(host, port, model, types, isl, osl, concurrency, num_prompts, tokenizer, dataset_dir,
-          out_dir, resume, profile, seed, api_key_file, workspace):
+          out_dir, resume, profile, seed, api_key_file, workspace, perf_db):
     """Benchmark a running server with vLLM's own client (`vllm bench serve`).
 
     Writes OUT/<suite>/<point>.json (vLLM's keys plus provenance, power and validity) and
@@ -63,7 +64,7 @@ def bench(host, port, model, types, isl, osl, concurrency, num_prompts, tokenize
                         concurrency=concurrency, num_prompts=num_prompts, model=model,
                         tokenizer=tokenizer, dataset_dir=dataset_dir, out=out, resume=resume,
                         profile=profile, api_key=read_key(api_key_file), workspace=workspace,
-                        seed=seed)
+                        seed=seed, perf_db=perf_db)
     models = list(dict.fromkeys(r.model for r in results))
     rows = []
     for served in models:
@@ -100,8 +101,9 @@ Examples:
 @click.option("--resume", is_flag=True, help="Skip points whose valid result exists.")
 @click.option("--api-key-file", type=click.Path(dir_okay=False, path_type=Path))
 @workspace_option
+@perf_db_option
 def sweep(suites, host, port, serve_cmds, num_prompts, tokenizer, out_dir, resume,
-          api_key_file, workspace):
+          api_key_file, workspace, perf_db):
     """Sweep benchmark parameters on one server, or server settings across launches.
 
     Results: OUT/<server label>/<suite>/<point>.json and OUT/<server label>/summary.csv. A failed
@@ -124,7 +126,7 @@ def sweep(suites, host, port, serve_cmds, num_prompts, tokenizer, out_dir, resum
     runs = api.sweep(split_list(suites), base_url=f"http://{host}:{port}" if host else None,
                      servers=servers, num_prompts=num_prompts, tokenizer=tokenizer,
                      out=out_dir or workspace / "sweep", resume=resume,
-                     api_key=read_key(api_key_file), workspace=workspace)
+                     api_key=read_key(api_key_file), workspace=workspace, perf_db=perf_db)
     for run in runs:
         gpus = server_gpus(run.results)
         print_summary([summary_row(r, gpus) for r in run.results], run.out_dir)
@@ -198,10 +200,11 @@ Examples:
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True, help="Output format (the plan with --dry-run, else the result).")
 @workspace_option
+@perf_db_option
 @click.argument("engine_args", nargs=-1, type=click.UNPROCESSED)
 def offline(model, tp, pp, dp, ep, nodelist, gpus_per_node, input_len, output_len,
             dataset_path, num_prompts, seed, nsys, viztracer_file, torch_profile_dir, out_dir,
-            dry_run, fmt, workspace, engine_args):
+            dry_run, fmt, workspace, perf_db, engine_args):
     """Measure vLLM's offline engine (no API server) under torchrun, one process per GPU.
 
     Extra options are engine arguments in vLLM's spelling (--max-model-len 4096,
@@ -229,7 +232,8 @@ def offline(model, tp, pp, dp, ep, nodelist, gpus_per_node, input_len, output_le
             for rank, argv in enumerate(plan.node_argv):
                 click.echo(f"node {rank} {plan.nodes[rank]}: {shjoin(argv)}")
         return
-    result = api.run_offline(plan, say=lambda m: click.echo(m, err=True))
+    result = api.run_offline(plan, say=lambda m: click.echo(m, err=True),
+                             perf_db=api.perf_store_path(workspace, perf_db))
     if fmt == "json":
         click.echo(json.dumps(result, indent=2))
     else:

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from pyservecli.cli import main, workspace_option
+from pyservecli.cli import main, perf_db_option, workspace_option
 
 PLAN_EXAMPLES = """
 \b
@@ -32,8 +32,9 @@ Examples:
 @click.option("--osl", type=int, help="Output tokens per request [default: 256].")
 @click.option("--concurrency", type=int, help="Requests in flight [default: 64 per GPU for "
               "throughput, 1 for latency].")
-@click.option("--ttft", "ttft_ms", type=float, metavar="MS", help="TTFT SLO: candidates whose "
-              "estimate misses it rank last.")
+@click.option("--ttft", "ttft_ms", type=float, metavar="MS", help="TTFT SLO (p99 where "
+              "measured): rank by goodput, the most output tok/s at a load that meets every "
+              "SLO; with --measure, searched per candidate.")
 @click.option("--tpot", "tpot_ms", type=float, metavar="MS", help="TPOT SLO, the same way.")
 @click.option("--nodelist", help="Plan for these hosts (SLURM hostlist) instead of the "
               "allocation's.")
@@ -58,10 +59,11 @@ Examples:
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True)
 @workspace_option
+@perf_db_option
 @click.argument("vllm_args", nargs=-1, type=click.UNPROCESSED)
 def plan(model, goal, isl, osl, concurrency, ttft_ms, tpot_ms, nodelist, gpus_per_node,
          gpu_memory, measure, top, num_prompts, out, resume, port, api_key_file, env_pairs, fmt,
-         workspace, vllm_args):
+         workspace, perf_db, vllm_args):
     """Rank the ways to split MODEL over the allocation: memory fit and estimated output tok/s,
     TTFT and TPOT per topology, and what `pyserve launch MODEL` with no flags would choose.
 
@@ -75,13 +77,14 @@ def plan(model, goal, isl, osl, concurrency, ttft_ms, tpot_ms, nodelist, gpus_pe
     result = api.plan_topologies(model, goal=goal, isl=isl, osl=osl, concurrency=concurrency,
                                  ttft_ms=ttft_ms, tpot_ms=tpot_ms, nodelist=nodelist,
                                  gpus_per_node=gpus_per_node, gpu_memory=gpu_memory,
-                                 vllm_args=vllm_args)
+                                 vllm_args=vllm_args, workspace=workspace, perf_db=perf_db)
     if measure:
         path = api.measure_plan(result, top=top, out=out, resume=resume,
                                 num_prompts=num_prompts, nodelist=nodelist,
                                 gpus_per_node=gpus_per_node, gpu_memory=gpu_memory,
                                 vllm_args=vllm_args, port=port, api_key_file=api_key_file,
-                                env=parse_env_pairs(env_pairs), workspace=workspace)
+                                env=parse_env_pairs(env_pairs), workspace=workspace,
+                                perf_db=perf_db)
         click.echo(f"pyserve: measured plan in {path}", err=True)
     data = result.report()
     if fmt == "json":

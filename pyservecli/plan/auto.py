@@ -15,10 +15,11 @@ The automatic choice follows rules a user can check (one line per decision):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 
 from pyservecli.errors import PyserveError
-from pyservecli.plan.estimate import Estimate, Workload, estimate
+from pyservecli.plan.estimate import Estimate, Workload, estimate, estimate_pd
 from pyservecli.plan.gpus import GIB, GpuInfo
 from pyservecli.plan.memory import DEFAULT_GPU_MEMORY_UTILIZATION, Fit, ModelMemory, fit
 from pyservecli.plan.modelconfig import ModelFacts, check_model_fits
@@ -30,20 +31,59 @@ MIN_EXPERT_SLICE = 256
 
 @dataclass(frozen=True)
 class Shape:
+    """One server of TP x PP x DP (EP), or with ``prefill`` > 0 a disaggregated fleet:
+    ``prefill`` servers of TP ``prefill_tp`` and ``decode`` servers of TP ``tp``."""
+
     tp: int
     pp: int
     dp: int
     ep: bool
+    prefill: int = 0
+    decode: int = 0
+    prefill_tp: int = 0
+
+    @property
+    def is_pd(self) -> bool:
+        return self.prefill > 0
+
+    @property
+    def gpus(self) -> int:
+        if self.is_pd:
+            return self.prefill * self.prefill_tp + self.decode * self.tp
+        return self.tp * self.pp * self.dp
 
     @property
     def label(self) -> str:
-        """A directory name for measured results: tp2-dp1, tp1-dp2-ep, tp8-pp2."""
+        """A directory name for measured results: tp2-dp1, tp1-dp2-ep, tp8-pp2, 1p-tp1-1d-tp1
+        (the performance store's topology label too)."""
+        if self.is_pd:
+            return f"{self.prefill}p-tp{self.prefill_tp}-{self.decode}d-tp{self.tp}"
         text = f"tp{self.tp}" + (f"-pp{self.pp}" if self.pp > 1 else f"-dp{self.dp}")
         return text + ("-ep" if self.ep else "")
 
     def describe(self) -> str:
+        if self.is_pd:
+            return (f"{self.prefill} prefill (TP {self.prefill_tp}) + {self.decode} decode "
+                    f"(TP {self.tp})")
         text = f"TP {self.tp}" + (f" x PP {self.pp}" if self.pp > 1 else f" x DP {self.dp}")
         return text + (f", EP {self.tp * self.dp}" if self.ep else "")
+
+    def store_key(self):
+        """The performance store's key of this candidate (``plan.perfmodel.Key``)."""
+        from pyservecli.plan.perfmodel import Key
+
+        if self.is_pd:
+            return Key(self.tp, 1, 1, False, f"pd:{self.prefill}:{self.decode}",
+                       self.prefill_tp)
+        return Key(self.tp, self.pp, self.dp, self.ep)
+
+    def launch_settings(self) -> dict:
+        """The launch settings (``api.prepare_launch`` keywords) of this shape."""
+        if self.is_pd:
+            return {"prefill": self.prefill, "decode": self.decode,
+                    "prefill_tp": self.prefill_tp, "decode_tp": self.tp}
+        return {"tp": self.tp, "pp": self.pp, "dp": None if self.pp > 1 else self.dp,
+                "ep": self.ep}
 
 
 @dataclass
@@ -186,20 +226,42 @@ def check_memory(facts: ModelFacts, topology: Topology, gpu: GpuInfo | None,
 
 
 @dataclass(frozen=True)
+class Goodput:
+    """The highest load (concurrency) at which every SLO holds, and the figure there."""
+
+    concurrency: int
+    figure: object  # plan.perfmodel.Figure
+
+    def as_dict(self) -> dict:
+        return {"concurrency": self.concurrency, "output_tok_s":
+                round(self.figure.output_tok_s, 1), "source": self.figure.source}
+
+
+@dataclass(frozen=True)
 class Candidate:
     shape: Shape
     topology: Topology | None  # None: refused (``why``)
     fit: Fit | None
     estimate: Estimate | None
     why: str = ""  # why the shape is not valid / does not fit
+    figure: object = None  # plan.perfmodel.Figure: measured, interpolated or estimated
+    goodput: Goodput | None = None  # with SLOs: the best load that meets them (None: none)
 
     @property
     def valid(self) -> bool:
         return self.topology is not None and (self.fit is None or self.fit.weights_fit)
 
+    @property
+    def value(self):
+        """The figure the ranking reads: the store's, else the bare estimate."""
+        return self.figure if self.figure is not None else self.estimate
+
     def as_dict(self) -> dict:
         out = {"label": self.shape.label, "tp": self.shape.tp, "pp": self.shape.pp,
                "dp": self.shape.dp, "ep": self.shape.ep, "valid": self.valid}
+        if self.shape.is_pd:
+            out.update(prefill=self.shape.prefill, decode=self.shape.decode,
+                       prefill_tp=self.shape.prefill_tp, decode_tp=self.shape.tp)
         if self.why:
             out["why"] = self.why
         if self.fit is not None:
@@ -209,6 +271,10 @@ class Candidate:
                              "holds_max_len": self.fit.holds_one_sequence}
         if self.estimate is not None:
             out["estimate"] = self.estimate.as_dict()
+        if self.figure is not None:
+            out["figure"] = self.figure.as_dict()
+        if self.goodput is not None:
+            out["goodput"] = self.goodput.as_dict()
         return out
 
 
@@ -231,18 +297,40 @@ def shapes(nodes: int, gpus_per_node: int, moe: bool) -> list[Shape]:
     return found
 
 
+def pd_shapes(nodes: int, gpus_per_node: int) -> list[Shape]:
+    """Disaggregated fleets over the whole allocation: P prefill and D decode servers of one
+    TP within a node (every P:D split), the servers packed onto the nodes whole."""
+    total = nodes * gpus_per_node
+    found = []
+    for tp in range(1, gpus_per_node + 1):
+        if gpus_per_node % tp or total // tp < 2:
+            continue
+        servers = total // tp
+        found += [Shape(tp, 1, 1, False, prefill=p, decode=servers - p, prefill_tp=tp)
+                  for p in range(1, servers)]
+    return found
+
+
 def candidates(facts: ModelFacts, nodes: int, gpus_per_node: int, gpu: GpuInfo | None,
-               workload: Workload, utilization: float | None = None) -> list[Candidate]:
+               workload: Workload, utilization: float | None = None,
+               disaggregated: bool = True) -> list[Candidate]:
     util = utilization or DEFAULT_GPU_MEMORY_UTILIZATION
     gpu_bytes = _gpu_bytes(gpu)
     spec = gpu.estimate_spec if gpu is not None else None
     moe = facts.memory is not None and facts.memory.size.is_moe
     out = []
-    for shape in shapes(nodes, gpus_per_node, moe):
+    every = shapes(nodes, gpus_per_node, moe) + (pd_shapes(nodes, gpus_per_node)
+                                                 if disaggregated else [])
+    for shape in every:
         try:
-            topology = plan_topology(nodes, gpus_per_node, tp=shape.tp, pp=shape.pp,
-                                     dp=None if shape.pp > 1 or shape.tp > gpus_per_node
-                                     else shape.dp, ep=shape.ep)
+            if shape.is_pd:  # each server alone, within a node
+                topology = plan_topology(1, shape.tp, tp=shape.tp, pp=1, dp=1)
+                if shape.prefill_tp != shape.tp:
+                    plan_topology(1, shape.prefill_tp, tp=shape.prefill_tp, pp=1, dp=1)
+            else:
+                topology = plan_topology(nodes, gpus_per_node, tp=shape.tp, pp=shape.pp,
+                                         dp=None if shape.pp > 1 or shape.tp > gpus_per_node
+                                         else shape.dp, ep=shape.ep)
             if facts.config is not None:
                 check_model_fits(facts.config, topology, name=facts.name)
         except PyserveError as exc:
@@ -258,59 +346,163 @@ def candidates(facts: ModelFacts, nodes: int, gpus_per_node: int, gpu: GpuInfo |
                     why = _shortfall(shape_fit)
                 elif not shape_fit.holds_one_sequence:
                     why = _kv_warning(shape_fit)
-            est = estimate(facts.memory, spec, tp=shape.tp, pp=shape.pp, dp=shape.dp,
-                           ep=shape.ep, gpus_per_node=gpus_per_node, workload=workload)
+            est = estimate_shape(facts.memory, spec, shape, gpus_per_node, workload)
         out.append(Candidate(shape, topology, shape_fit, est, why=why))
     return out
 
 
-# The estimator's resolution: on 2x H200 (2026-11-23) it was within +2..+8 % for a dense model
-# and +25..+77 % for a MoE model, whose ranking by estimate alone put TP 2 (measured 0.77 of
-# the best) first. Estimates closer than this to the best are not told apart by the estimate:
-# among them the simpler shape ranks first (no PP, smallest TP, no EP), the order the automatic
-# choice follows, which measured best for both models.
+def estimate_shape(memory: ModelMemory, spec, shape: Shape, gpus_per_node: int,
+                   workload: Workload) -> Estimate:
+    if shape.is_pd:
+        return estimate_pd(memory, spec, prefill=shape.prefill, prefill_tp=shape.prefill_tp,
+                           decode=shape.decode, decode_tp=shape.tp,
+                           gpus_per_node=gpus_per_node, workload=workload)
+    return estimate(memory, spec, tp=shape.tp, pp=shape.pp, dp=shape.dp, ep=shape.ep,
+                    gpus_per_node=gpus_per_node, workload=workload)
+
+
+# The estimator's resolution when no measurement corrects it: on 2x H200 it was within
+# +0..+8 % for dense models and +9..+77 % for MoE models (2026-11-23 and 2026-11-30, first
+# point after READY). Figures closer than their resolution (``perfmodel.RESOLUTION``: 5 %
+# measured, 8 % interpolated, 15 % estimated) to the best are not told apart: among them the
+# automatic rules' choice ranks first, then the simpler shape (aggregated, no PP, smallest TP,
+# no EP).
 ESTIMATE_RESOLUTION = 0.15
+
+FigureOf = Callable[[Shape, Workload], object]  # -> plan.perfmodel.Figure | None
+
+
+def with_figures(found: list[Candidate], workload: Workload, figure_of: FigureOf,
+                 ttft_ms: float | None = None, tpot_ms: float | None = None) -> list[Candidate]:
+    """Each valid candidate with its figure (``figure_of``: measured, interpolated or
+    estimated, ``plan.perfmodel``) and, with SLOs, its goodput: the highest load (powers of two,
+    then the workload's concurrency) at which its figure meets every SLO (p99 where measured,
+    else the estimate)."""
+    loads = [1 << i for i in range(32) if (1 << i) < workload.concurrency]
+    loads.append(workload.concurrency)
+    out = []
+    for cand in found:
+        if not cand.valid or cand.estimate is None:
+            out.append(cand)
+            continue
+        fig = figure_of(cand.shape, workload)
+        good = None
+        if ttft_ms is not None or tpot_ms is not None:
+            for load in loads:
+                point = fig if load == workload.concurrency else figure_of(
+                    cand.shape, replace(workload, concurrency=load))
+                if point is None or not meets_slo(point, ttft_ms, tpot_ms):
+                    break
+                good = Goodput(load, point)
+        out.append(replace(cand, figure=fig, goodput=good))
+    return out
+
+
+def meets_slo(fig, ttft_ms: float | None, tpot_ms: float | None) -> bool:
+    ttft = fig.ttft_p99_ms if fig.ttft_p99_ms is not None else fig.ttft_ms
+    tpot = fig.tpot_p99_ms if fig.tpot_p99_ms is not None else fig.tpot_ms
+    return ((ttft_ms is None or (ttft is not None and ttft <= ttft_ms))
+            and (tpot_ms is None or (tpot is not None and tpot <= tpot_ms)))
+
+
+def _resolution(c: Candidate) -> float:
+    fig = c.figure
+    return fig.resolution if fig is not None else ESTIMATE_RESOLUTION
+
+
+def measured_backing(c: Candidate) -> bool:
+    """Whether the candidate's figure rests on this model shape's own measurements (measured,
+    interpolated, or estimated with a correction from them)."""
+    return c.figure is not None and bool(getattr(c.figure, "own", False))
 
 
 def rank(found: list[Candidate], goal: str, ttft_ms: float | None = None,
-         tpot_ms: float | None = None) -> list[Candidate]:
-    """Valid candidates first; then those meeting the SLOs; then by the goal (throughput: most
-    output tok/s; latency: lowest TPOT + TTFT/1000) where the estimates differ by more than
-    ESTIMATE_RESOLUTION, else the simpler shape first."""
+         tpot_ms: float | None = None, preferred: Shape | None = None) -> list[Candidate]:
+    """Valid candidates first; then those meeting the SLOs (with SLOs: by goodput, the most
+    output tok/s at a load that meets them); then by the goal (throughput: most output tok/s;
+    latency: lowest TPOT + TTFT/1000) where the figures differ by more than their resolution,
+    else ``preferred`` (the automatic rules' choice) first, then the simpler shape."""
+    slo = ttft_ms is not None or tpot_ms is not None
 
     def meets(c: Candidate) -> bool:
-        e = c.estimate
-        return e is None or ((ttft_ms is None or e.ttft_ms <= ttft_ms)
-                             and (tpot_ms is None or e.tpot_ms <= tpot_ms))
+        return not slo or c.value is None or c.goodput is not None
 
     def badness(c: Candidate) -> float:
-        """Lower is better: the goal's figure, as a ratio to the best one."""
-        e = c.estimate
+        """Lower is better."""
+        if slo and c.goodput is not None:
+            return -c.goodput.figure.output_tok_s
+        e = c.value
         if e is None:
             return 0.0
         return -e.output_tok_s if goal == "throughput" else e.tpot_ms + e.ttft_ms / 1000
 
     def tier(c: Candidate) -> tuple:
-        return (not c.valid, not (c.fit is None or c.fit.holds_one_sequence), not meets(c))
+        # Without SLOs, prefill/decode follows every one-server shape: it pays for TPOT (the
+        # decode servers never prefill), not for throughput (1P1D measured 0.88 of two
+        # replicas at 1024/256, 2x H200).
+        return (not c.valid, not (c.fit is None or c.fit.holds_one_sequence), not meets(c),
+                c.shape.is_pd and not slo)
 
     def simple(c: Candidate) -> tuple:
-        return (c.shape.pp, c.shape.tp, c.shape.ep)
+        return (c.shape != preferred, c.shape.is_pd, c.shape.pp, c.shape.tp, c.shape.ep,
+                c.shape.prefill)
 
     ordered = sorted(found, key=lambda c: (tier(c), badness(c), simple(c)))
     ranked: list[Candidate] = []
     while ordered:
         best = ordered[0]
         top = badness(best)
-        # Within the resolution of the best of this tier: one group, simplest first.
+        # Within the resolution of the best of this tier: one group, preferred and simplest
+        # first.
         near = [c for c in ordered if tier(c) == tier(best)
-                and _within(badness(c), top, goal)]
+                and _within(badness(c), top, goal if not slo else "throughput",
+                            max(_resolution(best), _resolution(c)))]
         near.sort(key=simple)
         ranked += near
         ordered = [c for c in ordered if c not in near]
     return ranked
 
 
-def _within(value: float, best: float, goal: str) -> bool:
+def _within(value: float, best: float, goal: str, resolution: float) -> bool:
     if goal == "throughput":  # values are -tok/s
-        return best == 0 or value <= best * (1 - ESTIMATE_RESOLUTION)
-    return value <= best * (1 + ESTIMATE_RESOLUTION)
+        return best == 0 or value <= best * (1 - resolution)
+    return value <= best * (1 + resolution)
+
+
+def explain(ranked: list[Candidate], goal: str, preferred: Shape | None) -> list[str]:
+    """One line per decision a user could not read off the table: why rank 1 beat a
+    candidate with a better figure, and where the ranking overrides the automatic rules."""
+    valid = [c for c in ranked if c.valid and c.value is not None]
+    if not valid:
+        return []
+    first = valid[0]
+    lines = []
+    if goal == "throughput" and first.goodput is None:
+        # Without SLOs prefill/decode ranks after every one-server shape (``rank``).
+        best = max((c for c in valid if c.shape.is_pd == first.shape.is_pd),
+                   key=lambda c: c.value.output_tok_s)
+        if best is not first and best.value.output_tok_s > first.value.output_tok_s:
+            reason = ("the automatic rules' choice" if first.shape == preferred
+                      else "the simpler shape")
+            lines.append(
+                f"{first.shape.describe()} ranks first though {best.shape.describe()} has the "
+                f"higher figure ({_fig(best)} against {_fig(first)}): they are within "
+                f"{100 * max(_resolution(best), _resolution(first)):.0f} %, the resolution of "
+                f"those figures, and {reason} wins such ties")
+    if preferred is not None and first.shape != preferred:
+        rule = next((c for c in valid if c.shape == preferred), None)
+        if rule is not None:
+            lines.append(f"{first.shape.describe()} ranks above the automatic rules' "
+                         f"{preferred.describe()}: {_fig(first)} against {_fig(rule)}")
+            agg = next((c for c in valid if not c.shape.is_pd), None)
+            if agg is not None and agg.shape != preferred and not measured_backing(agg):
+                lines.append(f"pyserve launch keeps the rules' {preferred.describe()}: no "
+                             f"measurement of this model backs {agg.shape.describe()}'s "
+                             "figure (pyserve plan --measure settles it)")
+    return lines
+
+
+def _fig(c: Candidate) -> str:
+    v = c.value
+    source = getattr(v, "source", "estimated")
+    return f"{v.output_tok_s:,.0f} tok/s {source}"

@@ -20,7 +20,7 @@ from pathlib import Path
 from pyservecli.errors import PyserveError
 from pyservecli.plan.backends import NodeCommand, node_commands
 from pyservecli.plan.hosts import Cluster
-from pyservecli.plan.placement import FindConfig, place
+from pyservecli.plan.placement import FindConfig, RankAuto, place
 from pyservecli.plan.ports import Ports, allocate
 from pyservecli.plan.profiling import nsys_prefix
 from pyservecli.plan.topology import Topology
@@ -117,7 +117,8 @@ KEY_ENV_NAMES = frozenset({"VLLM_API_KEY", "OPENAI_API_KEY"})
 
 def make_plan(request: LaunchRequest, cluster: Cluster, is_free: Callable[[int], bool],
               resolve: Callable[[str], str], launch_suffix: str = "",
-              find_config: FindConfig | None = None) -> LaunchPlan:
+              find_config: FindConfig | None = None,
+              rank_auto: RankAuto | None = None) -> LaunchPlan:
     """The whole launch, checked; ``cluster`` is the allocation (``run.cluster.detect``) and
     ``is_free`` says whether a port is free on the head (``run.portprobe.is_port_free`` for a
     local launch; a plan for elsewhere passes ``lambda _port: True`` and the head checks its
@@ -125,14 +126,16 @@ def make_plan(request: LaunchRequest, cluster: Cluster, is_free: Callable[[int],
     (``run.cluster.resolve_ip``). ``launch_suffix`` makes this launch's id unique within its
     allocation (job id + suffix): its processes, logs and containers are tagged with it.
     ``find_config`` finds a hub id's config.json (``run.hfhub.find_config``); without it a hub
-    id's size is not checked."""
+    id's size is not checked. ``rank_auto``: re-ranks the automatic choice with measured
+    figures (``api.ranked_choice``)."""
     flags, passthrough = split_parallel_flags(request.vllm_args)
     tp = merge_setting("tp", request.tp, flags.tp)
     pp = merge_setting("pp", request.pp, flags.pp)
     placement = place(
         request.model, cluster, tp=tp, pp=pp, dp=merge_setting("dp", request.dp, flags.dp),
         ep=merge_setting("ep", request.ep, flags.ep), backend=request.backend,
-        resolve=resolve, serve_args=passthrough, find_config=find_config)
+        resolve=resolve, serve_args=passthrough, find_config=find_config,
+        rank_auto=rank_auto)
     topology = placement.topology
     ports = allocate(cluster.job_id, request.port, is_free=is_free)
     for key in request.env:

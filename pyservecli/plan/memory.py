@@ -57,6 +57,7 @@ class ModelSize:
     moe_layers: int
     hidden: int
     query_dim: int  # heads x query head size: attention's cost per token of context
+    expert_width: int = 0  # one routed expert's intermediate size (MoE)
 
     @property
     def total(self) -> int:
@@ -188,6 +189,7 @@ def model_size(config: dict, name: str = "model") -> ModelSize:
         moe_layers=moe_layers,
         hidden=hidden,
         query_dim=query_dim,
+        expert_width=expert_inter if experts else 0,
     )
 
 
@@ -277,6 +279,10 @@ class ModelMemory:
     @property
     def weight_bytes(self) -> float:
         return self.fmt.weight_bytes(self.size)
+
+    @property
+    def expert_width(self) -> int:
+        return self.size.expert_width
 
     def weights_per_gpu(self, tp: int, pp: int = 1, dp: int = 1, ep: bool = False) -> float:
         """Weight bytes on the fullest GPU of this topology."""

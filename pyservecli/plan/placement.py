@@ -26,6 +26,9 @@ from pyservecli.plan.vllm_args import MemorySettings, memory_settings
 
 # A hub id -> (its config.json or None, where it came from or why not): ``run.hfhub``.
 FindConfig = Callable[[str, str | None], tuple[Path | None, str]]
+# The automatic choice re-ranked with measured figures (``api.ranked_choice``):
+# (facts, cluster, the rules' choice, the serve arguments) -> the choice to launch.
+RankAuto = Callable[[ModelFacts, Cluster, Choice, Sequence[str]], Choice]
 
 
 def _no_lookup(_model: str, _revision: str | None) -> tuple[Path | None, str]:
@@ -71,7 +74,8 @@ def read_model(model: str, settings: MemorySettings,
 def place(model: str, cluster: Cluster, *, tp: int | None = None, pp: int | None = None,
           dp: int | None = None, ep: bool | None = None, backend: str | None = None,
           resolve: Callable[[str], str], serve_args: Sequence[str] = (),
-          find_config: FindConfig | None = None) -> Placement:
+          find_config: FindConfig | None = None, rank_auto: RankAuto | None = None
+          ) -> Placement:
     """Everything that can be refused before anything starts, in the order a user fixes it.
     ``resolve``: a host name to its address (``run.cluster.resolve_ip``). With none of
     ``tp``/``pp``/``dp`` given and GPUs in the allocation, the topology is chosen from the
@@ -83,6 +87,8 @@ def place(model: str, cluster: Cluster, *, tp: int | None = None, pp: int | None
     choice = Choice(None)
     if tp is None and pp is None and dp is None and cluster.gpus_per_node is not None:
         choice = choose(facts, nodes, cluster.gpus_per_node, cluster.gpu, ep, utilization)
+        if choice.shape is not None and ep is None and rank_auto is not None:
+            choice = rank_auto(facts, cluster, choice, list(serve_args))
         if choice.shape is not None:
             shape = choice.shape
             tp, pp, ep = shape.tp, shape.pp, shape.ep

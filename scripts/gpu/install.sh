@@ -8,6 +8,10 @@ site=${PYSERVE_GPU_SITE:-/tmp/site}
 if ! PYTHONPATH="$site" python3 -c "import vllm" 2>/dev/null; then
     bash "$parts/install-bundle.sh" "$parts" "$site"
 fi
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target "$site" "$wheels"/*.whl
+shopt -s nullglob
+carried=("$wheels"/*.whl)
+if [ ${#carried[@]} -gt 0 ]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target "$site" "${carried[@]}"
+fi
 PYTHONPATH="$site" python3 -c "import vllm, click, rich; print('vllm', vllm.__version__)"

@@ -1,0 +1,193 @@
+"""``pyserve perf``: the performance store every measured point goes to and the planner reads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from pyservecli.cli import main, perf_db_option, workspace_option
+from pyservecli.errors import PyserveError
+
+
+@main.group(epilog="""
+\b
+Examples:
+  pyserve perf import docs/results/2026-11-30-2xh200-out-of-sample
+  pyserve perf import ./vllm-results --model-config ./Qwen3-8B --tp 2 --gpu H200 --gpus 2
+  pyserve perf list --gpu H200
+  pyserve perf show ./Qwen3-8B
+  pyserve perf export --out points.csv
+  PYSERVE_PERF_DB=/shared/team/perf.db pyserve plan ./Qwen3-8B   # one store for a team
+""")
+def perf():
+    """The performance store: measured points by model shape, GPU, topology and load.
+
+    `bench`, `sweep`, `plan --measure` and `offline` add every good result to it; `pyserve
+    plan` and `pyserve launch` (no parallel flags) read it, with the GPU results that ship
+    with pyserve, before they estimate anything.
+    """
+
+
+def _store(workspace: Path, perf_db: Path | None):
+    from pyservecli import api
+    from pyservecli.bench.perfstore import PerfStore
+
+    return PerfStore(api.perf_store_path(workspace, perf_db))
+
+
+@perf.command("import")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--model-config", metavar="DIR|FILE|NAME", help="The model's config.json (a "
+              "model directory, the file, or a built-in shape name) when the results do not "
+              "name a model pyserve can find (plain `vllm bench serve` JSON).")
+@click.option("--tp", type=click.IntRange(1, 4096), help="Topology of plain results.")
+@click.option("--pp", type=click.IntRange(1, 4096))
+@click.option("--dp", type=click.IntRange(1, 4096))
+@click.option("--ep/--no-ep", default=None)
+@click.option("--gpu", help="GPU of plain results (H200, H100, ...).")
+@click.option("--gpus", type=click.IntRange(1, 65536), help="GPUs serving (plain results).")
+@workspace_option
+@perf_db_option
+def import_(directory, model_config, tp, pp, dp, ep, gpu, gpus, workspace, perf_db):
+    """Add every benchmark result under DIRECTORY (pyserve's result folders, `pyserve
+    offline` results, plain `vllm bench serve` JSON with --model-config and the topology)."""
+    from pyservecli.bench.perfstore import Given, find_model_config, import_dir
+
+    config = None
+    if model_config:
+        config = _read_config(model_config)
+    given = Given(config=config, tp=tp, pp=pp, dp=dp, ep=ep, gpu=gpu, gpus=gpus)
+    points, skipped = import_dir(directory, given=given, find_config=find_model_config)
+    store = _store(workspace, perf_db)
+    added = store.add(points)
+    for path, why in skipped:
+        click.echo(f"skipped {path}: {why}", err=True)
+    click.echo(f"{added} point(s) added to {store.path}; {len(skipped)} file(s) skipped")
+
+
+def _read_config(spec: str) -> dict:
+    from pyservecli.models.dummy import builtin_config, builtin_models
+    from pyservecli.plan.modelconfig import load_config_file
+
+    path = Path(spec)
+    if path.is_dir():
+        path = path / "config.json"
+    if path.is_file():
+        return load_config_file(path)
+    if spec in builtin_models():
+        return builtin_config(spec)
+    raise PyserveError(f"--model-config {spec}: no config.json there and no built-in shape of "
+                       "that name")
+
+
+def _rows(points) -> list[list[str]]:
+    head = ["shape", "model", "gpu", "gpus", "topology", "load", "tok/s", "TTFT p50/p99",
+            "TPOT p50/p99", "vllm", "source"]
+    rows = [head]
+    for p in points:
+        load = f"{p.isl}/{p.osl} " + (f"c{p.concurrency}" if p.concurrency else "")
+        load += f" r{p.rate:g}" if p.rate is not None else ""
+        rows.append([p.shape[:8], Path(p.model).name or p.model, p.gpu, str(p.gpus),
+                     p.topology_label if p.roles != "offline" else f"offline {p.topology_label}",
+                     load, f"{p.output_tok_s:,.0f}", _pair(p.ttft_p50_ms, p.ttft_p99_ms, 0),
+                     _pair(p.tpot_p50_ms, p.tpot_p99_ms, 2), p.vllm or "-", p.source])
+    return rows
+
+
+def _pair(a, b, digits: int) -> str:
+    def one(v):
+        return "-" if v is None else f"{v:,.{digits}f}"
+    return f"{one(a)}/{one(b)}"
+
+
+def _echo_table(rows: list[list[str]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _filtered(store, model: str | None, gpu: str | None, seed: bool):
+    from pyservecli.bench.perfstore import all_points
+
+    shape = None
+    if model:
+        shape = _shape_of(model).fingerprint
+    points = all_points(store if store.path.is_file() else None, shape, gpu) if seed else \
+        store.points(shape, gpu)
+    return points
+
+
+def _shape_of(model: str):
+    from pyservecli.bench.perfstore import find_model_config
+    from pyservecli.plan.perfkey import model_shape
+
+    config = find_model_config(model)
+    if config is None:
+        try:
+            config = _read_config(model)
+        except PyserveError:
+            raise PyserveError(f"{model}: no config.json found (a model directory, a hub id "
+                               "in the HF cache, or a built-in shape name)") from None
+    return model_shape(config)
+
+
+@perf.command("list")
+@click.option("--model", help="Only this model's shape (a directory, a cached hub id, a "
+              "built-in shape).")
+@click.option("--gpu", help="Only this GPU kind (H200, H100, ...).")
+@click.option("--seed/--no-seed", default=False, show_default=True,
+              help="Include the points that ship with pyserve.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)
+@workspace_option
+@perf_db_option
+def list_(model, gpu, seed, fmt, workspace, perf_db):
+    """The stored points, oldest first."""
+    from pyservecli.bench.perfstore import as_row
+
+    points = _filtered(_store(workspace, perf_db), model, gpu, seed)
+    if fmt == "json":
+        click.echo(json.dumps([as_row(p) for p in points], indent=2))
+        return
+    if not points:
+        click.echo("no points stored" + (" for that filter" if model or gpu else ""))
+        return
+    _echo_table(_rows(points))
+
+
+@perf.command("show")
+@click.argument("model")
+@workspace_option
+@perf_db_option
+def show(model, workspace, perf_db):
+    """MODEL's shape (fingerprint and the fields behind it) and its points, the seed's too."""
+    shape = _shape_of(model)
+    click.echo(f"shape {shape.fingerprint} ({shape.family}): {shape.describe()}")
+    points = _filtered(_store(workspace, perf_db), model, None, True)
+    if points:
+        _echo_table(_rows(points))
+    else:
+        click.echo("no points stored for this shape")
+
+
+@perf.command("export")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="CSV file [default: standard output].")
+@click.option("--seed/--no-seed", default=False, show_default=True,
+              help="Include the points that ship with pyserve.")
+@workspace_option
+@perf_db_option
+def export(out, seed, workspace, perf_db):
+    """Every stored point as CSV (one row per point, the store's columns)."""
+    from pyservecli.bench.perfstore import write_csv
+
+    text = write_csv(_filtered(_store(workspace, perf_db), None, None, seed))
+    if out:
+        from pyservecli.run.jobfiles import write_private
+
+        write_private(out, text)
+        click.echo(f"wrote {out}", err=True)
+    else:
+        click.echo(text, nl=False)

@@ -1,0 +1,153 @@
+"""The planner's figure for one candidate, from what was measured before. Pure: the stored
+points come in as data (``bench.perfstore.PerfPoint``), the estimator as a function.
+
+In order:
+1. **measured**: points of the same shape, GPU, GPU count, flags, topology and workload (the
+   mean of repeats);
+2. **interpolated**: the same, at concurrencies on both sides of the one asked for (linear in
+   log2 of the concurrency);
+3. **estimated**: the analytic estimate, times the store's measured / estimated ratio for the
+   closest kind of point there is: the same topology at other loads, else other topologies of
+   the same shape, else shapes of the same family (dense, MoE, MoE with MLA) on that GPU.
+   With no point at all, the estimate as it is.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from pyservecli.plan.estimate import Estimate, Workload
+
+MEASURED, INTERPOLATED, ESTIMATED = "measured", "interpolated", "estimated"
+# How far apart two figures of each source must be to be told apart: one fresh run's spread
+# (2x H200 runs of one point differed by up to ~5 %), the interpolation's, and an estimate
+# corrected by this topology's own points at other loads.
+RESOLUTION = {MEASURED: 0.05, INTERPOLATED: 0.08, ESTIMATED: 0.08}
+# An estimate without this topology's own points: how far the estimator's error differed
+# between two topologies of one model on 2x H200 (2026-11-23 and 2026-11-30, 1024/256 at 128):
+# dense models +0..+8 % (15 % kept from before), MoE models +9..+77 %, up to 1.41x apart
+# between topologies of one model (Qwen3-30B-A3B: +23 % and +74 %), so 30 %.
+UNMEASURED_RESOLUTION = {"dense": 0.15, "moe": 0.30, "moe-mla": 0.30}
+
+
+@dataclass(frozen=True)
+class Figure:
+    output_tok_s: float
+    ttft_ms: float | None
+    tpot_ms: float | None
+    ttft_p99_ms: float | None
+    tpot_p99_ms: float | None
+    source: str  # measured | interpolated | estimated
+    note: str  # e.g. "2 runs", "between c64 and c256", "x0.81 from 3 points of this shape"
+    correction: float | None = None  # the factor applied to the estimate
+    family: str = "dense"  # the model's family (plan.perfkey.ModelShape.family)
+    own: bool = False  # backed by this shape's own measured points
+
+    @property
+    def resolution(self) -> float:
+        if self.source == ESTIMATED and "this topology" not in self.note:
+            return UNMEASURED_RESOLUTION.get(self.family, 0.30)
+        return RESOLUTION[self.source]
+
+    def as_dict(self) -> dict:
+        out = {"output_tok_s": round(self.output_tok_s, 1), "source": self.source,
+               "note": self.note}
+        for key in ("ttft_ms", "tpot_ms", "ttft_p99_ms", "tpot_p99_ms"):
+            value = getattr(self, key)
+            out[key] = None if value is None else round(value, 2)
+        if self.correction is not None:
+            out["correction"] = round(self.correction, 3)
+        return out
+
+
+@dataclass(frozen=True)
+class Key:
+    """A candidate as the store keys it (``perfkey.TopologyKey`` fields)."""
+
+    tp: int
+    pp: int
+    dp: int
+    ep: bool
+    roles: str = ""
+    prefill_tp: int = 0
+
+
+def _matches(point, key: Key) -> bool:
+    return (point.tp, point.pp, point.dp, bool(point.ep), point.roles, point.prefill_tp) == (
+        key.tp, key.pp, key.dp, key.ep, key.roles, key.prefill_tp)
+
+
+def _closed_loop(point, workload: Workload) -> bool:
+    return point.isl == workload.isl and point.osl == workload.osl and point.rate is None \
+        and bool(point.concurrency)
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.fmean(known) if known else None
+
+
+def _lerp(low, high, attr: str, t: float) -> float | None:
+    a, b = getattr(low, attr), getattr(high, attr)
+    if a is None or b is None:
+        return None
+    return a + (b - a) * t
+
+
+def figure(key: Key, workload: Workload, estimate: Estimate | None, points: Sequence,
+           estimate_of: Callable[[object], Estimate | None],
+           family_points: Sequence = (), family: str = "dense") -> Figure | None:
+    """The figure for candidate ``key`` at ``workload``. ``points``: the store's points of
+    this shape, GPU, GPU count and flags; ``family_points``: those of other shapes of the same
+    family on this GPU; ``estimate_of(point)``: the analytic estimate of a stored point (its
+    own shape, topology and workload), for the correction."""
+    mine = [p for p in points if _matches(p, key) and _closed_loop(p, workload)]
+    exact = [p for p in mine if p.concurrency == workload.concurrency]
+    if exact:
+        return Figure(_mean([p.output_tok_s for p in exact]),
+                      _mean([p.ttft_p50_ms for p in exact]), _mean([p.tpot_p50_ms for p in exact]),
+                      _mean([p.ttft_p99_ms for p in exact]), _mean([p.tpot_p99_ms for p in exact]),
+                      MEASURED, f"{len(exact)} run{'s' if len(exact) > 1 else ''}",
+                      family=family, own=True)
+    below = [p for p in mine if p.concurrency < workload.concurrency]
+    above = [p for p in mine if p.concurrency > workload.concurrency]
+    if below and above:
+        low = max(below, key=lambda p: p.concurrency)
+        high = min(above, key=lambda p: p.concurrency)
+        t = (math.log2(workload.concurrency) - math.log2(low.concurrency)) / (
+            math.log2(high.concurrency) - math.log2(low.concurrency))
+        return Figure(_lerp(low, high, "output_tok_s", t), _lerp(low, high, "ttft_p50_ms", t),
+                      _lerp(low, high, "tpot_p50_ms", t), _lerp(low, high, "ttft_p99_ms", t),
+                      _lerp(low, high, "tpot_p99_ms", t), INTERPOLATED,
+                      f"between c{low.concurrency} and c{high.concurrency}", family=family,
+                      own=True)
+    if estimate is None:
+        return None
+    for pool, what in (([p for p in points if _matches(p, key)], "this topology at other loads"),
+                       (list(points), "other topologies of this shape"),
+                       (list(family_points), "shapes of this family")):
+        ratios = _ratios(pool, estimate_of)
+        if ratios:
+            factor = statistics.median(ratios)
+            return Figure(estimate.output_tok_s * factor, estimate.ttft_ms / factor,
+                          estimate.tpot_ms / factor, None, None, ESTIMATED,
+                          f"x{factor:.2f} from {len(ratios)} measured point"
+                          f"{'s' if len(ratios) > 1 else ''} of {what}", correction=factor,
+                          family=family, own="this shape" in what or "this topology" in what)
+    return Figure(estimate.output_tok_s, estimate.ttft_ms, estimate.tpot_ms, None, None,
+                  ESTIMATED, "no measured point of this shape or family on this GPU",
+                  family=family)
+
+
+def _ratios(pool: Sequence, estimate_of) -> list[float]:
+    ratios = []
+    for point in pool:
+        if not point.concurrency or point.rate is not None or not point.output_tok_s:
+            continue
+        est = estimate_of(point)
+        if est is not None and est.output_tok_s > 0:
+            ratios.append(point.output_tok_s / est.output_tok_s)
+    return ratios

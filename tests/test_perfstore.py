@@ -1,0 +1,290 @@
+"""The performance store and the planner's use of it: round trip, writers at once, shape
+fingerprints, interpolation and source labels, the seed's answers, P/D candidates, goodput."""
+
+import json
+import multiprocessing
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from pyservecli.bench.perfstore import (
+    PerfPoint,
+    PerfStore,
+    import_dir,
+    point_from_result,
+    read_csv,
+    seed_points,
+    write_csv,
+)
+from pyservecli.bench.planreport import goodput_search
+from pyservecli.models.dummy import builtin_config
+from pyservecli.plan.auto import Shape, pd_shapes
+from pyservecli.plan.estimate import Workload, estimate
+from pyservecli.plan.gpus import find_gpu
+from pyservecli.plan.memory import model_memory
+from pyservecli.plan.perfkey import model_shape, shape_from_json, speed_flags
+from pyservecli.plan.perfmodel import ESTIMATED, INTERPOLATED, MEASURED, Key, figure
+
+from .conftest import run_pyserve
+
+REPO = Path(__file__).resolve().parent.parent
+
+QWEN3_8B = builtin_config("qwen3-8b")
+H200 = find_gpu("H200")
+
+
+def point(**changes) -> PerfPoint:
+    shape = model_shape(QWEN3_8B)
+    base = PerfPoint(
+        shape=shape.fingerprint, shape_json=json.dumps(shape.fields, sort_keys=True),
+        model="qwen3-8b", gpu="H200", gpu_memory_gib=140.4, gpus=2, vllm="0.26.0", tp=1, pp=1,
+        dp=2, ep=False, roles="", prefill_tp=0, flags="{}", isl=1024, osl=256,
+        concurrency=128, rate=None, output_tok_s=8000.0, ttft_p50_ms=900.0, ttft_p99_ms=1700.0,
+        tpot_p50_ms=11.0, tpot_p99_ms=14.0, weights="dummy", source="bench",
+        result="/r/x.json", recorded="2026-11-30T00:00:00Z")
+    return replace(base, **changes)
+
+
+def test_store_round_trip_and_csv(tmp_path):
+    store = PerfStore(tmp_path / "sub" / "perf.db")
+    assert store.points() == []  # no file yet: nothing, and nothing created
+    assert not store.path.exists()
+    points = [point(), point(concurrency=32, output_tok_s=3000.0, result="/r/y.json"),
+              point(roles="pd:1:1", tp=1, dp=1, prefill_tp=1, result="/r/z.json")]
+    assert store.add(points) == 3
+    assert store.points() == points
+    assert store.add([point()]) == 1  # the same key and result file: replaced, not doubled
+    assert len(store.points()) == 3
+    assert store.points(gpu="H100") == []
+    assert list(read_csv(write_csv(points))) == points
+
+
+def _writer(path: str, start: int, count: int) -> None:
+    store = PerfStore(path)
+    for i in range(start, start + count):
+        store.add([point(concurrency=i + 1, result=f"/r/{i}.json")])
+
+
+def test_two_processes_write_at_once(tmp_path):
+    path = str(tmp_path / "perf.db")
+    ctx = multiprocessing.get_context("spawn")
+    workers = [ctx.Process(target=_writer, args=(path, n * 100, 100)) for n in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(120)
+        assert w.exitcode == 0
+    points = PerfStore(path).points()
+    assert len(points) == 200
+    assert {p.concurrency for p in points} == set(range(1, 201))
+
+
+def test_fingerprint_is_the_shape_not_the_name_or_place(tmp_path):
+    local = tmp_path / "Qwen3-8B"
+    local.mkdir()
+    (local / "config.json").write_text(json.dumps(QWEN3_8B))
+    hub = tmp_path / "hub" / "models--Qwen--Qwen3-8B" / "snapshots" / "abc"
+    hub.mkdir(parents=True)
+    # A hub download carries keys the shape does not depend on, in another order.
+    (hub / "config.json").write_text(json.dumps(
+        {"_name_or_path": "Qwen/Qwen3-8B", **dict(reversed(list(QWEN3_8B.items())))}))
+    a = model_shape(json.loads((local / "config.json").read_text()))
+    b = model_shape(json.loads((hub / "config.json").read_text()))
+    assert a.fingerprint == b.fingerprint
+    assert shape_from_json(json.dumps(a.fields)).fingerprint == a.fingerprint
+    assert model_shape({**QWEN3_8B, "num_hidden_layers": 40}).fingerprint != a.fingerprint
+    assert model_shape(QWEN3_8B, quantization="fp8").fingerprint != a.fingerprint
+    assert model_shape(QWEN3_8B, kv_cache_dtype="fp8").fingerprint != a.fingerprint
+    assert a.family == "dense"
+    assert model_shape(builtin_config("deepseek-v2-lite")).family == "moe-mla"
+
+
+def test_speed_flags_are_canonical():
+    assert speed_flags(["vllm", "serve", "m", "--port", "8000", "--max-num-seqs=64",
+                        "--enforce-eager", "-q", "fp8", "--load-format", "dummy"]) == {
+        "--enforce-eager": "", "--max-num-seqs": "64", "--quantization": "fp8"}
+
+
+def _estimate_of(p):
+    memory = model_memory(json.loads(p.shape_json)["config"])
+    return estimate(memory, H200, tp=p.tp, pp=p.pp, dp=p.dp, ep=p.ep, gpus_per_node=2,
+                    workload=Workload(p.isl, p.osl, p.concurrency))
+
+
+def test_figure_sources():
+    memory = model_memory(QWEN3_8B)
+    key = Key(1, 1, 2, False)
+    stored = [point(concurrency=64, output_tok_s=6000.0, ttft_p50_ms=500.0),
+              point(concurrency=256, output_tok_s=10000.0, ttft_p50_ms=1500.0),
+              point(concurrency=128, output_tok_s=8000.0),
+              point(concurrency=128, output_tok_s=8400.0, result="/r/again.json")]
+
+    def est(conc):
+        return estimate(memory, H200, tp=1, pp=1, dp=2, ep=False, gpus_per_node=2,
+                        workload=Workload(1024, 256, conc))
+
+    got = figure(key, Workload(1024, 256, 128), est(128), stored, _estimate_of)
+    assert (got.source, got.output_tok_s, got.note) == (MEASURED, 8200.0, "2 runs")
+    # Half way between c64 and c256 in log2: c128 without its own points.
+    got = figure(key, Workload(1024, 256, 128), est(128), stored[:2], _estimate_of)
+    assert got.source == INTERPOLATED and got.output_tok_s == pytest.approx(8000.0)
+    assert got.ttft_ms == pytest.approx(1000.0)
+    # Outside the measured range: the estimate, corrected by this topology's measured ratio.
+    got = figure(key, Workload(1024, 256, 512), est(512), stored, _estimate_of)
+    assert got.source == ESTIMATED and got.correction is not None
+    assert "this topology" in got.note
+    assert got.output_tok_s == pytest.approx(est(512).output_tok_s * got.correction)
+    # Another topology of the shape: corrected by the shape's other topologies.
+    got = figure(Key(2, 1, 1, False), Workload(1024, 256, 128), est(128), stored, _estimate_of)
+    assert got.source == ESTIMATED and "other topologies" in got.note
+    # Nothing stored at all: the bare estimate, and it says so.
+    got = figure(key, Workload(1024, 256, 128), est(128), [], _estimate_of)
+    assert got.source == ESTIMATED and got.correction is None
+    assert got.output_tok_s == est(128).output_tok_s
+
+
+def test_pd_candidates_cover_every_split():
+    assert pd_shapes(1, 2) == [Shape(1, 1, 1, False, prefill=1, decode=1, prefill_tp=1)]
+    eight = pd_shapes(1, 8)
+    assert all(s.gpus == 8 for s in eight)
+    assert {(s.prefill, s.decode, s.tp) for s in eight if s.tp == 2} == {(1, 3, 2), (2, 2, 2),
+                                                                          (3, 1, 2)}
+    assert len([s for s in eight if s.tp == 1]) == 7
+    assert eight[0].label == "1p-tp1-7d-tp1"
+    assert Shape(2, 1, 1, False, prefill=1, decode=3, prefill_tp=2).launch_settings() == {
+        "prefill": 1, "decode": 3, "prefill_tp": 2, "decode_tp": 2}
+
+
+def test_goodput_search_on_a_latency_curve():
+    """TTFT p99 grows linearly with load (10 ms per request in flight); SLO 1,000 ms: the
+    search brackets from 16 by doubling and bisects to 100 within the point budget."""
+    calls = []
+
+    def run_at(load):
+        calls.append(load)
+        return {"ttft_p99": 10.0 * load}
+
+    good, tried = goodput_search(run_at, 16, lambda r: r["ttft_p99"] <= 1000.0, max_points=10)
+    assert good == 100
+    assert calls[:4] == [16, 32, 64, 128]
+    assert len(calls) == len(set(calls)) <= 10
+    # Failing at the start: halves until one holds; a failed run counts as a miss.
+    good, tried = goodput_search(lambda c: None if c > 8 else {"ttft_p99": 1.0}, 64,
+                                 lambda r: True, max_points=8)
+    assert good == 8 and tried[0] == (64, None, False)
+    assert goodput_search(lambda c: {"x": 1}, 4, lambda r: False)[0] is None
+
+
+def test_result_file_to_point_keeps_the_key():
+    path = (REPO / "docs/results/2026-11-30-2xh200-out-of-sample/measured-mixtral-8x7b/"
+            "tp2-dp1/plan/i1024-o256-rinf-c128.json")
+    result = json.loads(path.read_text())
+    got, why = point_from_result(result, path, source="import",
+                                 find_config=lambda _m: builtin_config("mixtral-8x7b"))
+    assert why == ""
+    assert (got.gpu, got.gpus, got.tp, got.dp, got.ep, got.isl, got.osl, got.concurrency) == (
+        "H200", 2, 2, 1, False, 1024, 256, 128)
+    assert got.output_tok_s == pytest.approx(result["output_throughput"], rel=1e-6)
+    assert got.weights == "dummy" and got.vllm == "0.26.0"
+    assert got.shape == model_shape(builtin_config("mixtral-8x7b")).fingerprint
+    failed = {**result, "pyserve": {**result["pyserve"], "status": "failed"}}
+    assert point_from_result(failed, path, source="import")[0] is None
+    # A plain vLLM result says neither topology nor model: refused until given.
+    plain = {k: v for k, v in result.items() if k != "pyserve"}
+    assert "topology unknown" in point_from_result(plain, path, source="import")[1]
+
+
+def test_seed_ships_the_gpu_results_and_matches_docs_results(tmp_path):
+    """The seed is exactly what scripts/perf-seed.sh imports from docs/results."""
+    seed = seed_points()
+    assert len(seed) >= 25
+    assert {p.gpu for p in seed} >= {"H200"}
+    shapes = {p.shape for p in seed if p.roles == ""}
+    assert model_shape(builtin_config("mixtral-8x7b")).fingerprint in shapes
+    out = tmp_path / "out"
+    shutil.copytree(REPO / "docs/results/2026-11-30-2xh200-out-of-sample", out)
+    from pyservecli.bench.perfstore import find_model_config
+
+    fresh, _skipped = import_dir(out, find_config=find_model_config)
+    by_value = {(p.shape, p.tp, p.dp, p.ep, p.concurrency): p.output_tok_s for p in seed}
+    assert fresh and all(by_value[(p.shape, p.tp, p.dp, p.ep, p.concurrency)]
+                         == p.output_tok_s for p in fresh)
+
+
+def test_plan_answers_from_the_store_and_labels_sources(tmp_path):
+    """Mixtral-8x7B on 2x H200, measured on 2026-11-30 (the seed): plan ranks the measured
+    best (TP 2) first, labels figures measured, says why it overrules the rules, and launch
+    with no parallel flags takes the same shape."""
+    model = tmp_path / "mixtral"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps(builtin_config("mixtral-8x7b")))
+    args = [str(model), "--gpus-per-node", "2", "--gpu-memory", "140.4", "--concurrency",
+            "128", "--max-model-len", "4096", "--load-format", "dummy",
+            "--workspace", str(tmp_path / "ws")]
+    out = run_pyserve("plan", *args, "--format", "json")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    first = data["candidates"][0]
+    assert (first["label"], first["figure"]["source"]) == ("tp2-dp1", "measured")
+    assert data["automatic_choice"]["shape"] == "tp2-dp1"
+    assert any("ranks above the automatic rules' TP 1 x DP 2" in line
+               for line in data["explained"])
+    pd = [c for c in data["candidates"] if c["label"] == "1p-tp1-1d-tp1"]
+    assert pd and pd[0]["figure"]["source"] == "estimated" and pd[0]["figure"]["correction"]
+    dry = run_pyserve("launch", *args, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "--tensor-parallel-size 2" in dry.stdout
+    # Another speed flag is another experiment: no measured figure applies.
+    other = run_pyserve("plan", *args, "--max-num-seqs", "64", "--format", "json")
+    sources = {c["figure"]["source"] for c in json.loads(other.stdout)["candidates"]
+               if "figure" in c}
+    assert sources == {"estimated"}
+
+
+def test_slo_ranks_by_goodput_and_pd_holds_tpot_under_load(tmp_path):
+    """Long prompts (8192 in): with a TPOT SLO, prefill/decode holds it at the full 128 in
+    flight (its decode server never prefills) while every one-server shape has to shed load
+    to hold it; with a TTFT SLO an aggregated shape ranks first."""
+    model = tmp_path / "qwen3-8b"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps(QWEN3_8B))
+    base = ["plan", str(model), "--gpus-per-node", "2", "--gpu-memory", "140.4", "--isl",
+            "8192", "--concurrency", "128", "--workspace", str(tmp_path / "ws"),
+            "--format", "json"]
+    tpot = json.loads(run_pyserve(*base, "--tpot", "20").stdout)
+    good = {c["label"]: c.get("goodput") for c in tpot["candidates"] if c["valid"]}
+    assert good["1p-tp1-1d-tp1"]["concurrency"] == 128
+    assert all(g is None or g["concurrency"] < 128 for label, g in good.items()
+               if not label.startswith("1p"))
+    ranked = [c["goodput"]["output_tok_s"] for c in tpot["candidates"] if c.get("goodput")]
+    assert ranked[0] >= max(ranked) / 1.3  # first: the best goodput within its resolution
+    ttft = json.loads(run_pyserve(*base, "--ttft", "2000").stdout)
+    assert not ttft["candidates"][0]["label"].startswith("1p")
+
+
+def test_perf_cli_import_list_show_export(tmp_path):
+    db = tmp_path / "team.db"
+    env = {"PYSERVE_PERF_DB": str(db)}
+    out = run_pyserve("perf", "import",
+                      str(REPO / "docs/results/2026-11-30-2xh200-out-of-sample"), env=env)
+    assert out.returncode == 0, out.stderr
+    assert "8 point(s) added" in out.stdout
+    listed = run_pyserve("perf", "list", "--gpu", "H200", env=env)
+    assert "mixtral-8x7b" in listed.stdout and "tp2-dp1" in listed.stdout
+    shown = run_pyserve("perf", "show", "deepseek-v2-lite", env=env)
+    assert "moe-mla" in shown.stdout and "tp1-dp2-ep" in shown.stdout
+    csv_file = tmp_path / "points.csv"
+    assert run_pyserve("perf", "export", "--out", str(csv_file), env=env).returncode == 0
+    assert len(list(read_csv(csv_file.read_text()))) == 8
+    # Hostile input: one clear line, exit 2.
+    bad = run_pyserve("perf", "show", "no-such-model", env=env)
+    assert bad.returncode == 2 and bad.stderr.startswith("pyserve: error:")
+    (tmp_path / "notadb").write_text("this is not sqlite")
+    bad = run_pyserve("perf", "list", "--perf-db", str(tmp_path / "notadb"))
+    assert bad.returncode == 2 and "performance store" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    assert time.time()  # the store file is left as it was
+    assert (tmp_path / "notadb").read_text() == "this is not sqlite"
