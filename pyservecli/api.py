@@ -745,7 +745,7 @@ def measure_plan(topology_plan: TopologyPlan, *, top: int = 3, out: str | Path |
                  port: int = 8000, api_key_file: str | Path | None = None,
                  env: dict[str, str] | None = None, workspace: str | Path | None = None,
                  perf_db: str | Path | None = None, ready_timeout: float = 1800.0,
-                 say: Say = _stderr) -> Path:
+                 only: Sequence[str] = (), say: Say = _stderr) -> Path:
     """``pyserve plan --measure``: launch the ``top`` valid candidates one after another (the
     compile cache of the first warms the next), run a short throw-away point on each (the first
     requests after READY pay one-time kernel compilation), then benchmark it at the goal's
@@ -753,7 +753,8 @@ def measure_plan(topology_plan: TopologyPlan, *, top: int = 3, out: str | Path |
     OUT/plan.json with the measured ranking beside the predicted one; results land in
     OUT/<candidate>/plan/<point>.json like a sweep's and in the performance store, so
     ``resume`` skips what was measured and the next ``pyserve plan`` answers from the store.
-    A candidate that fails to start is recorded and skipped."""
+    A candidate that fails to start is recorded and skipped. ``only``: these candidates
+    (labels as in the report: tp1-dp2, 1p-tp1-1d-tp1) instead of the ``top`` ones."""
     import json
 
     from pyservecli.bench.planreport import PLAN_FILE, MeasuredRow, goodput_search
@@ -777,6 +778,16 @@ def measure_plan(topology_plan: TopologyPlan, *, top: int = 3, out: str | Path |
     ws = _workspace(workspace)
     out_dir = Path(out) if out else ws / "plans" / _plan_label(plan_, point.name)
     chosen = [c for c in plan_.ranked if c.valid][:top]
+    if only:
+        labels = {c.shape.label: c for c in plan_.ranked}
+        unknown = [label for label in only if label not in labels]
+        if unknown:
+            raise PyserveError(f"--only {','.join(unknown)}: no such candidate; these are: "
+                               f"{', '.join(labels)}")
+        refused = [label for label in only if not labels[label].valid]
+        if refused:
+            raise PyserveError(f"--only {','.join(refused)}: does not fit this allocation")
+        chosen = [labels[label] for label in dict.fromkeys(only)]
     if not chosen:
         raise PyserveError("no valid topology to measure")
     # What changes a measurement besides the topology: --resume reuses only results measured
@@ -851,6 +862,13 @@ def measure_plan(topology_plan: TopologyPlan, *, top: int = 3, out: str | Path |
                     continue
             except (OSError, ValueError, AttributeError):
                 pass  # unreadable: measured again
+        if resume and slo:
+            replayed = _replay_search(out_dir / shape.label, w, prompts_at, plan_, meets_slo)
+            if replayed is not None:
+                say(f"pyserve: {shape.describe()} ({number} of {len(chosen)}) measured "
+                    f"already: {out_dir / shape.label}")
+                rows.append(_slo_row(cand, plan_, replayed))
+                continue
         say(f"pyserve: measuring {shape.describe()} ({number} of {len(chosen)})")
         records: list = []
         try:
@@ -861,20 +879,68 @@ def measure_plan(topology_plan: TopologyPlan, *, top: int = 3, out: str | Path |
                        if r.point.suite == "plan"]
         except PyserveError as exc:
             say(f"pyserve: {shape.describe()} failed: {exc}")
-        at_point = next((rec for load, rec in records if load == w.concurrency and rec), None)
-        good = None
         if slo:
-            held = [(load, rec) for load, rec in records if rec is not None and meets_slo(
-                _figure_of_record(rec), plan_.ttft_ms, plan_.tpot_ms)]
-            good = max(held, key=lambda item: item[1].output_tok_s or 0.0, default=None)
-        rows.append(MeasuredRow(cand, plan_.ranked.index(cand) + 1, at_point, goodput=good,
-                                tried=[(load, rec) for load, rec in records]))
+            rows.append(_slo_row(cand, plan_, records))
+        else:
+            at_point = next((rec for load, rec in records if load == w.concurrency and rec),
+                            None)
+            rows.append(MeasuredRow(cand, plan_.ranked.index(cand) + 1, at_point))
     plan_.measured = rows
     plan_.measured_with = measured_with
     data = plan_.report()
     out_dir.mkdir(parents=True, exist_ok=True)
     write_private(out_dir / PLAN_FILE, json.dumps(data, indent=2) + "\n")
     return out_dir / PLAN_FILE
+
+
+def _slo_row(cand, plan_: TopologyPlan, records: list):
+    """A measured row of a goodput search: the best load that met the SLOs, and every load."""
+    from pyservecli.bench.planreport import MeasuredRow
+    from pyservecli.plan.auto import meets_slo
+
+    w = plan_.workload
+    held = [(load, rec) for load, rec in records if rec is not None and meets_slo(
+        _figure_of_record(rec), plan_.ttft_ms, plan_.tpot_ms)]
+    good = max(held, key=lambda item: item[1].output_tok_s or 0.0, default=None)
+    at_point = next((rec for load, rec in records if load == w.concurrency and rec), None)
+    return MeasuredRow(cand, plan_.ranked.index(cand) + 1, at_point, goodput=good,
+                       tried=list(records))
+
+
+class _NotMeasured(Exception):
+    pass
+
+
+def _replay_search(folder: Path, w, prompts_at, plan_: TopologyPlan, meets_slo) -> list | None:
+    """--resume of a goodput search: the same search over the results already in ``folder``
+    (it is deterministic given them); None when it needs a load not measured yet."""
+    import json
+
+    from pyservecli.bench.planreport import goodput_search
+    from pyservecli.bench.results import PointRecord
+    from pyservecli.bench.suites import _random
+
+    records: list = []
+
+    def run_at(load: int):
+        point = _random("plan", w.isl, w.osl, "inf", prompts_at(load), load)
+        try:
+            kept = json.loads((folder / "plan" / point.result_name).read_text())
+        except (OSError, ValueError):
+            raise _NotMeasured from None
+        if not isinstance(kept, dict) or (kept.get("pyserve") or {}).get("status") != "ok":
+            raise _NotMeasured
+        record = PointRecord.from_result(kept, suite="plan", point=point.name)
+        records.append((load, record))
+        return record
+
+    try:
+        goodput_search(run_at, w.concurrency, lambda r: meets_slo(
+            _figure_of_record(r), plan_.ttft_ms, plan_.tpot_ms),
+            limit=max(w.concurrency * 4, 1))
+    except _NotMeasured:
+        return None
+    return records
 
 
 def _figure_of_record(record):

@@ -278,7 +278,12 @@ def _topology_of(provenance: dict, given: Given) -> tuple[dict, str, int, list |
             ptp = int((prefill[0].get("topology") or {}).get("tp") or 1)
             return topo, f"pd:{len(prefill)}:{len(decode)}", ptp, decode[0].get("argv")
         if len({s.get("model") for s in servers}) > 1:
-            return None  # several models behind one router: not one shape's figure
+            # Several models behind one router: the measured model's servers alone (its
+            # provenance names their argv).
+            model = _server_model(provenance.get("server_argv"))
+            servers = [s for s in servers if _server_model(s.get("argv")) == model]
+            if not servers:
+                return None
         topo = servers[0].get("topology") or {}
         return topo, f"replicas:{len(servers)}", 0, servers[0].get("argv")
     topo = provenance.get("topology")
@@ -493,18 +498,20 @@ def as_row(point: PerfPoint) -> dict:
 # ---- for the planner ---------------------------------------------------------------------
 
 def figure_source(store: PerfStore | None, shape, gpu_name: str, gpus: int, flags: str,
-                  gpus_per_node: int, memory, spec):
+                  gpus_per_node: int, memory, spec, points: list[PerfPoint] | None = None):
     """``plan.auto.FigureOf`` for one model ``shape`` (``perfkey.ModelShape``) on ``gpus`` GPUs
     of kind ``gpu_name``: the stored points (seed and store) of that GPU, GPU count and speed
     flags, turned into figures by ``plan.perfmodel.figure``; ``memory``/``spec``: the model's
-    memory and the GPU's spec, for the candidates' own estimates."""
+    memory and the GPU's spec, for the candidates' own estimates. ``points``: these instead of
+    the seed's and the store's (a leave-one-shape-out check of the planner)."""
     from pyservecli.plan.auto import Shape, estimate_shape
     from pyservecli.plan.estimate import Workload
     from pyservecli.plan.gpus import DEFAULT_GPU, find_gpu
     from pyservecli.plan.perfkey import shape_from_json
-    from pyservecli.plan.perfmodel import figure
+    from pyservecli.plan.perfmodel import correction_ratios, figure
 
-    pool = [p for p in all_points(store, gpu=gpu_name) if p.gpus == gpus and p.flags == flags]
+    found = all_points(store, gpu=gpu_name) if points is None else points
+    pool = [p for p in found if p.gpu == gpu_name and p.gpus == gpus and p.flags == flags]
     mine = [p for p in pool if p.shape == shape.fingerprint]
     shapes: dict[str, object] = {}
 
@@ -529,10 +536,20 @@ def figure_source(store: PerfStore | None, shape, gpu_name: str, gpus: int, flag
         return estimate_shape(mem, find_gpu(point.gpu) or DEFAULT_GPU, cand, gpus_per_node,
                               Workload(point.isl, point.osl, point.concurrency))
 
+    cached: dict[tuple, list[float]] = {}
+
+    def ratios(pool) -> list[float]:
+        """The pools are fixed per shape (``figure`` filters them the same way for every
+        load): computed once each, not once per candidate and load."""
+        key = tuple(id(p) for p in pool)
+        if key not in cached:
+            cached[key] = correction_ratios(pool, estimate_of)
+        return cached[key]
+
     def figure_of(cand, workload):
         est = estimate_shape(memory, spec, cand, gpus_per_node, workload)
         return figure(cand.store_key(), workload, est, mine, estimate_of, family,
-                      shape.family)
+                      shape.family, ratios)
 
     figure_of.points = len(mine)  # type: ignore[attr-defined]
     figure_of.family_points = len(family)  # type: ignore[attr-defined]

@@ -8,6 +8,7 @@ import sys
 import click
 
 from pyservecli.cli import main, perf_db_option, workspace_option
+from pyservecli.errors import PyserveError
 
 PLAN_EXAMPLES = """
 \b
@@ -17,6 +18,8 @@ Examples:
   pyserve plan ./Qwen3-8B --goal latency --max-model-len 8192 --format json
   pyserve plan MODEL --ttft 500 --tpot 30           # rank by throughput within the SLOs
   pyserve plan ./Qwen3-8B --measure --top 3 --load-format dummy   # launch, bench, compare
+  pyserve plan ./Qwen3-8B --isl 8192 --ttft 2000 --tpot 20 --measure --only tp1-dp2,1p-tp1-1d-tp1
+  PYSERVE_PERF_DB=/shared/perf.db pyserve plan MODEL   # figures measured by the whole team
 """
 
 
@@ -45,6 +48,8 @@ Examples:
               "this allocation, benchmark each at the goal's point, and compare.")
 @click.option("--top", type=int, default=3, show_default=True,
               help="How many candidates --measure launches.")
+@click.option("--only", metavar="LABELS", help="--measure: these candidates, comma-separated "
+              "labels as --format json names them (tp1-dp2,1p-tp1-1d-tp1), instead of --top.")
 @click.option("--num-prompts", type=int, help="Requests per measurement [default: 4 x "
               "concurrency, at least 100].")
 @click.option("--out", type=click.Path(file_okay=False), help="Where --measure writes "
@@ -62,8 +67,8 @@ Examples:
 @perf_db_option
 @click.argument("vllm_args", nargs=-1, type=click.UNPROCESSED)
 def plan(model, goal, isl, osl, concurrency, ttft_ms, tpot_ms, nodelist, gpus_per_node,
-         gpu_memory, measure, top, num_prompts, out, resume, port, api_key_file, env_pairs, fmt,
-         workspace, perf_db, vllm_args):
+         gpu_memory, measure, top, only, num_prompts, out, resume, port, api_key_file,
+         env_pairs, fmt, workspace, perf_db, vllm_args):
     """Rank the ways to split MODEL over the allocation: memory fit and estimated output tok/s,
     TTFT and TPOT per topology, and what `pyserve launch MODEL` with no flags would choose.
 
@@ -78,13 +83,16 @@ def plan(model, goal, isl, osl, concurrency, ttft_ms, tpot_ms, nodelist, gpus_pe
                                  ttft_ms=ttft_ms, tpot_ms=tpot_ms, nodelist=nodelist,
                                  gpus_per_node=gpus_per_node, gpu_memory=gpu_memory,
                                  vllm_args=vllm_args, workspace=workspace, perf_db=perf_db)
+    if only and not measure:
+        raise PyserveError("--only goes with --measure")
     if measure:
         path = api.measure_plan(result, top=top, out=out, resume=resume,
                                 num_prompts=num_prompts, nodelist=nodelist,
                                 gpus_per_node=gpus_per_node, gpu_memory=gpu_memory,
                                 vllm_args=vllm_args, port=port, api_key_file=api_key_file,
                                 env=parse_env_pairs(env_pairs), workspace=workspace,
-                                perf_db=perf_db)
+                                perf_db=perf_db,
+                                only=[x.strip() for x in (only or "").split(",") if x.strip()])
         click.echo(f"pyserve: measured plan in {path}", err=True)
     data = result.report()
     if fmt == "json":

@@ -99,11 +99,14 @@ def _lerp(low, high, attr: str, t: float) -> float | None:
 
 def figure(key: Key, workload: Workload, estimate: Estimate | None, points: Sequence,
            estimate_of: Callable[[object], Estimate | None],
-           family_points: Sequence = (), family: str = "dense") -> Figure | None:
+           family_points: Sequence = (), family: str = "dense",
+           ratios: Callable[[Sequence], list[float]] | None = None) -> Figure | None:
     """The figure for candidate ``key`` at ``workload``. ``points``: the store's points of
     this shape, GPU, GPU count and flags; ``family_points``: those of other shapes of the same
     family on this GPU; ``estimate_of(point)``: the analytic estimate of a stored point (its
-    own shape, topology and workload), for the correction."""
+    own shape, topology and workload), for the correction; ``ratios(pool)``: the measured /
+    estimated ratios of a pool (default ``correction_ratios``; a caller planning many
+    candidates passes a cached one)."""
     mine = [p for p in points if _matches(p, key) and _closed_loop(p, workload)]
     exact = [p for p in mine if p.concurrency == workload.concurrency]
     if exact:
@@ -129,20 +132,23 @@ def figure(key: Key, workload: Workload, estimate: Estimate | None, points: Sequ
     for pool, what in (([p for p in points if _matches(p, key)], "this topology at other loads"),
                        (list(points), "other topologies of this shape"),
                        (list(family_points), "shapes of this family")):
-        ratios = _ratios(pool, estimate_of)
-        if ratios:
-            factor = statistics.median(ratios)
+        found = ratios(pool) if ratios is not None else correction_ratios(pool, estimate_of)
+        if found:
+            ratios_found = found
+            factor = statistics.median(ratios_found)
             return Figure(estimate.output_tok_s * factor, estimate.ttft_ms / factor,
                           estimate.tpot_ms / factor, None, None, ESTIMATED,
-                          f"x{factor:.2f} from {len(ratios)} measured point"
-                          f"{'s' if len(ratios) > 1 else ''} of {what}", correction=factor,
+                          f"x{factor:.2f} from {len(ratios_found)} measured point"
+                          f"{'s' if len(ratios_found) > 1 else ''} of {what}",
+                          correction=factor,
                           family=family, own="this shape" in what or "this topology" in what)
     return Figure(estimate.output_tok_s, estimate.ttft_ms, estimate.tpot_ms, None, None,
                   ESTIMATED, "no measured point of this shape or family on this GPU",
                   family=family)
 
 
-def _ratios(pool: Sequence, estimate_of) -> list[float]:
+def correction_ratios(pool: Sequence, estimate_of) -> list[float]:
+    """Measured / estimated output tok/s of each closed-loop point of ``pool``."""
     ratios = []
     for point in pool:
         if not point.concurrency or point.rate is not None or not point.output_tok_s:
