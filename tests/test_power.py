@@ -92,3 +92,33 @@ def test_a_stale_or_foreign_launch_record_is_not_attached(tmp_path, change):
     (tmp_path / "latest.json").write_text(json.dumps(live_record(tmp_path)))
     assert launch_record_for("http://127.0.0.1:8123", tmp_path) is not None
     assert launch_record_for("http://10.9.9.9:8123", tmp_path) is None
+
+
+def test_power_counts_only_the_measured_window():
+    """#29 item 1: the sampler runs for the whole client process; the report averages only the
+    samples taken while requests ran (here 300 W idle around a 700 W window)."""
+    from pyservecli.bench.power import window_summary
+
+    stamps = [100.0 + i for i in range(20)]
+    samples = [[{"gpu": 0, "watts": 700.0 if 105 <= t <= 110 else 300.0, "util": 90.0,
+                 "mem_mib": 1000.0}] for t in stamps]
+    report = window_summary(samples, stamps, 105.0, 110.0, output_tok_s=7000.0)
+    assert report["avg_watts_per_gpu"] == 700.0 and report["output_tok_s_per_kw"] == 10000.0
+    assert (report["samples_in_window"], report["samples_total"]) == (6, 20)
+    assert report["window_s"] == 5.0
+    # A window shorter than the sampling interval: said, never an idle average.
+    empty = window_summary(samples, stamps, 105.2, 105.4, output_tok_s=7000.0)
+    assert empty["available"] is False and "inside the measured window" in empty["reason"]
+    assert window_summary([], [], 0.0, 1.0, 7000.0)["available"] is False
+
+
+def test_sampler_stamps_every_sample(tmp_path, monkeypatch):
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text(STAND_IN_SMI)
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    before = time.time()
+    with PowerSampler(interval=0.05, gpu_ids="0") as sampler:
+        time.sleep(0.3)
+    assert len(sampler.stamps) == len(sampler.samples) >= 2
+    assert before <= sampler.stamps[0] <= sampler.stamps[-1] <= time.time()

@@ -73,6 +73,21 @@ def remote_argv(job_id: str, nodes: list[str], interval: float = 1.0) -> list[st
             "--format=csv,noheader,nounits", f"-lms={int(interval * 1000)}"]
 
 
+def window_summary(samples: list[list[dict]], stamps: list[float], start: float, end: float,
+                   output_tok_s: float | None) -> dict:
+    """``summarize`` of the samples taken while requests were measured, [start, end] in wall
+    time: the client's start-up and teardown around them are idle GPU time that would dilute
+    W and tok/s per kW (seen on 2x H200: 35-50 % of a point's samples were outside it)."""
+    inside = [s for s, t in zip(samples, stamps, strict=True) if start <= t <= end]
+    report = summarize(inside, output_tok_s)
+    window = {"window_s": round(end - start, 3), "samples_in_window": len(inside),
+              "samples_total": len(samples)}
+    if not inside and samples:
+        return {"available": False, "reason": f"no power sample inside the measured window of "
+                f"{end - start:.1f} s ({len(samples)} outside it)", **window}
+    return {**report, **window} if report.get("available") else report
+
+
 class PowerSampler:
     """Context manager: samples in a thread; ``samples`` holds lists of rows (one list per
     local tick, or one row per streamed line from the server nodes)."""
@@ -82,6 +97,7 @@ class PowerSampler:
         self.interval = interval
         self.gpu_ids = gpu_ids
         self.samples: list[list[dict]] = []
+        self.stamps: list[float] = []  # wall-clock time of each sample (time.time())
         self.remote = remote
         self.enabled = remote is not None or shutil.which("nvidia-smi") is not None
         self._stop = threading.Event()
@@ -102,6 +118,7 @@ class PowerSampler:
             node, _, rest = line.partition(": ")
             row = parse_row(rest, node.strip()) if rest else None
             if row:
+                self.stamps.append(time.time())
                 self.samples.append([row])
 
     def _loop(self):
@@ -109,6 +126,7 @@ class PowerSampler:
             start = time.monotonic()
             sample = read_sample(gpu_ids=self.gpu_ids)
             if sample:
+                self.stamps.append(time.time())
                 self.samples.append(sample)
             self._stop.wait(max(0.0, self.interval - (time.monotonic() - start)))
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import requests
 
-from pyservecli.bench.power import PowerSampler, remote_argv, summarize
+from pyservecli.bench.power import PowerSampler, remote_argv, window_summary
 from pyservecli.bench.provenance import launch_record_for, provenance
 from pyservecli.bench.results import SUMMARY_COLUMNS, PointRecord, gpus_of
 from pyservecli.bench.sonnet import write_dataset
@@ -354,6 +354,10 @@ def _run_points(points, server, out_dir, runner, origin, tokenizer, dataset_dir,
         if profile:
             wait_stop_profile(server.base_url, say)
         result = _read_result(running)
+        try:  # vLLM writes the result as the measured requests end
+            finished = running.stat().st_mtime
+        except OSError:
+            finished = time.time()
         running.unlink(missing_ok=True)
         if code != 0 or result is None:
             log = suite_dir / f"{point.name}.log"
@@ -375,13 +379,21 @@ def _run_points(points, server, out_dir, runner, origin, tokenizer, dataset_dir,
             "status": status, "note": note, "suite": point.suite, "point": point.name,
             "wall_s": round(wall, 3), "seed": seed, "run_seed": run_seed,
             "provenance": origin,
-            "power": summarize(power.samples, result.get("output_throughput")),
+            "power": window_summary(power.samples, power.stamps,
+                                    finished - (_seconds(result.get("duration")) or wall),
+                                    finished, result.get("output_throughput")),
         }
         _write_json(path, result)
         (suite_dir / f"{point.name}.failed.json").unlink(missing_ok=True)
         say(f"{label}: {status} {note}".rstrip())
         results.append(PointResult(point, status, note, result, path=path))
     return results
+
+
+def _seconds(value) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        return None
+    return float(value)
 
 
 def _read_result(path: Path) -> dict | None:
