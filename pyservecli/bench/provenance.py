@@ -39,7 +39,35 @@ def gpu_inventory() -> dict:
     return {"available": True, "count": len(rows), "name": rows[0][0], "driver": rows[0][1]}
 
 
+# pyserve's own checkout (None when installed from a wheel): provenance names the code that ran,
+# not whatever repository the benchmark happened to be started in.
+SOURCE_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _source_checkout(cwd: Path | None) -> Path | None:
+    root = cwd or SOURCE_ROOT
+    # Installed (site-packages): no checkout of pyserve's own, whatever repository encloses it.
+    return root if cwd is not None or (root / "pyproject.toml").is_file() else None
+
+
+def git_dirty(cwd: Path | None = None) -> bool | None:
+    """Whether the checkout has changes to tracked files (a result then ran code that no commit
+    holds); None outside a git checkout."""
+    cwd = _source_checkout(cwd)
+    if cwd is None:
+        return None
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                             capture_output=True, text=True, cwd=cwd, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return bool(out.stdout.strip()) if out.returncode == 0 else None
+
+
 def git_sha(cwd: Path | None = None) -> str | None:
+    cwd = _source_checkout(cwd)
+    if cwd is None:
+        return None
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                              cwd=cwd, timeout=10)
@@ -80,6 +108,9 @@ def _where_and_when() -> dict:
         "pyserve_version": __version__,
         "gpus": gpu_inventory(),
         "git_sha": git_sha(),
+        "git_dirty": git_dirty(),
+        # What else the figures depend on, where installed on the benchmark host.
+        "versions": {name: _version(name) for name in ("vllm-router", "nixl", "ray", "torch")},
         "bench_host": socket.gethostname(),
     }
 

@@ -259,7 +259,7 @@ def run_points(points: list[BenchPoint], server: ServerInfo, out_dir: Path, *,
     try:
         results = _run_points(points, server, out_dir, runner, origin, tokenizer, dataset_dir,
                               profile, resume, say, power_remote(record), power_gpu_ids(record),
-                              run_seed=run_seed)
+                              run_seed=run_seed, record_urls=server_urls(record))
         if perf_db is not None:
             _record(results, perf_db, perf_source, say)
         return [replace(r, model=server.model) for r in results]
@@ -279,6 +279,55 @@ def _record(results: list[PointResult], perf_db: Path, source: str,
             problem = record_result(store, r.result, r.path, source)
             if problem:
                 say(f"{r.point.suite}/{r.point.name}: {problem}")
+
+
+_COUNTER = re.compile(r"^vllm:prefix_cache_(queries|hits)(?:_total)?(?:\{[^}]*\})? (\S+)$",
+                      re.M)
+
+
+def server_urls(record: dict | None) -> tuple[str, ...]:
+    """The servers behind a fleet's gate (its launch record), whose /metrics the gate does not
+    pass: scraped directly from the launch host."""
+    servers = (record or {}).get("roles", {}).get("replicas") or [] \
+        if isinstance((record or {}).get("roles"), dict) else []
+    return tuple(r["url"] for r in servers if isinstance(r, dict) and isinstance(r.get("url"),
+                                                                               str))
+
+
+def cache_urls(base_url: str, record_urls: tuple[str, ...]) -> tuple[str, ...]:
+    return record_urls or (base_url,)
+
+
+def cache_counters(urls: tuple[str, ...]) -> dict | None:
+    """vLLM's prefix-cache counters (tokens queried and hit, every engine summed) of the
+    servers at ``urls``; None when any cannot be read."""
+    total = {"queries": 0.0, "hits": 0.0}
+    for url in urls:
+        try:
+            text = requests.get(f"{url.rstrip('/')}/metrics", timeout=5).text
+        except requests.RequestException:
+            return None
+        found = _COUNTER.findall(text)
+        if not found:
+            return None
+        for kind, value in found:
+            try:
+                total[kind] += float(value)
+            except ValueError:
+                return None
+    return total
+
+
+def cache_delta(before: dict | None, after: dict | None) -> dict:
+    """The prefix-cache hit rate of one point: tokens hit / tokens queried while it ran. A
+    point whose prompts the server had cached measures the cache, not the model (#29)."""
+    if before is None or after is None:
+        return {"available": False, "reason": "the server's /metrics has no prefix-cache "
+                "counters here"}
+    queries = after["queries"] - before["queries"]
+    hits = after["hits"] - before["hits"]
+    return {"available": True, "queried_tokens": int(queries), "hit_tokens": int(hits),
+            "hit_rate": round(hits / queries, 4) if queries > 0 else None}
 
 
 def launched_from(record: dict | None, served: str) -> str | None:
@@ -314,7 +363,8 @@ def power_gpu_ids(record: dict | None) -> str | None:
 
 
 def _run_points(points, server, out_dir, runner, origin, tokenizer, dataset_dir, profile,
-                resume, say, remote=None, gpu_ids=None, run_seed=SEED) -> list[PointResult]:
+                resume, say, remote=None, gpu_ids=None, run_seed=SEED,
+                record_urls: tuple[str, ...] = ()) -> list[PointResult]:
     results = []
     for index, point in enumerate(points, 1):
         suite_dir = out_dir / point.suite
@@ -347,6 +397,7 @@ def _run_points(points, server, out_dir, runner, origin, tokenizer, dataset_dir,
         say(f"{label}: running")
         if profile:
             requests.post(f"{server.base_url}/start_profile", timeout=60).raise_for_status()
+        cache_before = cache_counters(cache_urls(server.base_url, record_urls))
         started = time.monotonic()
         with PowerSampler(remote=remote, gpu_ids=gpu_ids) as power:
             code = runner.run(argv, suite_dir / f"{point.name}.log")
@@ -379,6 +430,8 @@ def _run_points(points, server, out_dir, runner, origin, tokenizer, dataset_dir,
             "status": status, "note": note, "suite": point.suite, "point": point.name,
             "wall_s": round(wall, 3), "seed": seed, "run_seed": run_seed,
             "provenance": origin,
+            "prefix_cache": cache_delta(
+                cache_before, cache_counters(cache_urls(server.base_url, record_urls))),
             "power": window_summary(power.samples, power.stamps,
                                     finished - (_seconds(result.get("duration")) or wall),
                                     finished, result.get("output_throughput")),

@@ -1,0 +1,81 @@
+"""What a benchmark result must say to be defended (#29): the prefix-cache hit rate of the point,
+and the code that ran (commit, and whether the checkout had changes)."""
+
+import http.server
+import subprocess
+import threading
+
+from pyservecli.bench import provenance
+from pyservecli.bench.runner import cache_counters, cache_delta, server_urls
+
+METRICS = """# HELP vllm:prefix_cache_queries Prefix cache queries, in queried tokens.
+# TYPE vllm:prefix_cache_queries counter
+vllm:prefix_cache_queries_total{engine="0",model_name="m"} %s
+vllm:prefix_cache_queries_total{engine="1",model_name="m"} %s
+# TYPE vllm:prefix_cache_hits counter
+vllm:prefix_cache_hits_total{engine="0",model_name="m"} %s
+vllm:prefix_cache_hits_total{engine="1",model_name="m"} %s
+"""
+
+
+def serve_metrics(values):
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            body = (METRICS % tuple(values)).encode() if self.path == "/metrics" else b""
+            self.send_response(200 if body else 404)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_prefix_cache_hit_rate_of_a_point():
+    values = [1000, 1000, 100, 0]
+    server = serve_metrics(values)
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        before = cache_counters((url,))
+        assert before == {"queries": 2000.0, "hits": 100.0}  # both engines summed
+        values[:] = [3000, 3000, 1100, 1000]
+        got = cache_delta(before, cache_counters((url,)))
+        assert got == {"available": True, "queried_tokens": 4000, "hit_tokens": 2000,
+                       "hit_rate": 0.5}
+        # Two servers behind a fleet's gate: both scraped and summed.
+        assert cache_counters((url, url)) == {"queries": 12000.0, "hits": 4200.0}
+    finally:
+        server.shutdown()
+    # Nothing to read (a router, a server gone): said, never a zero.
+    gone = cache_delta(None, cache_counters((url,)))
+    assert gone["available"] is False and "prefix-cache" in gone["reason"]
+
+
+def test_fleet_servers_come_from_the_record():
+    record = {"roles": {"replicas": [{"url": "http://127.0.0.1:8001"},
+                                     {"url": "http://127.0.0.1:8002"}, {"index": 2}]}}
+    assert server_urls(record) == ("http://127.0.0.1:8001", "http://127.0.0.1:8002")
+    assert server_urls(None) == () and server_urls({"roles": "x"}) == ()
+
+
+def test_provenance_names_pyserves_own_commit_and_dirty_tree(tmp_path, monkeypatch):
+    repo = tmp_path / "checkout"
+    repo.mkdir()
+    (repo / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    git = ["git", "-C", str(repo), "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "one"], check=True)
+    monkeypatch.setattr(provenance, "SOURCE_ROOT", repo)
+    monkeypatch.chdir(tmp_path)  # the benchmark's own directory is not what ran
+    sha = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    found = provenance._where_and_when()
+    assert found["git_sha"] == sha.strip() and found["git_dirty"] is False
+    (repo / "pyproject.toml").write_text("[project]\nname = 'changed'\n")
+    assert provenance._where_and_when()["git_dirty"] is True
+    # Installed from a wheel: no checkout of pyserve's own, so no commit is claimed.
+    monkeypatch.setattr(provenance, "SOURCE_ROOT", tmp_path / "site-packages")
+    assert provenance.git_sha() is None and provenance.git_dirty() is None
