@@ -61,6 +61,25 @@ def test_short_suite_writes_results_provenance_and_summary(server, tmp_path):
     assert info["provenance"]["vllm_server_version"].startswith("0.32")
     assert info["provenance"]["topology"]["backend"] == "single"  # from the launch record
     assert info["power"]["available"] is False  # no GPU here: unavailable, not zero
+    # Fresh prompts (a new seed per run): the point measured the model, not the cache.
+    cache = info["prefix_cache"]
+    assert cache["available"] and cache["queried_tokens"] >= 4 * 512, cache
+    assert cache["hit_rate"] < 0.5, cache
+    # Good points went to the workspace's performance store, keyed by shape and topology.
+    stored = pyserve(server, "perf", "list", "--format", "json", "--workspace",
+                     str(server["work"] / "ws"))
+    points = [p for p in json.loads(stored.stdout) if p["result"] == str(
+        (out / "throughput" / "i512-o256-rinf.json").resolve())]
+    assert len(points) == 1 and points[0]["source"] == "bench"
+    assert (points[0]["tp"], points[0]["dp"], points[0]["isl"], points[0]["osl"]) == (
+        1, 1, 512, 256)
+    # The same prompts again (--seed of the first run): the hit rate says they were cached.
+    again = pyserve(server, "bench", "--host", "127.0.0.1", "--port", str(server["port"]),
+                    "--type", "throughput", "--num-prompts", "4", "--seed",
+                    str(info["run_seed"]), "--out", str(tmp_path / "again"))
+    assert again.returncode == 0, again.stderr
+    repeat = json.loads((tmp_path / "again" / "throughput" / "i512-o256-rinf.json").read_text())
+    assert repeat["pyserve"]["prefix_cache"]["hit_rate"] > 0.5, repeat["pyserve"]
     rows = list(csv.DictReader(open(out / "summary.csv")))
     by_point = {r["point"]: r for r in rows}
     assert by_point["i512-o256-rinf"]["status"] == "ok"
