@@ -4,7 +4,6 @@ fingerprints, interpolation and source labels, the seed's answers, P/D candidate
 import json
 import multiprocessing
 import shutil
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -286,5 +285,7 @@ def test_perf_cli_import_list_show_export(tmp_path):
     bad = run_pyserve("perf", "list", "--perf-db", str(tmp_path / "notadb"))
     assert bad.returncode == 2 and "performance store" in bad.stderr
     assert "Traceback" not in bad.stderr
-    assert time.time()  # the store file is left as it was
-    assert (tmp_path / "notadb").read_text() == "this is not sqlite"
+    assert (tmp_path / "notadb").read_text() == "this is not sqlite"  # left as it was
+    # The team's store named by the environment, but a directory: the same clear line.
+    bad = run_pyserve("perf", "list", env={"PYSERVE_PERF_DB": str(tmp_path)})
+    assert bad.returncode == 2 and "not a file" in bad.stderr

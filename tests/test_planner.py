@@ -368,6 +368,12 @@ def test_plan_refuses_bad_input_in_one_line(config_dir):
         (["--gpus-per-node", "2", "--gpu-memory-utilization", "2"],
          "--gpu-memory-utilization '2'"),
         ([], "no GPU found here"),
+        (["--gpus-per-node", "2", "--measure", "--only", "tp9-dp1"],
+         "--only tp9-dp1: no such candidate; these are: tp1-dp2"),
+        (["--gpus-per-node", "2", "--only", "tp1-dp2"], "--only goes with --measure"),
+        (["--gpus-per-node", "2", "--gpu-memory", "4", "--measure", "--only", "tp1-dp2"],
+         "--only tp1-dp2: does not fit this allocation"),
+        (["--gpus-per-node", "2", "--perf-db", "/proc"], "'/proc' is a directory"),
     ):
         result = run_pyserve("plan", model, *args)
         assert result.returncode == 2, result.stdout

@@ -136,6 +136,10 @@ class PerfStore:
         return len(rows)
 
     def points(self, shape: str | None = None, gpu: str | None = None) -> list[PerfPoint]:
+        """The stored points (of one shape, one GPU kind); none while the file does not exist
+        (a store is created by its first write)."""
+        if self.path.exists() and not self.path.is_file():
+            raise PyserveError(f"performance store {self.path}: not a file")
         if not self.path.is_file():
             return []
         where, args = [], []
