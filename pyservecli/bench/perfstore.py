@@ -304,7 +304,7 @@ def point_from_result(result: dict, path: Path, *, source: str, given: Given = G
     """A store row for one result file, or None and why not. ``find_config(model)``: the
     config.json dict of a served model (a directory, the HF cache, a built-in shape), or
     None."""
-    from pyservecli.plan.perfkey import flags_key, model_shape, speed_flags
+    from pyservecli.plan.perfkey import flags_key, speed_flags
 
     if isinstance(result.get("config"), dict) and isinstance(result.get("provenance"), dict) \
             and "dp_ranks" in result:
@@ -330,13 +330,9 @@ def point_from_result(result: dict, path: Path, *, source: str, given: Given = G
         return None, f"no config.json for {model or 'the model'} (give --model-config)"
     flags = speed_flags(argv)
     try:
-        shape = model_shape(config, dtype=flags.get("--dtype"),
-                            quantization=flags.get("--quantization"),
-                            kv_cache_dtype=flags.get("--kv-cache-dtype"))
+        shape, gpu, memory = _shape_and_gpu(config, flags, provenance, given)
     except PyserveError as exc:
         return None, str(exc)
-    gpus_seen = provenance.get("gpus") if isinstance(provenance.get("gpus"), dict) else {}
-    gpu, memory = _gpu_kind(given.gpu or gpus_seen.get("name"))
     try:
         tp, pp, dp = int(topo.get("tp") or 1), int(topo.get("pp") or 1), int(topo.get("dp") or 1)
     except (TypeError, ValueError):
@@ -369,7 +365,7 @@ def _offline_point(result: dict, path: Path, given: Given,
                    find_config) -> tuple[PerfPoint | None, str]:
     """``pyserve offline``'s result.json: the engine alone (no API server), every prompt at
     once. Stored with roles "offline" so that the planner never mixes it with served figures."""
-    from pyservecli.plan.perfkey import flags_key, model_shape
+    from pyservecli.plan.perfkey import flags_key
 
     config, provenance = result["config"], result["provenance"]
     output = _num(result.get("output_throughput"))
@@ -381,14 +377,12 @@ def _offline_point(result: dict, path: Path, given: Given,
     flags = {f"--{k.replace('_', '-')}": str(v) for k, v in engine.items()
              if f"--{k.replace('_', '-')}" in _speed_flag_names()}
     try:
-        shape = model_shape(model_config, dtype=engine.get("dtype"),
-                            quantization=engine.get("quantization"),
-                            kv_cache_dtype=engine.get("kv_cache_dtype"))
+        shape, gpu, memory = _shape_and_gpu(
+            model_config, {f"--{k.replace('_', '-')}": v for k, v in engine.items()},
+            provenance, given)
     except PyserveError as exc:
         return None, str(exc)
     topo = provenance.get("topology") or {}
-    gpus_seen = provenance.get("gpus") if isinstance(provenance.get("gpus"), dict) else {}
-    gpu, memory = _gpu_kind(given.gpu or gpus_seen.get("name"))
     tp, pp, dp = (int(topo.get(k) or config.get(k) or 1) for k in ("tp", "pp", "dp"))
     ttft, tpot = result.get("ttft_ms") or {}, result.get("tpot_ms") or {}
     return PerfPoint(
@@ -404,6 +398,19 @@ def _offline_point(result: dict, path: Path, given: Given,
         tpot_p99_ms=_num(tpot.get("p99")),
         weights="dummy" if engine.get("load_format") == "dummy" else "real",
         source="offline", result=str(path), recorded=str(provenance.get("date") or "")), ""
+
+
+def _shape_and_gpu(config: dict, flags: dict, provenance: dict, given: Given):
+    """The model shape (with the weight and KV formats its flags give) and the GPU kind a
+    result was measured on."""
+    from pyservecli.plan.perfkey import model_shape
+
+    shape = model_shape(config, dtype=flags.get("--dtype"),
+                        quantization=flags.get("--quantization"),
+                        kv_cache_dtype=flags.get("--kv-cache-dtype"))
+    seen = provenance.get("gpus") if isinstance(provenance.get("gpus"), dict) else {}
+    gpu, memory = _gpu_kind(given.gpu or seen.get("name"))
+    return shape, gpu, memory
 
 
 def _speed_flag_names() -> tuple[str, ...]:
