@@ -74,8 +74,12 @@ def test_provenance_names_pyserves_own_commit_and_dirty_tree(tmp_path, monkeypat
     sha = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout
     found = provenance._where_and_when()
     assert found["git_sha"] == sha.strip() and found["git_dirty"] is False
+    assert "git_diff_sha256" not in found
     (repo / "pyproject.toml").write_text("[project]\nname = 'changed'\n")
-    assert provenance._where_and_when()["git_dirty"] is True
+    dirty = provenance._where_and_when()
+    assert dirty["git_dirty"] is True and len(dirty["git_diff_sha256"]) == 16
+    (repo / "pyproject.toml").write_text("[project]\nname = 'other'\n")
+    assert provenance._where_and_when()["git_diff_sha256"] != dirty["git_diff_sha256"]
     # Installed from a wheel: no checkout of pyserve's own, so no commit is claimed.
     monkeypatch.setattr(provenance, "SOURCE_ROOT", tmp_path / "site-packages")
     assert provenance.git_sha() is None and provenance.git_dirty() is None

@@ -80,6 +80,8 @@ def test_short_suite_writes_results_provenance_and_summary(server, tmp_path):
     assert again.returncode == 0, again.stderr
     repeat = json.loads((tmp_path / "again" / "throughput" / "i512-o256-rinf.json").read_text())
     assert repeat["pyserve"]["prefix_cache"]["hit_rate"] > 0.5, repeat["pyserve"]
+    assert "prompts were cached" in repeat["pyserve"]["note"]  # flagged in the table too
+    assert "prompts were cached" not in info["note"]
     rows = list(csv.DictReader(open(out / "summary.csv")))
     by_point = {r["point"]: r for r in rows}
     assert by_point["i512-o256-rinf"]["status"] == "ok"

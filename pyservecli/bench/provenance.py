@@ -64,6 +64,21 @@ def git_dirty(cwd: Path | None = None) -> bool | None:
     return bool(out.stdout.strip()) if out.returncode == 0 else None
 
 
+def git_diff_sha(cwd: Path | None = None) -> str | None:
+    """sha256 of ``git diff HEAD`` (tracked changes): two dirty runs of the same commit ran the
+    same code only when these agree."""
+    import hashlib
+
+    cwd = _source_checkout(cwd)
+    if cwd is None:
+        return None
+    try:
+        out = subprocess.run(["git", "diff", "HEAD"], capture_output=True, cwd=cwd, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return hashlib.sha256(out.stdout).hexdigest()[:16] if out.returncode == 0 else None
+
+
 def git_sha(cwd: Path | None = None) -> str | None:
     cwd = _source_checkout(cwd)
     if cwd is None:
@@ -108,7 +123,8 @@ def _where_and_when() -> dict:
         "pyserve_version": __version__,
         "gpus": gpu_inventory(),
         "git_sha": git_sha(),
-        "git_dirty": git_dirty(),
+        "git_dirty": (dirty := git_dirty()),
+        **({"git_diff_sha256": git_diff_sha()} if dirty else {}),
         # What else the figures depend on, where installed on the benchmark host.
         "versions": {name: _version(name) for name in ("vllm-router", "nixl", "ray", "torch")},
         "bench_host": socket.gethostname(),

@@ -281,6 +281,8 @@ def _record(results: list[PointResult], perf_db: Path, source: str,
                 say(f"{r.point.suite}/{r.point.name}: {problem}")
 
 
+# A random-dataset point above this prefix-cache hit rate is flagged in its note and table.
+CACHED_PROMPTS_FLAG = 0.05
 _COUNTER = re.compile(r"^vllm:prefix_cache_(queries|hits)(?:_total)?(?:\{[^}]*\})? (\S+)$",
                       re.M)
 
@@ -426,12 +428,17 @@ def _run_points(points, server, out_dir, runner, origin, tokenizer, dataset_dir,
             results.append(PointResult(point, "failed", note, failure))
             continue
         status, note = judge(result)
+        cache = cache_delta(cache_before,
+                            cache_counters(cache_urls(server.base_url, record_urls)))
+        if point.dataset == "random" and (cache.get("hit_rate") or 0) > CACHED_PROMPTS_FLAG:
+            # Random prompts are never cached unless resent: this point measured the cache.
+            note = (note + "; " if note else "") + (
+                f"prefix cache hit rate {100 * cache['hit_rate']:.0f} %: prompts were cached")
         result["pyserve"] = {
             "status": status, "note": note, "suite": point.suite, "point": point.name,
             "wall_s": round(wall, 3), "seed": seed, "run_seed": run_seed,
             "provenance": origin,
-            "prefix_cache": cache_delta(
-                cache_before, cache_counters(cache_urls(server.base_url, record_urls))),
+            "prefix_cache": cache,
             "power": window_summary(power.samples, power.stamps,
                                     finished - (_seconds(result.get("duration")) or wall),
                                     finished, result.get("output_throughput")),
