@@ -76,3 +76,20 @@ def test_login_node_install_plans_checks_and_reports(light_pyserve, tmp_path):
                            "--gpu-memory", "80", "--format", "json")
     assert ranked.returncode == 0, ranked.stderr
     assert json.loads(ranked.stdout)["candidates"][0]["estimate"]["output_tok_s"] > 0
+
+
+def test_summary_table_is_not_cut_when_output_is_not_a_terminal(capsys, tmp_path):
+    """#26 item 4: in make logs and sbatch output the table was cut to 80 columns."""
+    from pyservecli.cli import print_summary
+
+    row = {"suite": "concurrency", "point": "i1024-o256-rinf-c128", "status": "ok",
+           "output_tok_s": 8709.42, "ttft_p50_ms": 963.11, "tpot_p50_ms": 10.92,
+           "interactivity_tok_s_user": 91.6, "watts_per_gpu": 612.3,
+           "note": "prefix cache hit rate 62 %: prompts were cached"}
+    print_summary([row], tmp_path / "out", command="sweep")
+    text = capsys.readouterr().out
+    assert "pyserve sweep -> " in text
+    for value in ("i1024-o256-rinf-c128", "interactivity_tok_s_user", "prompts were cached",
+                  "8709.42"):
+        assert value in text
+    assert "…" not in text

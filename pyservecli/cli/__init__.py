@@ -82,7 +82,8 @@ def main():
     """
 
 
-def print_summary(rows: list[dict], out: Path, model_column: bool = False) -> None:
+def print_summary(rows: list[dict], out: Path, model_column: bool = False,
+                  command: str = "bench") -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -91,12 +92,13 @@ def print_summary(rows: list[dict], out: Path, model_column: bool = False) -> No
     if model_column:  # several models behind one endpoint: one summary.csv in each's folder
         columns = ("model", *columns)
         out = out / "*"
-    table = Table(title=f"pyserve bench -> {out}/summary.csv")
+    table = Table(title=f"pyserve {command} -> {out}/summary.csv")
     for column in columns:
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(*("" if row[c] is None else str(row[c]) for c in columns))
-    Console().print(table)
+    # Not a terminal (make logs, sbatch output): as wide as the table needs, never cut to 80.
+    Console(width=None if sys.stdout.isatty() else 400).print(table)
 
 
 # The commands register themselves on ``main`` when their modules are imported.

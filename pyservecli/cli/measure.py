@@ -129,7 +129,8 @@ def sweep(suites, host, port, serve_cmds, num_prompts, tokenizer, out_dir, resum
                      api_key=read_key(api_key_file), workspace=workspace, perf_db=perf_db)
     for run in runs:
         gpus = server_gpus(run.results)
-        print_summary([summary_row(r, gpus) for r in run.results], run.out_dir)
+        print_summary([summary_row(r, gpus) for r in run.results], run.out_dir,
+                      command="sweep")
         started = (f"server start {run.server_start_s:.1f}s, then "
                    if run.server_start_s else "")
         click.echo(f"sweep {run.label}: {started}{run.wall_s}s wall, {run.bench_s}s inside "
