@@ -722,9 +722,14 @@ def ranked_choice(facts, cluster, choice, serve_args: Sequence[str],
     if choice.shape is None or facts.memory is None or cluster.gpus_per_node is None:
         return choice
     total = len(cluster.nodes) * cluster.gpus_per_node
-    ranked, _source = _ranked(facts, cluster, Workload(1024, 256, 64 * total), serve_args,
-                              "throughput", None, None, choice.shape,
-                              _perf_store(workspace, perf_db), disaggregated=False)
+    try:
+        ranked, _source = _ranked(facts, cluster, Workload(1024, 256, 64 * total), serve_args,
+                                  "throughput", None, None, choice.shape,
+                                  _perf_store(workspace, perf_db), disaggregated=False)
+    except PyserveError as exc:
+        # A broken store must not stop a launch the rules can plan: said, then the rules.
+        return Choice(choice.shape, choice.decisions,
+                      choice.warnings + [f"{exc}; the automatic rules decide"], choice.fit)
     first = next((c for c in ranked if c.valid), None)
     # Only a figure measured on this model overrules the rules: the bare estimator has been up
     # to 1.4x wrong between two topologies of one MoE model.

@@ -289,3 +289,16 @@ def test_perf_cli_import_list_show_export(tmp_path):
     # The team's store named by the environment, but a directory: the same clear line.
     bad = run_pyserve("perf", "list", env={"PYSERVE_PERF_DB": str(tmp_path)})
     assert bad.returncode == 2 and "not a file" in bad.stderr
+
+
+def test_a_broken_store_never_stops_a_launch(tmp_path):
+    model = tmp_path / "mixtral"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps(builtin_config("mixtral-8x7b")))
+    (tmp_path / "broken.db").write_text("not sqlite")
+    dry = run_pyserve("launch", str(model), "--gpus-per-node", "2", "--gpu-memory", "140.4",
+                      "--max-model-len", "4096", "--dry-run",
+                      env={"PYSERVE_PERF_DB": str(tmp_path / "broken.db")})
+    assert dry.returncode == 0, dry.stderr
+    assert "warning: performance store" in dry.stdout and "the automatic rules decide" in dry.stdout
+    assert "--tensor-parallel-size 1" in dry.stdout and "--data-parallel-size 2" in dry.stdout
