@@ -49,6 +49,7 @@ def test_prefix_cache_hit_rate_of_a_point():
         assert cache_counters((url, url)) == {"queries": 12000.0, "hits": 4200.0}
     finally:
         server.shutdown()
+        server.server_close()
     # Nothing to read (a router, a server gone): said, never a zero.
     gone = cache_delta(None, cache_counters((url,)))
     assert gone["available"] is False and "prefix-cache" in gone["reason"]
