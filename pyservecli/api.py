@@ -652,7 +652,7 @@ def plan_topologies(model: str, *, goal: str = "throughput", isl: int | None = N
     settings = memory_settings(list(vllm_args))
     _model_dir, facts = read_model(model, settings, find_config)
     if facts.memory is None:
-        raise PyserveError(f"cannot size {model}: {facts.source}")
+        raise PyserveError(_cannot_size(model, facts.source))
     utilization = settings.gpu_memory_utilization
     try:
         choice = choose(facts, len(cluster.nodes), cluster.gpus_per_node, cluster.gpu,
@@ -674,6 +674,19 @@ def plan_topologies(model: str, *, goal: str = "throughput", isl: int | None = N
 def perf_store_path(workspace: str | Path | None, perf_db: str | Path | None = None) -> Path:
     """The performance store: ``perf_db``, else $PYSERVE_PERF_DB, else WORKSPACE/perf.db."""
     return _perf_store(workspace, perf_db).path
+
+
+def _cannot_size(model: str, why: str) -> str:
+    """Why a model cannot be planned, and what the user can do about it (#26 item 1)."""
+    from pyservecli.models.dummy import builtin_models
+
+    why = why.replace(" (set HF_HUB_OFFLINE=1 to skip the attempt)", "")
+    why = why.removesuffix(": model checks skipped")
+    return (f"cannot size {model}: {why}. Plan needs its config.json: give a local model "
+            f"directory, or fetch the config into the HF cache where the hub is reachable "
+            f"(hf download {model} config.json), or plan a built-in shape "
+            f"(pyserve model create NAME DIR, then pyserve plan DIR; built in: "
+            f"{', '.join(builtin_models())})")
 
 
 def _perf_store(workspace: str | Path | None, perf_db: str | Path | None):

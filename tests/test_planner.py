@@ -475,3 +475,16 @@ def test_measure_resume_refuses_results_of_other_flags(config_dir, tmp_path):
                          "--measure", "--resume", "--out", str(legacy),
                          "--workspace", str(tmp_path / "ws"))
     assert result.returncode == 2 and "does not say which settings" in result.stderr
+
+
+def test_plan_of_a_hub_model_offline_says_what_to_do():
+    """#26 item 1: offline, the user's own hub model got a reason and no way forward."""
+    result = run_pyserve("plan", "Qwen/Qwen3-30B-A3B-FP8", "--gpus-per-node", "8",
+                         "--gpu-memory", "80", env={"HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    line = result.stderr
+    assert line.startswith("pyserve: error: cannot size Qwen/Qwen3-30B-A3B-FP8:")
+    assert "HF_HUB_OFFLINE is set" in line and "set HF_HUB_OFFLINE=1" not in line
+    for remedy in ("local model directory", "hf download Qwen/Qwen3-30B-A3B-FP8 config.json",
+                   "pyserve model create NAME DIR", "qwen3-30b-a3b"):
+        assert remedy in line
