@@ -619,7 +619,7 @@ def plan_topologies(model: str, *, goal: str = "throughput", isl: int | None = N
                     nodelist: str | None = None, gpus_per_node: int | None = None,
                     gpu_memory: float | str | None = None,
                     vllm_args: Sequence[str] = (), workspace: str | Path | None = None,
-                    perf_db: str | Path | None = None,
+                    perf_db: str | Path | None = None, gpu_type: str | None = None,
                     disaggregated: bool = True) -> TopologyPlan:
     """Every valid topology of the allocation for ``model`` (one server, and prefill/decode
     fleets when ``disaggregated``), with its memory fit and figure, ranked for ``goal``
@@ -641,6 +641,8 @@ def plan_topologies(model: str, *, goal: str = "throughput", isl: int | None = N
     if cluster.gpus_per_node is None:
         raise PyserveError("no GPU found here: give --gpus-per-node (and --gpu-memory) to plan "
                            "for an allocation")
+    if gpu_type is not None:
+        cluster = _with_gpu_type(cluster, gpu_type, gpu_memory is not None)
     for label, value in (("--isl", isl), ("--osl", osl), ("--concurrency", concurrency),
                          ("--ttft", ttft_ms), ("--tpot", tpot_ms)):
         if value is not None and value <= 0:
@@ -674,6 +676,23 @@ def plan_topologies(model: str, *, goal: str = "throughput", isl: int | None = N
 def perf_store_path(workspace: str | Path | None, perf_db: str | Path | None = None) -> Path:
     """The performance store: ``perf_db``, else $PYSERVE_PERF_DB, else WORKSPACE/perf.db."""
     return _perf_store(workspace, perf_db).path
+
+
+def _with_gpu_type(cluster, gpu_type: str, memory_given: bool):
+    """``--gpu-type``: the GPU the estimates are for (an H100 SXM and an H100 PCIe share 80
+    GB but not their speed); its memory too unless --gpu-memory says otherwise."""
+    from dataclasses import replace as replaced
+
+    from pyservecli.plan.gpus import GPUS, GpuInfo, find_gpu
+
+    spec = find_gpu(gpu_type.replace("-", " ")) or find_gpu(gpu_type)
+    if spec is None:
+        names = ", ".join(dict.fromkeys(s.name for _keys, s in GPUS))
+        raise PyserveError(f"--gpu-type {gpu_type!r}: not a GPU pyserve knows ({names})")
+    old = cluster.gpu
+    memory = old.memory_gib if memory_given and old is not None else spec.memory_gib
+    source = old.source if memory_given and old is not None else f"--gpu-type {spec.name}"
+    return replaced(cluster, gpu=GpuInfo(memory, spec, source))
 
 
 def _cannot_size(model: str, why: str) -> str:

@@ -488,3 +488,22 @@ def test_plan_of_a_hub_model_offline_says_what_to_do():
     for remedy in ("local model directory", "hf download Qwen/Qwen3-30B-A3B-FP8 config.json",
                    "pyserve model create NAME DIR", "qwen3-30b-a3b"):
         assert remedy in line
+
+
+def test_gpu_type_says_which_80gb_gpu(config_dir):
+    """#26 item 2: --gpu-memory 80 estimated for an H100 PCIe with no way to say SXM."""
+    model = str(config_dir("qwen3-8b"))
+    alloc = ["--nodelist", "n1", "--gpus-per-node", "2"]
+    sxm = plan_json(model, *alloc, "--gpu-memory", "80", "--gpu-type", "H100")
+    pcie = plan_json(model, *alloc, "--gpu-type", "H100-PCIe")
+    assert sxm["allocation"]["estimates_for"] == "H100"
+    assert sxm["allocation"]["gpu_memory_gib"] == 80.0  # --gpu-memory still wins
+    assert pcie["allocation"]["estimates_for"] == "H100 PCIe"
+    assert pcie["allocation"]["gpu_source"] == "--gpu-type H100 PCIe"
+
+    def tok_s(data):
+        return data["candidates"][0]["figure"]["output_tok_s"]
+
+    assert tok_s(sxm) > tok_s(pcie)  # 3.35 against 2.0 TB/s of HBM
+    bad = run_pyserve("plan", model, *alloc, "--gpu-type", "X9")
+    assert bad.returncode == 2 and "--gpu-type 'X9': not a GPU pyserve knows" in bad.stderr

@@ -44,6 +44,9 @@ Examples:
 @click.option("--gpus-per-node", type=int, help="Override GPU detection.")
 @click.option("--gpu-memory", metavar="GIB", help="Memory per GPU (80, 141GiB) [default: "
               "nvidia-smi, else SLURM's GPU type, else 80 assumed].")
+@click.option("--gpu-type", metavar="NAME", help="The GPU the estimates are for (H100, "
+              "'H100 PCIe', H200, A100, ...) when detection cannot tell [default: nvidia-smi, "
+              "SLURM's GPU type, else by --gpu-memory].")
 @click.option("--measure", is_flag=True, help="Launch the top candidates one after another in "
               "this allocation, benchmark each at the goal's point, and compare.")
 @click.option("--top", type=int, default=3, show_default=True,
@@ -67,7 +70,7 @@ Examples:
 @perf_db_option
 @click.argument("vllm_args", nargs=-1, type=click.UNPROCESSED)
 def plan(model, goal, isl, osl, concurrency, ttft_ms, tpot_ms, nodelist, gpus_per_node,
-         gpu_memory, measure, top, only, num_prompts, out, resume, port, api_key_file,
+         gpu_memory, gpu_type, measure, top, only, num_prompts, out, resume, port, api_key_file,
          env_pairs, fmt, workspace, perf_db, vllm_args):
     """Rank the ways to split MODEL over the allocation: memory fit and estimated output tok/s,
     TTFT and TPOT per topology, and what `pyserve launch MODEL` with no flags would choose.
@@ -82,7 +85,8 @@ def plan(model, goal, isl, osl, concurrency, ttft_ms, tpot_ms, nodelist, gpus_pe
     result = api.plan_topologies(model, goal=goal, isl=isl, osl=osl, concurrency=concurrency,
                                  ttft_ms=ttft_ms, tpot_ms=tpot_ms, nodelist=nodelist,
                                  gpus_per_node=gpus_per_node, gpu_memory=gpu_memory,
-                                 vllm_args=vllm_args, workspace=workspace, perf_db=perf_db)
+                                 vllm_args=vllm_args, workspace=workspace, perf_db=perf_db,
+                                 gpu_type=gpu_type)
     if only and not measure:
         raise PyserveError("--only goes with --measure")
     if measure:
