@@ -233,6 +233,14 @@ def test_plan_answers_from_the_store_and_labels_sources(tmp_path):
                for line in data["explained"])
     pd = [c for c in data["candidates"] if c["label"] == "1p-tp1-1d-tp1"]
     assert pd and pd[0]["figure"]["source"] == "estimated" and pd[0]["figure"]["correction"]
+    # Qwen3-30B-A3B: TP 1 x PP 2 (never measured) ranks beside the measured group it may
+    # equal, above a measured TP 2 that is worse: one line says why.
+    qwen = tmp_path / "qwen3-30b"
+    qwen.mkdir()
+    (qwen / "config.json").write_text(json.dumps(builtin_config("qwen3-30b-a3b")))
+    moe = json.loads(run_pyserve("plan", str(qwen), *args[1:], "--format", "json").stdout)
+    assert any("TP 1 x PP 2" in line and "may stand above a measured figure" in line
+               for line in moe["explained"])
     dry = run_pyserve("launch", *args, "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert "--tensor-parallel-size 2" in dry.stdout

@@ -489,6 +489,20 @@ def explain(ranked: list[Candidate], goal: str, preferred: Shape | None) -> list
                 f"higher figure ({_fig(best)} against {_fig(first)}): they are within "
                 f"{100 * max(_resolution(best), _resolution(first)):.0f} %, the resolution of "
                 f"those figures, and {reason} wins such ties")
+    if goal == "throughput" and first.goodput is None:
+        # An estimate ranked above a better measured figure (both one-server or both P/D):
+        # said once, the first time it happens.
+        for upper, lower in zip(valid, valid[1:], strict=False):
+            up, low = upper.value, lower.value
+            if upper.shape.is_pd == lower.shape.is_pd and up.output_tok_s < low.output_tok_s \
+                    and getattr(up, "source", "estimated") == "estimated" \
+                    and getattr(low, "source", "estimated") != "estimated":
+                lines.append(
+                    f"{upper.shape.describe()} ({_fig(upper)}) ranks above "
+                    f"{lower.shape.describe()} ({_fig(lower)}): an estimate ranks beside the "
+                    f"best figure within its resolution ({100 * _resolution(upper):.0f} %), "
+                    "so it may stand above a measured figure it could equal")
+                break
     if preferred is not None and first.shape != preferred:
         rule = next((c for c in valid if c.shape == preferred), None)
         if rule is not None:
