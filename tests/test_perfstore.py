@@ -310,3 +310,37 @@ def test_a_broken_store_never_stops_a_launch(tmp_path):
     assert dry.returncode == 0, dry.stderr
     assert "warning: performance store" in dry.stdout and "the automatic rules decide" in dry.stdout
     assert "--tensor-parallel-size 1" in dry.stdout and "--data-parallel-size 2" in dry.stdout
+
+
+def test_measure_resume_reads_stored_points_without_launching(tmp_path):
+    """plan --measure --resume (no SLO): every candidate measured already is read back, none
+    launched, and the report ranks them by what was measured."""
+    from pyservecli import api
+
+    model = tmp_path / "qwen3-8b"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps(QWEN3_8B))
+    plan = api.plan_topologies(str(model), isl=32, osl=8, concurrency=4, gpus_per_node=2,
+                               gpu_memory=141, workspace=tmp_path / "ws")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "measured-with.json").write_text(json.dumps(
+        {"model": str(model), "vllm_args": [], "env": {}, "num_prompts": 100,
+         "gpu_memory": 141}))
+    top = [c.shape.label for c in plan.ranked if c.valid][:2]
+    for label, tok_s in zip(top, (100.0, 300.0), strict=True):
+        folder = out / label / "plan"
+        folder.mkdir(parents=True)
+        (folder / "i32-o8-rinf-c4.json").write_text(json.dumps(
+            {"output_throughput": tok_s, "completed": 100, "max_concurrency": 4,
+             "median_ttft_ms": 10.0, "median_tpot_ms": 1.0,
+             "pyserve": {"status": "ok", "suite": "plan", "point": "i32-o8-rinf-c4"}}))
+    said = []
+    path = api.measure_plan(plan, top=2, out=out, resume=True, gpu_memory=141,
+                            workspace=tmp_path / "ws", say=said.append)
+    assert sum("measured already" in line for line in said) == 2
+    assert not any(line.startswith("pyserve: measuring") for line in said)
+    data = json.loads(path.read_text())
+    ranks = {c["label"]: c["measured"]["rank"] for c in data["candidates"] if "measured" in c}
+    assert ranks == {top[1]: 1, top[0]: 2}
+    assert data["pick_vs_best"] == pytest.approx(100.0 / 300.0, rel=1e-3)
