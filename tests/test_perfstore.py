@@ -25,7 +25,7 @@ from pyservecli.plan.estimate import Workload, estimate
 from pyservecli.plan.gpus import find_gpu
 from pyservecli.plan.memory import model_memory
 from pyservecli.plan.perfkey import model_shape, shape_from_json, speed_flags
-from pyservecli.plan.perfmodel import ESTIMATED, INTERPOLATED, MEASURED, Key, figure
+from pyservecli.plan.perfmodel import ESTIMATED, INTERPOLATED, MEASURED, figure
 
 from .conftest import run_pyserve
 
@@ -115,7 +115,7 @@ def _estimate_of(p):
 
 def test_figure_sources():
     memory = model_memory(QWEN3_8B)
-    key = Key(1, 1, 2, False)
+    key = Shape(1, 1, 2, False)
     stored = [point(concurrency=64, output_tok_s=6000.0, ttft_p50_ms=500.0),
               point(concurrency=256, output_tok_s=10000.0, ttft_p50_ms=1500.0),
               point(concurrency=128, output_tok_s=8000.0),
@@ -137,7 +137,7 @@ def test_figure_sources():
     assert "this topology" in got.note
     assert got.output_tok_s == pytest.approx(est(512).output_tok_s * got.correction)
     # Another topology of the shape: corrected by the shape's other topologies.
-    got = figure(Key(2, 1, 1, False), Workload(1024, 256, 128), est(128), stored, _estimate_of)
+    got = figure(Shape(2, 1, 1, False), Workload(1024, 256, 128), est(128), stored, _estimate_of)
     assert got.source == ESTIMATED and "other topologies" in got.note
     # Nothing stored at all: the bare estimate, and it says so.
     got = figure(key, Workload(1024, 256, 128), est(128), [], _estimate_of)

@@ -69,10 +69,18 @@ class PerfPoint:
 
     @property
     def topology_label(self) -> str:
-        from pyservecli.plan.perfkey import TopologyKey
+        """tp2-dp1, 1p-tp1-1d-tp1 (a candidate's label); 2x-tp1-dp1 for replicas, "offline
+        tp1-dp2" for an offline run."""
+        from pyservecli.plan.auto import Shape
+        from pyservecli.plan.perfmodel import shape_of_point
 
-        return TopologyKey(self.tp, self.pp, self.dp, self.ep, self.roles,
-                           self.prefill_tp).label
+        shape = shape_of_point(self)
+        if shape is not None:
+            return shape.label
+        one = Shape(self.tp, self.pp, self.dp, self.ep).label
+        if self.roles.startswith("replicas:"):
+            return f"{self.roles.split(':')[1]}x-{one}"
+        return f"{self.roles} {one}"
 
 
 COLUMNS = [f.name for f in fields(PerfPoint)]
@@ -515,11 +523,11 @@ def figure_source(store: PerfStore | None, shape, gpu_name: str, gpus: int, flag
     flags, turned into figures by ``plan.perfmodel.figure``; ``memory``/``spec``: the model's
     memory and the GPU's spec, for the candidates' own estimates. ``points``: these instead of
     the seed's and the store's (a leave-one-shape-out check of the planner)."""
-    from pyservecli.plan.auto import Shape, estimate_shape
+    from pyservecli.plan.auto import estimate_shape
     from pyservecli.plan.estimate import Workload
     from pyservecli.plan.gpus import DEFAULT_GPU, find_gpu
     from pyservecli.plan.perfkey import shape_from_json
-    from pyservecli.plan.perfmodel import correction_ratios, figure
+    from pyservecli.plan.perfmodel import correction_ratios, figure, shape_of_point
 
     found = all_points(store, gpu=gpu_name) if points is None else points
     pool = [p for p in found if p.gpu == gpu_name and p.gpus == gpus and p.flags == flags]
@@ -541,9 +549,11 @@ def figure_source(store: PerfStore | None, shape, gpu_name: str, gpus: int, flag
         other = shape_of(point) if point.shape != shape.fingerprint else None
         mem = memory if point.shape == shape.fingerprint else (
             other.memory() if other is not None else None)
-        if mem is None or not point.concurrency or point.roles.startswith("replicas:"):
+        if mem is None or not point.concurrency:
             return None
-        cand = _shape_of_point(point, Shape)
+        cand = shape_of_point(point)
+        if cand is None:
+            return None
         return estimate_shape(mem, find_gpu(point.gpu) or DEFAULT_GPU, cand, gpus_per_node,
                               Workload(point.isl, point.osl, point.concurrency))
 
@@ -559,17 +569,9 @@ def figure_source(store: PerfStore | None, shape, gpu_name: str, gpus: int, flag
 
     def figure_of(cand, workload):
         est = estimate_shape(memory, spec, cand, gpus_per_node, workload)
-        return figure(cand.store_key(), workload, est, mine, estimate_of, family,
+        return figure(cand, workload, est, mine, estimate_of, family,
                       shape.family, ratios)
 
     figure_of.points = len(mine)  # type: ignore[attr-defined]
     figure_of.family_points = len(family)  # type: ignore[attr-defined]
     return figure_of
-
-
-def _shape_of_point(point: PerfPoint, shape_type):
-    if point.roles.startswith("pd:"):
-        _, prefill, decode = point.roles.split(":")
-        return shape_type(point.tp, 1, 1, False, prefill=int(prefill), decode=int(decode),
-                          prefill_tp=point.prefill_tp or point.tp)
-    return shape_type(point.tp, point.pp, point.dp, point.ep)

@@ -90,7 +90,7 @@ def _rows(points) -> list[list[str]]:
         load = f"{p.isl}/{p.osl} " + (f"c{p.concurrency}" if p.concurrency else "")
         load += f" r{p.rate:g}" if p.rate is not None else ""
         rows.append([p.shape[:8], Path(p.model).name or p.model, p.gpu, str(p.gpus),
-                     p.topology_label if p.roles != "offline" else f"offline {p.topology_label}",
+                     p.topology_label,
                      load, f"{p.output_tok_s:,.0f}", _pair(p.ttft_p50_ms, p.ttft_p99_ms, 0),
                      _pair(p.tpot_p50_ms, p.tpot_p99_ms, 2), p.vllm or "-", p.source])
     return rows

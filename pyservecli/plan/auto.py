@@ -68,15 +68,6 @@ class Shape:
         text = f"TP {self.tp}" + (f" x PP {self.pp}" if self.pp > 1 else f" x DP {self.dp}")
         return text + (f", EP {self.tp * self.dp}" if self.ep else "")
 
-    def store_key(self):
-        """The performance store's key of this candidate (``plan.perfmodel.Key``)."""
-        from pyservecli.plan.perfmodel import Key
-
-        if self.is_pd:
-            return Key(self.tp, 1, 1, False, f"pd:{self.prefill}:{self.decode}",
-                       self.prefill_tp)
-        return Key(self.tp, self.pp, self.dp, self.ep)
-
     def launch_settings(self) -> dict:
         """The launch settings (``api.prepare_launch`` keywords) of this shape."""
         if self.is_pd:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import dataclass
 
 from pyservecli.plan.memory import EXPERT_KEYS, ModelMemory, model_memory
@@ -125,42 +124,3 @@ def speed_flags(argv: list[str] | tuple[str, ...]) -> dict[str, str]:
 
 def flags_key(flags: dict[str, str]) -> str:
     return json.dumps(flags, sort_keys=True, separators=(",", ":"))
-
-
-@dataclass(frozen=True)
-class TopologyKey:
-    """How the GPUs were used: one server (TP x PP x DP, EP) or a fleet of several (``roles``:
-    ``replicas:N``, or ``pd:P:D`` with the prefill servers' topology in ``prefill``)."""
-
-    tp: int
-    pp: int
-    dp: int
-    ep: bool
-    roles: str = ""  # "" one server; "replicas:2"; "pd:1:1"
-    prefill_tp: int = 0  # P/D: the prefill servers' TP (tp above is the decode servers')
-
-    @property
-    def label(self) -> str:
-        one = f"tp{self.tp}" + (f"-pp{self.pp}" if self.pp > 1 else f"-dp{self.dp}")
-        one += "-ep" if self.ep else ""
-        if self.roles.startswith("replicas:"):
-            return f"{self.roles.split(':')[1]}x-{one}"
-        if self.roles.startswith("pd:"):
-            _, prefill, decode = self.roles.split(":")
-            return f"{prefill}p-tp{self.prefill_tp}-{decode}d-tp{self.tp}"
-        return one
-
-
-@dataclass(frozen=True)
-class WorkloadKey:
-    isl: int
-    osl: int
-    concurrency: int | None  # None: an open-loop rate
-    rate: float | None  # None: as fast as the concurrency allows
-
-    @property
-    def label(self) -> str:
-        load = f"c{self.concurrency}" if self.concurrency else ""
-        if self.rate is not None and math.isfinite(self.rate):
-            load += f"r{self.rate:g}"
-        return f"{self.isl}/{self.osl} {load or 'c?'}"

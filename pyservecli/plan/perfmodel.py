@@ -63,21 +63,19 @@ class Figure:
         return out
 
 
-@dataclass(frozen=True)
-class Key:
-    """A candidate as the store keys it (``perfkey.TopologyKey`` fields)."""
+def shape_of_point(point):
+    """The candidate shape (``plan.auto.Shape``) a stored point measured: one server, or a
+    prefill/decode fleet; None for replicas behind a router and offline runs, which no
+    candidate is."""
+    from pyservecli.plan.auto import Shape
 
-    tp: int
-    pp: int
-    dp: int
-    ep: bool
-    roles: str = ""
-    prefill_tp: int = 0
-
-
-def _matches(point, key: Key) -> bool:
-    return (point.tp, point.pp, point.dp, bool(point.ep), point.roles, point.prefill_tp) == (
-        key.tp, key.pp, key.dp, key.ep, key.roles, key.prefill_tp)
+    if point.roles.startswith("pd:"):
+        _, prefill, decode = point.roles.split(":")
+        return Shape(point.tp, 1, 1, False, prefill=int(prefill), decode=int(decode),
+                     prefill_tp=point.prefill_tp or point.tp)
+    if point.roles:
+        return None
+    return Shape(point.tp, point.pp, point.dp, bool(point.ep))
 
 
 def _closed_loop(point, workload: Workload) -> bool:
@@ -97,17 +95,18 @@ def _lerp(low, high, attr: str, t: float) -> float | None:
     return a + (b - a) * t
 
 
-def figure(key: Key, workload: Workload, estimate: Estimate | None, points: Sequence,
+def figure(shape, workload: Workload, estimate: Estimate | None, points: Sequence,
            estimate_of: Callable[[object], Estimate | None],
            family_points: Sequence = (), family: str = "dense",
            ratios: Callable[[Sequence], list[float]] | None = None) -> Figure | None:
-    """The figure for candidate ``key`` at ``workload``. ``points``: the store's points of
-    this shape, GPU, GPU count and flags; ``family_points``: those of other shapes of the same
-    family on this GPU; ``estimate_of(point)``: the analytic estimate of a stored point (its
-    own shape, topology and workload), for the correction; ``ratios(pool)``: the measured /
-    estimated ratios of a pool (default ``correction_ratios``; a caller planning many
-    candidates passes a cached one)."""
-    mine = [p for p in points if _matches(p, key) and _closed_loop(p, workload)]
+    """The figure for candidate ``shape`` (``plan.auto.Shape``) at ``workload``. ``points``:
+    the store's points of this model shape, GPU, GPU count and flags; ``family_points``: those
+    of other shapes of the same family on this GPU; ``estimate_of(point)``: the analytic
+    estimate of a stored point (its own shape, topology and workload), for the correction;
+    ``ratios(pool)``: the measured / estimated ratios of a pool (default
+    ``correction_ratios``; a caller planning many candidates passes a cached one)."""
+    same = [p for p in points if shape_of_point(p) == shape]
+    mine = [p for p in same if _closed_loop(p, workload)]
     exact = [p for p in mine if p.concurrency == workload.concurrency]
     if exact:
         return Figure(_mean([p.output_tok_s for p in exact]),
@@ -129,7 +128,7 @@ def figure(key: Key, workload: Workload, estimate: Estimate | None, points: Sequ
                       own=True)
     if estimate is None:
         return None
-    for pool, what in (([p for p in points if _matches(p, key)], "this topology at other loads"),
+    for pool, what in ((same, "this topology at other loads"),
                        (list(points), "other topologies of this shape"),
                        (list(family_points), "shapes of this family")):
         found = ratios(pool) if ratios is not None else correction_ratios(pool, estimate_of)
