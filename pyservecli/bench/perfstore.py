@@ -15,9 +15,9 @@ that a change to it can be read in review); the planner reads it beside the user
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
-import math
 import os
 import re
 import sqlite3
@@ -27,7 +27,9 @@ from dataclasses import asdict, dataclass, fields
 from importlib import resources
 from pathlib import Path
 
+from pyservecli.bench.results import _number
 from pyservecli.errors import PyserveError
+from pyservecli.plan.vllm_args import option_value
 
 ENV_VAR = "PYSERVE_PERF_DB"
 DB_NAME = "perf.db"
@@ -178,12 +180,14 @@ def _point(row: Iterable) -> PerfPoint:
     return PerfPoint(**values)
 
 
-def seed_points() -> list[PerfPoint]:
-    """The GPU results that ship with pyserve (docs/results, exported to ``perf-seed.csv``)."""
+@functools.cache
+def seed_points() -> tuple[PerfPoint, ...]:
+    """The GPU results that ship with pyserve (docs/results, exported to ``perf-seed.csv``),
+    read once per process (``pyserve plan`` ranks twice: its own goal and launch's)."""
     path = resources.files("pyservecli") / "bench" / SEED_FILE
     if not path.is_file():
-        return []
-    return list(read_csv(path.read_text()))
+        return ()
+    return tuple(read_csv(path.read_text()))
 
 
 def all_points(store: PerfStore | None, shape: str | None = None,
@@ -230,12 +234,6 @@ def read_csv(text: str) -> Iterator[PerfPoint]:
 _POINT_NAME = re.compile(r"i(\d+)-o(\d+)")
 
 
-def _num(value) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
 @dataclass(frozen=True)
 class Given:
     """What a result file cannot say about itself (``perf import`` of plain ``vllm bench
@@ -256,7 +254,8 @@ def _workload(result: dict, point_name: str) -> tuple[int, int] | None:
     if match:
         return int(match.group(1)), int(match.group(2))
     done = result.get("completed")
-    tin, tout = _num(result.get("total_input_tokens")), _num(result.get("total_output_tokens"))
+    tin = _number(result.get("total_input_tokens"))
+    tout = _number(result.get("total_output_tokens"))
     if isinstance(done, int) and done > 0 and tin and tout:
         return round(tin / done), round(tout / done)
     return None
@@ -320,7 +319,7 @@ def point_from_result(result: dict, path: Path, *, source: str, given: Given = G
     info = result.get("pyserve") if isinstance(result.get("pyserve"), dict) else {}
     if info and info.get("status") != "ok":
         return None, f"status {info.get('status')!r}"
-    output = _num(result.get("output_throughput"))
+    output = _number(result.get("output_throughput"))
     if not output or not result.get("completed"):
         return None, "no output throughput"
     provenance = info.get("provenance") if isinstance(info.get("provenance"), dict) else {}
@@ -349,20 +348,22 @@ def point_from_result(result: dict, path: Path, *, source: str, given: Given = G
     from pyservecli.bench.results import gpus_of
 
     gpus = given.gpus or gpus_of(provenance) or tp * pp * dp
-    conc = _num(result.get("max_concurrency"))
-    rate = _num(result.get("request_rate"))
-    weights = "dummy" if flags_in(argv, "--load-format") == "dummy" else "real"
+    conc = _number(result.get("max_concurrency"))
+    rate = _number(result.get("request_rate"))
+    weights = "dummy" if option_value(argv, "--load-format") == "dummy" else "real"
     return PerfPoint(
         shape=shape.fingerprint, shape_json=json.dumps(shape.fields, sort_keys=True),
         model=model, gpu=gpu, gpu_memory_gib=memory, gpus=int(gpus),
         vllm=str(provenance.get("vllm_server_version") or provenance.get("vllm_version")
                  or ""),
         tp=tp, pp=pp, dp=dp, ep=ep, roles=roles, prefill_tp=prefill_tp,
-        flags=flags_key({k: v for k, v in flags.items()}), isl=load[0], osl=load[1],
+        flags=flags_key(flags), isl=load[0], osl=load[1],
         concurrency=int(conc) if conc else None, rate=rate,
         output_tok_s=round(output, 3),
-        ttft_p50_ms=_num(result.get("median_ttft_ms")), ttft_p99_ms=_num(result.get("p99_ttft_ms")),
-        tpot_p50_ms=_num(result.get("median_tpot_ms")), tpot_p99_ms=_num(result.get("p99_tpot_ms")),
+        ttft_p50_ms=_number(result.get("median_ttft_ms")),
+        ttft_p99_ms=_number(result.get("p99_ttft_ms")),
+        tpot_p50_ms=_number(result.get("median_tpot_ms")),
+        tpot_p99_ms=_number(result.get("p99_tpot_ms")),
         weights=weights, source=source, result=str(path),
         recorded=str(provenance.get("date") or result.get("date") or
                      time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())),
@@ -376,7 +377,7 @@ def _offline_point(result: dict, path: Path, given: Given,
     from pyservecli.plan.perfkey import flags_key
 
     config, provenance = result["config"], result["provenance"]
-    output = _num(result.get("output_throughput"))
+    output = _number(result.get("output_throughput"))
     model = str(config.get("model") or "")
     model_config = given.config or (find_config(model) if find_config and model else None)
     if not output or model_config is None:
@@ -401,9 +402,9 @@ def _offline_point(result: dict, path: Path, given: Given,
         flags=flags_key(dict(sorted(flags.items()))),
         isl=int(config.get("input_len") or 0), osl=int(config.get("output_len") or 0),
         concurrency=int(result.get("completed") or 0) or None, rate=None,
-        output_tok_s=round(output, 3), ttft_p50_ms=_num(ttft.get("p50")),
-        ttft_p99_ms=_num(ttft.get("p99")), tpot_p50_ms=_num(tpot.get("p50")),
-        tpot_p99_ms=_num(tpot.get("p99")),
+        output_tok_s=round(output, 3), ttft_p50_ms=_number(ttft.get("p50")),
+        ttft_p99_ms=_number(ttft.get("p99")), tpot_p50_ms=_number(tpot.get("p50")),
+        tpot_p99_ms=_number(tpot.get("p99")),
         weights="dummy" if engine.get("load_format") == "dummy" else "real",
         source="offline", result=str(path), recorded=str(provenance.get("date") or "")), ""
 
@@ -467,15 +468,6 @@ def record_result(store: PerfStore, result: dict, path: Path, source: str) -> st
         store.add([point])
     except PyserveError as exc:
         return f"not added to the performance store: {exc}"
-    return None
-
-
-def flags_in(argv: list[str], flag: str) -> str | None:
-    for index, arg in enumerate(argv):
-        if arg == flag and index + 1 < len(argv):
-            return argv[index + 1]
-        if arg.startswith(flag + "="):
-            return arg.split("=", 1)[1]
     return None
 
 
