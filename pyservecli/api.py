@@ -794,10 +794,9 @@ def measure_plan(topology_plan: TopologyPlan, *, top: int = 3, out: str | Path |
     (labels as in the report: tp1-dp2, 1p-tp1-1d-tp1) instead of the ``top`` ones."""
     import json
 
-    from pyservecli.bench.planreport import PLAN_FILE, MeasuredRow, goodput_search
+    from pyservecli.bench.planreport import PLAN_FILE
     from pyservecli.bench.results import PointRecord
     from pyservecli.bench.suites import _random
-    from pyservecli.plan.auto import meets_slo
     from pyservecli.run.jobfiles import write_private
 
     if top < 1:
@@ -806,10 +805,7 @@ def measure_plan(topology_plan: TopologyPlan, *, top: int = 3, out: str | Path |
     w = plan_.workload
     slo = plan_.ttft_ms is not None or plan_.tpot_ms is not None
 
-    def prompts_at(load: int) -> int:
-        return num_prompts or max(100, 4 * load)
-
-    point = _random("plan", w.isl, w.osl, "inf", prompts_at(w.concurrency), w.concurrency)
+    point = _plan_point(w, w.concurrency, num_prompts)
     warmup = _random("warmup", w.isl, min(w.osl, 16), "inf", max(1, min(w.concurrency, 64)),
                      max(1, min(w.concurrency, 64)))
     ws = _workspace(workspace)
@@ -831,7 +827,7 @@ def measure_plan(topology_plan: TopologyPlan, *, top: int = 3, out: str | Path |
     # with the same (a result of other vLLM flags is another experiment).
     measured_with = {"model": plan_.model, "vllm_args": list(vllm_args),
                      "env": {k: env[k] for k in sorted(env or {})},
-                     "num_prompts": num_prompts or prompts_at(w.concurrency),
+                     "num_prompts": point.num_prompts,
                      "gpu_memory": gpu_memory}
     if slo:
         measured_with["slo"] = {"ttft_ms": plan_.ttft_ms, "tpot_ms": plan_.tpot_ms}
@@ -858,24 +854,15 @@ def measure_plan(topology_plan: TopologyPlan, *, top: int = 3, out: str | Path |
         return PointRecord.from_result(result.result, suite="plan", point=result.point.name)
 
     def search(run_one):
+        """Against a live server: the warm-up, then the plan's points (``_plan_points``)."""
         results = [run_one(warmup)]
-        if not slo:
-            results.append(run_one(point))
-            return results
 
         def run_at(load: int):
-            result = run_one(_random("plan", w.isl, w.osl, "inf", prompts_at(load), load))
+            result = run_one(_plan_point(w, load, num_prompts))
             results.append(result)
             return record_of(result)
 
-        def meets(record: PointRecord) -> bool:
-            from pyservecli.plan.perfmodel import MEASURED, Figure
-
-            return meets_slo(Figure(record.output_tok_s or 0.0, record.ttft_p50_ms,
-                                    record.tpot_p50_ms, record.ttft_p99_ms, record.tpot_p99_ms,
-                                    MEASURED, ""), plan_.ttft_ms, plan_.tpot_ms)
-
-        goodput_search(run_at, w.concurrency, meets, limit=max(w.concurrency * 4, 1))
+        _plan_points(plan_, run_at)
         return results
 
     rows = []
@@ -886,26 +873,12 @@ def measure_plan(topology_plan: TopologyPlan, *, top: int = 3, out: str | Path |
                     "gpu_memory": gpu_memory, "vllm_args": list(vllm_args), "port": port,
                     "api_key_file": api_key_file, "ready_timeout": ready_timeout,
                     "env": dict(env or {})}
-        done_file = out_dir / shape.label / point.suite / point.result_name
-        if resume and not slo and done_file.is_file():
-            try:
-                kept = json.loads(done_file.read_text())
-                if (kept.get("pyserve") or {}).get("status") == "ok":
-                    say(f"pyserve: {shape.describe()} ({number} of {len(chosen)}) measured "
-                        f"already: {done_file}")
-                    rows.append(MeasuredRow(cand, plan_.ranked.index(cand) + 1,
-                                            PointRecord.from_result(kept, suite="plan",
-                                                                    point=point.name)))
-                    continue
-            except (OSError, ValueError, AttributeError):
-                pass  # unreadable: measured again
-        if resume and slo:
-            replayed = _replay_search(out_dir / shape.label, w, prompts_at, plan_, meets_slo)
-            if replayed is not None:
-                say(f"pyserve: {shape.describe()} ({number} of {len(chosen)}) measured "
-                    f"already: {out_dir / shape.label}")
-                rows.append(_slo_row(cand, plan_, replayed))
-                continue
+        replayed = _replay(out_dir / shape.label, plan_, num_prompts) if resume else None
+        if replayed is not None:
+            say(f"pyserve: {shape.describe()} ({number} of {len(chosen)}) measured "
+                f"already: {out_dir / shape.label}")
+            rows.append(_measured_row(cand, plan_, replayed))
+            continue
         say(f"pyserve: measuring {shape.describe()} ({number} of {len(chosen)})")
         records: list = []
         try:
@@ -916,12 +889,7 @@ def measure_plan(topology_plan: TopologyPlan, *, top: int = 3, out: str | Path |
                        if r.point.suite == "plan"]
         except PyserveError as exc:
             say(f"pyserve: {shape.describe()} failed: {exc}")
-        if slo:
-            rows.append(_slo_row(cand, plan_, records))
-        else:
-            at_point = next((rec for load, rec in records if load == w.concurrency and rec),
-                            None)
-            rows.append(MeasuredRow(cand, plan_.ranked.index(cand) + 1, at_point))
+        rows.append(_measured_row(cand, plan_, records))
     plan_.measured = rows
     plan_.measured_with = measured_with
     data = plan_.report()
@@ -930,37 +898,68 @@ def measure_plan(topology_plan: TopologyPlan, *, top: int = 3, out: str | Path |
     return out_dir / PLAN_FILE
 
 
-def _slo_row(cand, plan_: TopologyPlan, records: list):
-    """A measured row of a goodput search: the best load that met the SLOs, and every load."""
-    from pyservecli.bench.planreport import MeasuredRow
+def _plan_point(w, load: int, num_prompts: int | None):
+    """The measured point of ``plan --measure`` at ``load`` requests in flight."""
+    from pyservecli.bench.suites import _random
+
+    return _random("plan", w.isl, w.osl, "inf", num_prompts or max(100, 4 * load), load)
+
+
+def _meets_plan_slo(plan_: TopologyPlan, record) -> bool:
+    """Whether a measured point (``PointRecord``) meets the plan's SLOs (p99)."""
     from pyservecli.plan.auto import meets_slo
+    from pyservecli.plan.perfmodel import MEASURED, Figure
+
+    figure = Figure(record.output_tok_s or 0.0, record.ttft_p50_ms, record.tpot_p50_ms,
+                    record.ttft_p99_ms, record.tpot_p99_ms, MEASURED, "")
+    return meets_slo(figure, plan_.ttft_ms, plan_.tpot_ms)
+
+
+def _plan_points(plan_: TopologyPlan, run_at) -> None:
+    """The loads ``plan --measure`` measures one candidate at, through ``run_at(load)`` ->
+    ``PointRecord`` or None: the goal's point; with SLOs a goodput search from it. Live and
+    replayed from stored results (``_replay``) alike, so --resume asks for the same loads."""
+    from pyservecli.bench.planreport import goodput_search
 
     w = plan_.workload
-    held = [(load, rec) for load, rec in records if rec is not None and meets_slo(
-        _figure_of_record(rec), plan_.ttft_ms, plan_.tpot_ms)]
+    if plan_.ttft_ms is None and plan_.tpot_ms is None:
+        run_at(w.concurrency)
+        return
+    goodput_search(run_at, w.concurrency, lambda r: _meets_plan_slo(plan_, r),
+                   limit=max(w.concurrency * 4, 1))
+
+
+def _measured_row(cand, plan_: TopologyPlan, records: list):
+    """A candidate's measured row from its (load, record) pairs: the goal's point, and with
+    SLOs the best load that met them and every load tried."""
+    from pyservecli.bench.planreport import MeasuredRow
+
+    at_point = next((rec for load, rec in records
+                     if load == plan_.workload.concurrency and rec), None)
+    rank = plan_.ranked.index(cand) + 1
+    if plan_.ttft_ms is None and plan_.tpot_ms is None:
+        return MeasuredRow(cand, rank, at_point)
+    held = [(load, rec) for load, rec in records
+            if rec is not None and _meets_plan_slo(plan_, rec)]
     good = max(held, key=lambda item: item[1].output_tok_s or 0.0, default=None)
-    at_point = next((rec for load, rec in records if load == w.concurrency and rec), None)
-    return MeasuredRow(cand, plan_.ranked.index(cand) + 1, at_point, goodput=good,
-                       tried=list(records))
+    return MeasuredRow(cand, rank, at_point, goodput=good, tried=list(records))
 
 
 class _NotMeasured(Exception):
     pass
 
 
-def _replay_search(folder: Path, w, prompts_at, plan_: TopologyPlan, meets_slo) -> list | None:
-    """--resume of a goodput search: the same search over the results already in ``folder``
-    (it is deterministic given them); None when it needs a load not measured yet."""
+def _replay(folder: Path, plan_: TopologyPlan, num_prompts: int | None) -> list | None:
+    """--resume: the candidate's points read back from ``folder`` (the measurement is
+    deterministic given them, a goodput search too); None when a load is not measured yet."""
     import json
 
-    from pyservecli.bench.planreport import goodput_search
     from pyservecli.bench.results import PointRecord
-    from pyservecli.bench.suites import _random
 
     records: list = []
 
     def run_at(load: int):
-        point = _random("plan", w.isl, w.osl, "inf", prompts_at(load), load)
+        point = _plan_point(plan_.workload, load, num_prompts)
         try:
             kept = json.loads((folder / "plan" / point.result_name).read_text())
         except (OSError, ValueError):
@@ -972,19 +971,10 @@ def _replay_search(folder: Path, w, prompts_at, plan_: TopologyPlan, meets_slo) 
         return record
 
     try:
-        goodput_search(run_at, w.concurrency, lambda r: meets_slo(
-            _figure_of_record(r), plan_.ttft_ms, plan_.tpot_ms),
-            limit=max(w.concurrency * 4, 1))
+        _plan_points(plan_, run_at)
     except _NotMeasured:
         return None
     return records
-
-
-def _figure_of_record(record):
-    from pyservecli.plan.perfmodel import MEASURED, Figure
-
-    return Figure(record.output_tok_s or 0.0, record.ttft_p50_ms, record.tpot_p50_ms,
-                  record.ttft_p99_ms, record.tpot_p99_ms, MEASURED, "")
 
 
 def _plan_label(plan_: TopologyPlan, point: str) -> str:
