@@ -259,7 +259,8 @@ def run_points(points: list[BenchPoint], server: ServerInfo, out_dir: Path, *,
     try:
         results = _run_points(points, server, out_dir, runner, origin, tokenizer, dataset_dir,
                               profile, resume, say, power_remote(record), power_gpu_ids(record),
-                              run_seed=run_seed, record_urls=server_urls(record))
+                              run_seed=run_seed,
+                              metrics_urls=server_urls(record))
         if perf_db is not None:
             _record(results, perf_db, perf_source, say)
         return [replace(r, model=server.model) for r in results]
@@ -294,10 +295,6 @@ def server_urls(record: dict | None) -> tuple[str, ...]:
         if isinstance((record or {}).get("roles"), dict) else []
     return tuple(r["url"] for r in servers if isinstance(r, dict) and isinstance(r.get("url"),
                                                                                str))
-
-
-def cache_urls(base_url: str, record_urls: tuple[str, ...]) -> tuple[str, ...]:
-    return record_urls or (base_url,)
 
 
 def cache_counters(urls: tuple[str, ...]) -> dict | None:
@@ -366,7 +363,9 @@ def power_gpu_ids(record: dict | None) -> str | None:
 
 def _run_points(points, server, out_dir, runner, origin, tokenizer, dataset_dir, profile,
                 resume, say, remote=None, gpu_ids=None, run_seed=SEED,
-                record_urls: tuple[str, ...] = ()) -> list[PointResult]:
+                metrics_urls: tuple[str, ...] = ()) -> list[PointResult]:
+    # vLLM's /metrics: a fleet's servers (the gate does not pass it), else the server itself.
+    metrics = metrics_urls or (server.base_url,)
     results = []
     for index, point in enumerate(points, 1):
         suite_dir = out_dir / point.suite
@@ -399,7 +398,7 @@ def _run_points(points, server, out_dir, runner, origin, tokenizer, dataset_dir,
         say(f"{label}: running")
         if profile:
             requests.post(f"{server.base_url}/start_profile", timeout=60).raise_for_status()
-        cache_before = cache_counters(cache_urls(server.base_url, record_urls))
+        cache_before = cache_counters(metrics)
         started = time.monotonic()
         with PowerSampler(remote=remote, gpu_ids=gpu_ids) as power:
             code = runner.run(argv, suite_dir / f"{point.name}.log")
@@ -429,7 +428,7 @@ def _run_points(points, server, out_dir, runner, origin, tokenizer, dataset_dir,
             continue
         status, note = judge(result)
         cache = cache_delta(cache_before,
-                            cache_counters(cache_urls(server.base_url, record_urls)))
+                            cache_counters(metrics))
         if point.dataset == "random" and (cache.get("hit_rate") or 0) > CACHED_PROMPTS_FLAG:
             # Random prompts are never cached unless resent: this point measured the cache.
             note = (note + "; " if note else "") + (
