@@ -344,3 +344,19 @@ def test_measure_resume_reads_stored_points_without_launching(tmp_path):
     ranks = {c["label"]: c["measured"]["rank"] for c in data["candidates"] if "measured" in c}
     assert ranks == {top[1]: 1, top[0]: 2}
     assert data["pick_vs_best"] == pytest.approx(100.0 / 300.0, rel=1e-3)
+
+
+def test_offline_runs_never_correct_served_figures():
+    """An offline run (engine alone, every prompt at once) is stored, but neither stands for a
+    candidate nor corrects one's estimate."""
+    from pyservecli.bench.perfstore import figure_source
+
+    shape = model_shape(QWEN3_8B)
+    offline = point(roles="offline", concurrency=1024, output_tok_s=12000.0)
+    figure_of = figure_source(None, shape, "H200", 2, "{}", 2, model_memory(QWEN3_8B), H200,
+                              points=[offline])
+    got = figure_of(Shape(1, 1, 2, False), Workload(1024, 256, 128))
+    assert got.source == ESTIMATED and got.correction is None
+    served = figure_source(None, shape, "H200", 2, "{}", 2, model_memory(QWEN3_8B), H200,
+                           points=[point(concurrency=64)])
+    assert served(Shape(1, 1, 2, False), Workload(1024, 256, 128)).correction is not None
