@@ -395,12 +395,14 @@ def bench(base_url: str, *, types: Sequence[str] = ("throughput",), isl: int | N
           dataset_dir: str | Path | None = None, out: str | Path | None = None,
           resume: bool = False, profile: bool = False, api_key: str | None = None,
           workspace: str | Path | None = None, seed: int | None = None, say: Say = _stderr,
-          perf_db: str | Path | None = None):
+          perf_db: str | Path | None = None, repeats: int = 1):
     """``pyserve bench``: runs the points, writes OUT/<suite>/<point>.json and OUT/summary.csv,
     returns the ``PointResult`` list (``.valid``, ``.model``, ``.result`` = vLLM's keys +
     provenance). An endpoint that serves several models (a router) and no ``model``: each model
     in turn, into OUT/<model>/ (``model_dir_name``). ``seed``: the run's prompt seed (default
-    a new one per run: no point resends prompts the server has cached; ``suites.point_seed``)."""
+    a new one per run: no point resends prompts the server has cached; ``suites.point_seed``).
+    ``repeats``: each point that many times on fresh prompts; its result is their median, with
+    the spread (``results.combine_repeats``)."""
     from pyservecli.bench.runner import (
         models_to_measure,
         run_points,
@@ -421,7 +423,8 @@ def bench(base_url: str, *, types: Sequence[str] = ("throughput",), isl: int | N
         mine = run_points(points, server, target, tokenizer=tokenizer,
                           dataset_dir=Path(dataset_dir) if dataset_dir else None,
                           api_key=api_key, workspace=ws, profile=profile, resume=resume,
-                          seed=seed, say=say, perf_db=_perf_store(ws, perf_db).path)
+                          seed=seed, say=say, perf_db=_perf_store(ws, perf_db).path,
+                          repeats=repeats)
         write_summary(mine, target, server_gpus(mine))
         results += mine
     return results
@@ -446,7 +449,7 @@ def sweep(suites: Sequence[str] = ("rate", "concurrency"), *, base_url: str | No
           api_key: str | None = None, workspace: str | Path | None = None,
           say: Say = _stderr, points: Sequence | None = None,
           perf_db: str | Path | None = None, perf_source: str = "sweep",
-          search: Callable | None = None) -> list[SweepRun]:
+          search: Callable | None = None, repeats: int = 1) -> list[SweepRun]:
     """``pyserve sweep``: the suites' points against the server at ``base_url``, or against
     each of ``servers`` (``(label, serve settings)``), launched one at a time. Results in
     OUT/<label>/<suite>/<point>.json and OUT/<label>/summary.csv; ``resume`` skips points done.
@@ -454,7 +457,8 @@ def sweep(suites: Sequence[str] = ("rate", "concurrency"), *, base_url: str | No
     HOST-PORT/<model>. ``points``: these ``BenchPoint``s instead of the suites' (``pyserve plan
     --measure``); ``search(run_one)``: chooses the points itself against each live server,
     ``run_one(point)`` -> its ``PointResult``, and returns the results (a goodput search).
-    Every good result goes to the performance store ``perf_db`` as ``perf_source``."""
+    Every good result goes to the performance store ``perf_db`` as ``perf_source``.
+    ``repeats``: each point that many times (``bench``)."""
     from pyservecli.bench.runner import (
         models_to_measure,
         run_points,
@@ -492,7 +496,7 @@ def sweep(suites: Sequence[str] = ("rate", "concurrency"), *, base_url: str | No
             def run(chosen: list) -> list:
                 return run_points(chosen, server, target, tokenizer=tokenizer, api_key=api_key,
                                   workspace=ws, resume=resume, say=say, perf_db=store.path,
-                                  perf_source=perf_source)
+                                  perf_source=perf_source, repeats=repeats)
 
             results = run(points) if search is None else search(lambda pt: run([pt])[0])
             return results, time.monotonic() - start
@@ -782,7 +786,7 @@ def measure_plan(topology_plan: TopologyPlan, *, top: int = 3, out: str | Path |
                  port: int = 8000, api_key_file: str | Path | None = None,
                  env: dict[str, str] | None = None, workspace: str | Path | None = None,
                  perf_db: str | Path | None = None, ready_timeout: float = 1800.0,
-                 only: Sequence[str] = (), say: Say = _stderr) -> Path:
+                 only: Sequence[str] = (), repeats: int = 1, say: Say = _stderr) -> Path:
     """``pyserve plan --measure``: launch the ``top`` valid candidates one after another (the
     compile cache of the first warms the next), run a short throw-away point on each (the first
     requests after READY pay one-time kernel compilation), then benchmark it at the goal's
@@ -791,7 +795,9 @@ def measure_plan(topology_plan: TopologyPlan, *, top: int = 3, out: str | Path |
     OUT/<candidate>/plan/<point>.json like a sweep's and in the performance store, so
     ``resume`` skips what was measured and the next ``pyserve plan`` answers from the store.
     A candidate that fails to start is recorded and skipped. ``only``: these candidates
-    (labels as in the report: tp1-dp2, 1p-tp1-1d-tp1) instead of the ``top`` ones."""
+    (labels as in the report: tp1-dp2, 1p-tp1-1d-tp1) instead of the ``top`` ones.
+    ``repeats``: every measured point that many times; the ranking then says which differences
+    lie inside the spread."""
     import json
 
     from pyservecli.bench.planreport import PLAN_FILE
@@ -829,6 +835,8 @@ def measure_plan(topology_plan: TopologyPlan, *, top: int = 3, out: str | Path |
                      "env": {k: env[k] for k in sorted(env or {})},
                      "num_prompts": point.num_prompts,
                      "gpu_memory": gpu_memory}
+    if repeats > 1:  # absent for one run: results measured before --repeats still resume
+        measured_with["repeats"] = repeats
     if slo:
         measured_with["slo"] = {"ttft_ms": plan_.ttft_ms, "tpot_ms": plan_.tpot_ms}
     with_file = out_dir / "measured-with.json"
@@ -884,7 +892,7 @@ def measure_plan(topology_plan: TopologyPlan, *, top: int = 3, out: str | Path |
         try:
             runs = sweep(servers=[(shape.label, settings)], out=out_dir, resume=resume,
                          workspace=ws, say=say, perf_db=perf_db, perf_source="plan",
-                         search=search, points=[point])
+                         search=search, points=[point], repeats=repeats)
             records = [(r.point.max_concurrency, record_of(r)) for r in runs[0].results
                        if r.point.suite == "plan"]
         except PyserveError as exc:

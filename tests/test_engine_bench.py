@@ -246,3 +246,49 @@ def test_plot_draws_plain_vllm_results_and_a_vllm_sweep(server, tmp_path):
     loaded = load_results([sweep], gpus=1)
     assert sorted((s.config, s.x) for s in loaded.samples) == [
         ("sweep/SERVE-dp2", 2.0), ("sweep/SERVE-tp1", 1.0), ("sweep/SERVE-tp1", 2.0)]
+
+
+def test_sweep_with_repeats_gives_median_spread_store_rows_and_plot(server, tmp_path):
+    """--repeats 3 (#29): every point three times on fresh prompts; its file is their median
+    with the spread, the store holds each repeat once, and the plot draws the spread."""
+    import statistics
+
+    from pyservecli.bench.perfstore import PerfStore
+    from pyservecli.bench.plot import load_results
+
+    out = tmp_path / "sweep"
+    db = tmp_path / "perf.db"
+    run = pyserve(server, "sweep", "--host", "127.0.0.1", "--port", str(server["port"]),
+                  "--suite", "rate", "--num-prompts", "2", "--repeats", "3", "--out", str(out),
+                  "--perf-db", str(db), "--workspace", str(server["work"] / "ws"))
+    assert run.returncode == 0, run.stdout + run.stderr
+    suite = out / f"127.0.0.1-{server['port']}" / "rate"
+    points = sorted(p for p in suite.glob("*.json") if ".repeat-" not in p.name)
+    assert len(points) == 7
+    for point in points:
+        combined = json.loads(point.read_text())
+        parts = [json.loads((suite / f"{point.stem}.repeat-{k}.json").read_text())
+                 for k in (1, 2, 3)]
+        assert len({p["pyserve"]["seed"] for p in parts}) == 3  # fresh prompts each time
+        values = [p["output_throughput"] for p in parts]
+        spread = combined["pyserve"]["repeats"]["output_tok_s"]
+        assert combined["output_throughput"] == pytest.approx(statistics.median(values))
+        assert (spread["min"], spread["max"]) == (min(values), max(values))
+        assert combined["pyserve"]["status"] == "ok"
+    assert "repeats_min_max" in run.stdout  # the printed table shows the spread
+    with open(suite.parent / "summary.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {row["repeats"] for row in rows} == {"3"}
+    assert all(float(r["output_tok_s_min"]) <= float(r["output_tok_s"])
+               <= float(r["output_tok_s_max"]) for r in rows)
+    assert len(PerfStore(db).points()) == 21  # each repeat once, never the medians too
+    loaded = load_results([suite.parent])
+    assert len(loaded.samples) == 7 and all(s.tput_spread for s in loaded.samples)
+    plots = pyserve(server, "plot", str(suite.parent), "--out", str(tmp_path / "plots"))
+    assert plots.returncode == 0, plots.stderr
+    assert (tmp_path / "plots" / "panels.png").stat().st_size > 10_000
+    again = pyserve(server, "sweep", "--host", "127.0.0.1", "--port", str(server["port"]),
+                    "--suite", "rate", "--num-prompts", "2", "--repeats", "3", "--out",
+                    str(out), "--perf-db", str(db), "--resume", "--workspace",
+                    str(server["work"] / "ws"))
+    assert again.returncode == 0 and again.stderr.count("done before, skipped") == 7

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, fields
 from importlib import resources
 from pathlib import Path
 
-from pyservecli.bench.results import _number
+from pyservecli.bench.results import _number, repeats_of
 from pyservecli.errors import PyserveError
 from pyservecli.plan.vllm_args import option_value
 
@@ -493,6 +493,8 @@ def import_dir(root: Path, *, given: Given = Given(), find_config=None,
             continue
         if not isinstance(result, dict) or "output_throughput" not in result:
             continue  # not a benchmark result (records, plans)
+        if repeats_of(result) > 1:
+            continue  # the median of --repeats: its repeats' own files are rows each
         point, why = point_from_result(result, path, source=source, given=given,
                                        find_config=find_config)
         if point is None:

@@ -79,6 +79,10 @@ def report(header: dict, ranked: list[Candidate], rows: list[MeasuredRow] | None
                                  "ttft_p50_ms": row.record.ttft_p50_ms,
                                  "tpot_p50_ms": row.record.tpot_p50_ms,
                                  "failed": row.record.failed}
+            if row.record.repeats > 1:
+                entry["measured"].update(repeats=row.record.repeats,
+                                         output_tok_s_min=row.record.output_tok_s_min,
+                                         output_tok_s_max=row.record.output_tok_s_max)
             if row.error_pct is not None:
                 entry["measured"]["prediction_error_pct"] = round(row.error_pct, 1)
         if row is not None and row.tried:
@@ -93,7 +97,26 @@ def report(header: dict, ranked: list[Candidate], rows: list[MeasuredRow] | None
     if rows is not None:
         ratio = pick_vs_best(rows, goal)
         out["pick_vs_best"] = None if ratio is None else round(ratio, 4)
+        out["within_spread"] = spread_notes(rows, goal)
     return out
+
+
+def spread_notes(rows: list[MeasuredRow], goal: str) -> list[str]:
+    """Each pair of neighbours in the measured throughput ranking whose repeats overlap: the
+    order between them is not shown by these runs (#29)."""
+    if goal != "throughput" or any(r.tried for r in rows):
+        return []
+    ranked = measured_ranking(rows, goal)
+    notes = []
+    for better, worse in zip(ranked, ranked[1:], strict=False):
+        a, b = better.record, worse.record
+        if a.overlaps(b):
+            notes.append(f"measured ranks {ranked.index(better) + 1} and "
+                         f"{ranked.index(worse) + 1} ({better.candidate.shape.label} "
+                         f"{a.output_tok_s:,.0f}, {worse.candidate.shape.label} "
+                         f"{b.output_tok_s:,.0f} tok/s) lie inside each other's spread over "
+                         f"{min(a.repeats, b.repeats)} repeats: their order is not shown")
+    return notes
 
 
 def _num(value, digits: int = 0) -> str:
@@ -131,7 +154,11 @@ def table(data: dict) -> str:
                        else ("none" if c["valid"] else "-"))
         if measured:
             err = got.get("prediction_error_pct")
-            row += [_num(got.get("rank")), _num(got.get("output_tok_s")),
+            tput = _num(got.get("output_tok_s"))
+            if got.get("repeats"):
+                tput += (f" ({_num(got.get('output_tok_s_min'))}-"
+                         f"{_num(got.get('output_tok_s_max'))})")
+            row += [_num(got.get("rank")), tput,
                     _num(got.get("ttft_p50_ms"), 1), _num(got.get("tpot_p50_ms"), 2),
                     "-" if err is None else f"{err:+.0f}%"]
         if searched:
@@ -160,6 +187,12 @@ def table(data: dict) -> str:
     if data.get("pick_vs_best") is not None:
         text += (f"\nplanner's pick measured at {100 * data['pick_vs_best']:.1f} % of the best "
                  "measured topology")
+    repeats = [c["measured"]["repeats"] for c in data["candidates"]
+               if (c.get("measured") or {}).get("repeats")]
+    if repeats:
+        text += (f"\nmeasured tok/s: median of {max(repeats)} repeats (min-max)")
+    for line in data.get("within_spread") or []:
+        text += f"\n{line}"
     return text
 
 

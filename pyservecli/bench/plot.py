@@ -1,10 +1,12 @@
 """``pyserve plot``: PNG charts from benchmark result directories.
 
 ``panels.png``: throughput per GPU, end-to-end latency, interactivity (1000 / TPOT, tokens/s per
-user), TTFT and power efficiency, each against concurrency (or request rate), one line per
-configuration. ``pareto.png``: throughput per GPU against interactivity, with each
-configuration's Pareto frontier. A configuration is one result directory given on the command
-line (for a sweep, pass each server label's directory).
+user), TTFT and power efficiency, each against concurrency (or request rate, dashed), one line
+per series. ``pareto.png``: throughput per GPU against interactivity, with each series' Pareto
+frontier. A series is one result directory given on the command line (for a sweep, pass each
+server label's directory), split by served model and by load kind (concurrency or request
+rate) where the directory mixes them. Points measured with ``--repeats`` carry their spread as
+error bars.
 
 Besides pyserve's own results, plain vLLM results are drawn: files written by
 ``vllm bench serve --save-result`` (vLLM's keys, no ``pyserve`` block) and the runs of
@@ -20,7 +22,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from pyservecli.bench.results import PointRecord
+from pyservecli.bench.results import PointRecord, is_repeat_file
 from pyservecli.errors import PyserveError
 
 
@@ -30,10 +32,19 @@ class Sample:
 
     config: str
     record: PointRecord
+    series: str = ""  # the line it is drawn on (``load_results`` names it)
 
     @property
     def x(self) -> float:
         return self.record.x
+
+    @property
+    def tput_spread(self) -> tuple[float, float] | None:
+        """Per GPU, the min and max of the repeats behind the point (--repeats)."""
+        low, high = self.record.output_tok_s_min, self.record.output_tok_s_max
+        if self.record.repeats < 2 or low is None or high is None:
+            return None
+        return low / (self.record.gpus or 1), high / (self.record.gpus or 1)
 
     @property
     def tput_per_gpu(self) -> float | None:
@@ -108,6 +119,8 @@ def load_results(dirs: list[Path], gpus: int | None = None) -> Loaded:
             if path.name in _SWEEP_SKIP or path.name.endswith((".failure.json", ".failed.json",
                                                                  ".running.json")):
                 continue
+            if is_repeat_file(path):
+                continue  # one run of a point repeated: the point's own file has the median
             try:
                 result = json.loads(path.read_text())
             except (ValueError, OSError, UnicodeDecodeError):
@@ -133,7 +146,31 @@ def load_results(dirs: list[Path], gpus: int | None = None) -> Loaded:
     if unknown_gpus:
         notes.append(f"{unknown_gpus} vLLM result(s) say nothing of their GPUs: drawn per "
                      "server (as 1 GPU); pass --gpus N or put the count in DIR/gpus.txt")
-    return Loaded(samples, notes)
+    samples, more = _name_series(samples)
+    return Loaded(samples, notes + more)
+
+
+def _name_series(samples: list[Sample]) -> tuple[list[Sample], list[str]]:
+    """One line per (configuration, model, load kind): points of two models, or concurrency
+    points and request-rate points, never share a line (#26). The name grows only by what
+    differs, with a note for each folder that mixes."""
+    notes = []
+    named = []
+    for config in sorted({s.config for s in samples}):
+        mine = [s for s in samples if s.config == config]
+        models = sorted({s.record.model for s in mine})
+        loads = sorted({s.record.load for s in mine})
+        if len(models) > 1:
+            notes.append(f"{config} holds {len(models)} models ({', '.join(models)}): one line "
+                         "each")
+        for s in mine:
+            parts = [config]
+            if len(models) > 1:
+                parts.append(s.record.model or "?")
+            if len(loads) > 1 and s.record.load == "rate":
+                parts.append("by request rate")
+            named.append(Sample(s.config, s.record, " / ".join(parts)))
+    return named, notes
 
 
 def load_samples(dirs: list[Path], gpus: int | None = None) -> list[Sample]:
@@ -164,50 +201,86 @@ def plot(dirs: list[Path], out_dir: Path, gpus: int | None = None,
     loaded = load_results(dirs, gpus)
     for note in loaded.notes:
         say(f"pyserve plot: note: {note}")
-    samples = loaded.samples
     out_dir.mkdir(parents=True, exist_ok=True)
-    configs = sorted({s.config for s in samples})
+    panels = out_dir / "panels.png"
+    fig = draw_panels(loaded.samples)
+    fig.savefig(panels, dpi=110)
+    plt.close(fig)
+    pareto = out_dir / "pareto.png"
+    fig = draw_pareto(loaded.samples)
+    fig.savefig(pareto, dpi=110, bbox_inches="tight")  # the legend right of the axes
+    plt.close(fig)
+    return [panels, pareto]
+
+
+def draw_panels(samples: list[Sample]):
+    """The panels figure: one line per series (``Sample.series``) in each panel."""
+    import matplotlib.pyplot as plt
+
+    all_series = sorted({s.series for s in samples})
     finite = [s.x for s in samples if math.isfinite(s.x)]
     inf_at = (max(finite) * 2 if finite else 1.0)
-
     fig, axes = plt.subplots(1, len(PANELS), figsize=(5 * len(PANELS), 4.2))
+    rate_lines = any(s.record.load == "rate" for s in samples)
     for ax, (field, label) in zip(axes, PANELS, strict=True):
         drawn = False
-        for config in configs:
-            pts = sorted((s.x if math.isfinite(s.x) else inf_at, getattr(s, field))
-                         for s in samples if s.config == config and getattr(s, field))
-            if pts:
-                ax.plot(*zip(*pts, strict=True), marker="o", label=config)
-                drawn = True
+        for number, series in enumerate(all_series):
+            mine = sorted((s for s in samples if s.series == series and getattr(s, field)),
+                          key=lambda s: s.x)
+            if not mine:
+                continue
+            xs = [s.x if math.isfinite(s.x) else inf_at for s in mine]
+            ys = [getattr(s, field) for s in mine]
+            style = "--" if mine[0].record.load == "rate" else "-"
+            color = f"C{number % 10}"
+            ax.plot(xs, ys, style, marker="o", color=color, label=series)
+            if field == "tput_per_gpu":  # the spread of --repeats, where measured
+                for x, y, s in zip(xs, ys, mine, strict=True):
+                    if s.tput_spread:
+                        low, high = s.tput_spread
+                        ax.errorbar([x], [y], yerr=[[y - low], [high - y]], color=color,
+                                    capsize=3, linewidth=1)
+            drawn = True
         if not drawn:
             ax.text(0.5, 0.5, "unavailable\n(no GPU power samples)" if field == "tok_s_per_kw"
                     else "no data", ha="center", va="center", transform=ax.transAxes)
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("concurrency / request rate (inf at right)")
+        ax.set_xlabel("concurrency (solid) / request rate (dashed), inf at right"
+                      if rate_lines else "concurrency")
         ax.set_title(label)
         ax.grid(True, alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    panels = out_dir / "panels.png"
-    fig.savefig(panels, dpi=110)
-    plt.close(fig)
+    # One legend below the panels, never over a point.
+    handles, labels = [], []
+    for ax in axes:
+        for handle, text in zip(*ax.get_legend_handles_labels(), strict=True):
+            if text not in labels:
+                handles.append(handle)
+                labels.append(text)
+    rows = math.ceil(len(labels) / 4)
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, max(1, len(labels))),
+               fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, min(0.5, 0.07 * rows), 1, 1))
+    return fig
 
-    fig, ax = plt.subplots(figsize=(6.5, 5))
-    for config in configs:
+
+def draw_pareto(samples: list[Sample]):
+    """Throughput per GPU against interactivity: one scatter and frontier per series."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 5.5))
+    for number, series in enumerate(sorted({s.series for s in samples})):
         pts = [(s.interactivity, s.tput_per_gpu) for s in samples
-               if s.config == config and s.interactivity and s.tput_per_gpu]
+               if s.series == series and s.interactivity and s.tput_per_gpu]
         if not pts:
             continue
-        line = ax.scatter(*zip(*pts, strict=True), label=config, alpha=0.6)
+        color = f"C{number % 10}"
+        ax.scatter(*zip(*pts, strict=True), label=series, alpha=0.6, color=color)
         front = pareto_front(pts)
-        ax.plot(*zip(*front, strict=True), color=line.get_facecolor()[0], linewidth=2)
+        ax.plot(*zip(*front, strict=True), color=color, linewidth=2)
     ax.set_xlabel("interactivity (tok/s/user = 1000 / TPOT p50)")
     ax.set_ylabel("output tok/s per GPU")
     ax.set_title("throughput per GPU vs interactivity (lines: Pareto frontier)")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
-    pareto = out_dir / "pareto.png"
-    fig.savefig(pareto, dpi=110)
-    plt.close(fig)
-    return [panels, pareto]
+    return fig

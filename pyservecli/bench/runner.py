@@ -25,7 +25,14 @@ import requests
 
 from pyservecli.bench.power import PowerSampler, remote_argv, window_summary
 from pyservecli.bench.provenance import launch_record_for, provenance
-from pyservecli.bench.results import SUMMARY_COLUMNS, PointRecord, gpus_of
+from pyservecli.bench.results import (
+    SUMMARY_COLUMNS,
+    PointRecord,
+    combine_repeats,
+    gpus_of,
+    repeat_stem,
+    repeats_of,
+)
 from pyservecli.bench.sonnet import write_dataset
 from pyservecli.bench.suites import (
     DATASET_FILES,
@@ -57,6 +64,7 @@ class PointResult:
     result: dict = field(default_factory=dict)
     model: str = ""  # the served model measured
     path: Path | None = None  # the result file written
+    parts: list[PointResult] = field(default_factory=list)  # its repeats, with --repeats
 
     @property
     def valid(self) -> bool:
@@ -236,12 +244,15 @@ def run_points(points: list[BenchPoint], server: ServerInfo, out_dir: Path, *,
                api_key: str | None = None, workspace: Path | None = None,
                profile: bool = False, resume: bool = False, seed: int | None = None,
                say: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True),
-               perf_db: Path | None = None, perf_source: str = "bench"
+               perf_db: Path | None = None, perf_source: str = "bench", repeats: int = 1
                ) -> list[PointResult]:
     """Run ``points`` against ``server``, each point's prompts drawn with ``point_seed`` from
     ``seed`` (default: a new random seed per run, so no prompt is already in the server's
     prefix cache; each result records its seed). ``perf_db``: the performance store each good
-    result is added to (``bench.perfstore``), as ``perf_source``."""
+    result is added to (``bench.perfstore``), as ``perf_source``. ``repeats``: each point that
+    many times on fresh prompts, its result the median with the spread (``combine_repeats``)."""
+    if repeats < 1:
+        raise PyserveError(f"--repeats must be at least 1, got {repeats}")
     check_datasets(points, dataset_dir)
     run_seed = secrets.randbelow(2**31) if seed is None else seed
     record = launch_record_for(server.base_url, workspace)
@@ -260,7 +271,7 @@ def run_points(points: list[BenchPoint], server: ServerInfo, out_dir: Path, *,
         results = _run_points(points, server, out_dir, runner, origin, tokenizer, dataset_dir,
                               profile, resume, say, power_remote(record), power_gpu_ids(record),
                               run_seed=run_seed,
-                              metrics_urls=server_urls(record))
+                              metrics_urls=server_urls(record), repeats=repeats)
         if perf_db is not None:
             _record(results, perf_db, perf_source, say)
         return [replace(r, model=server.model) for r in results]
@@ -274,7 +285,8 @@ def _record(results: list[PointResult], perf_db: Path, source: str,
     from pyservecli.bench.perfstore import PerfStore, record_result
 
     store = PerfStore(perf_db)
-    for r in results:
+    # Each repeat is a row of its own (the store averages a key's rows); never their median too.
+    for r in [part for each in results for part in (each.parts or [each])]:
         # A warm-up point is a cold measurement by design: never a figure to plan with.
         if r.status == "ok" and r.result and r.path is not None and r.point.suite != "warmup":
             problem = record_result(store, r.result, r.path, source)
@@ -363,7 +375,7 @@ def power_gpu_ids(record: dict | None) -> str | None:
 
 def _run_points(points, server, out_dir, runner, origin, tokenizer, dataset_dir, profile,
                 resume, say, remote=None, gpu_ids=None, run_seed=SEED,
-                metrics_urls: tuple[str, ...] = ()) -> list[PointResult]:
+                metrics_urls: tuple[str, ...] = (), repeats: int = 1) -> list[PointResult]:
     # vLLM's /metrics: a fleet's servers (the gate does not pass it), else the server itself.
     metrics = metrics_urls or (server.base_url,)
     results = []
@@ -373,7 +385,9 @@ def _run_points(points, server, out_dir, runner, origin, tokenizer, dataset_dir,
         label = f"[{index}/{len(points)}] {point.suite}/{point.name}"
         stored = _read_result(path)
         if resume and stored is not None:
-            if stored.get("pyserve", {}).get("status") == "ok":
+            kept = stored.get("pyserve", {})
+            if kept.get("status") == "ok" and repeats_of(stored) == (
+                    1 if point.suite == "warmup" else repeats):
                 say(f"{label}: done before, skipped (--resume)")
                 results.append(PointResult(point, "resumed", "", stored))
                 continue
@@ -383,70 +397,105 @@ def _run_points(points, server, out_dir, runner, origin, tokenizer, dataset_dir,
             results.append(PointResult(point, "skipped", note))
             continue
         suite_dir.mkdir(parents=True, exist_ok=True)
-        # vLLM writes the new result beside the old one, which stays until the new one is in.
-        running = suite_dir / f"{point.name}.running.json"
-        running.unlink(missing_ok=True)
+
+        def measure(stem: str, seed: int, said: str, point=point,
+                    suite_dir=suite_dir) -> PointResult:
+            return _measure_once(point, stem, seed, said, server, suite_dir, runner, origin,
+                                 tokenizer, dataset_dir, profile, say, remote, gpu_ids,
+                                 run_seed, metrics)
+
         seed = point_seed(point, run_seed)
-        argv = bench_argv(point, server.base_url, server.model, tokenizer, str(suite_dir),
-                          str(dataset_dir) if dataset_dir else None, result_name=running.name,
-                          seed=seed)
-        if point.dataset == "sonnet":
-            write_dataset((dataset_dir or Path(".")) / DATASET_FILES["sonnet"],
-                          Path(sonnet_dataset_path(point, str(suite_dir))),
-                          tokenizer or server.model, point.input_len, point.prefix_len,
-                          point.num_prompts, seed)
-        say(f"{label}: running")
-        if profile:
-            requests.post(f"{server.base_url}/start_profile", timeout=60).raise_for_status()
-        cache_before = cache_counters(metrics)
-        started = time.monotonic()
-        with PowerSampler(remote=remote, gpu_ids=gpu_ids) as power:
-            code = runner.run(argv, suite_dir / f"{point.name}.log")
-        wall = time.monotonic() - started
-        if profile:
-            wait_stop_profile(server.base_url, say)
-        result = _read_result(running)
-        try:  # vLLM writes the result as the measured requests end
-            finished = running.stat().st_mtime
-        except OSError:
-            finished = time.time()
-        running.unlink(missing_ok=True)
-        if code != 0 or result is None:
-            log = suite_dir / f"{point.name}.log"
-            tail = log.read_text(errors="replace")[-400:] if log.exists() else "(no log)"
-            note = f"vllm bench serve exited {code}: {tail.strip().splitlines()[-1:]}"
-            failure = {"pyserve": {"status": "failed", "note": note, "seed": seed,
-                                   "run_seed": run_seed, "provenance": origin}}
-            if stored is not None and stored.get("pyserve", {}).get("status") == "ok":
-                # A good earlier result is never lost to a failed rerun.
-                _write_json(suite_dir / f"{point.name}.failed.json", failure)
-                note += f"; kept the earlier result in {path.name}"
-            else:
-                _write_json(path, failure)
-            say(f"{label}: FAILED ({note})")
-            results.append(PointResult(point, "failed", note, failure))
+        # A warm-up point is thrown away: once is enough.
+        times = 1 if point.suite == "warmup" else repeats
+        if times == 1:
+            results.append(measure(point.name, seed, label))
             continue
-        status, note = judge(result)
-        cache = cache_delta(cache_before,
-                            cache_counters(metrics))
-        if point.dataset == "random" and (cache.get("hit_rate") or 0) > CACHED_PROMPTS_FLAG:
-            # Random prompts are never cached unless resent: this point measured the cache.
-            note = (note + "; " if note else "") + (
-                f"prefix cache hit rate {100 * cache['hit_rate']:.0f} %: prompts were cached")
-        result["pyserve"] = {
-            "status": status, "note": note, "suite": point.suite, "point": point.name,
-            "wall_s": round(wall, 3), "seed": seed, "run_seed": run_seed,
-            "provenance": origin,
-            "prefix_cache": cache,
-            "power": window_summary(power.samples, power.stamps,
-                                    finished - (_seconds(result.get("duration")) or wall),
-                                    finished, result.get("output_throughput")),
-        }
-        _write_json(path, result)
-        (suite_dir / f"{point.name}.failed.json").unlink(missing_ok=True)
-        say(f"{label}: {status} {note}".rstrip())
-        results.append(PointResult(point, status, note, result, path=path))
+        # Each repeat on prompts of its own (another seed), so no repeat finds the prompts of
+        # an earlier one in the prefix cache; the point's own file is their median (#29).
+        parts = [measure(repeat_stem(point.name, k), (seed + k - 1) % 2**31,
+                         f"{label} repeat {k}/{times}") for k in range(1, times + 1)]
+        combined = combine_repeats([(r.status, r.note, r.result, f"{repeat_stem(point.name, k)}"
+                                     ".json") for k, r in enumerate(parts, 1)], run_seed)
+        _write_json(path, combined)
+        status = combined["pyserve"]["status"]
+        note = combined["pyserve"]["note"]
+        spread = combined["pyserve"]["repeats"].get("output_tok_s") or {}
+        if spread:
+            say(f"{label}: {status}, median {spread['median']:,.1f} output tok/s over "
+                f"{times} repeats ({spread['min']:,.1f} - {spread['max']:,.1f})"
+                + (f"; {note}" if note else ""))
+        else:
+            say(f"{label}: {status} {note}".rstrip())
+        results.append(PointResult(point, status, note, combined, path=path, parts=parts))
     return results
+
+
+def _measure_once(point, stem, seed, label, server, suite_dir, runner, origin, tokenizer,
+                  dataset_dir, profile, say, remote, gpu_ids, run_seed,
+                  metrics) -> PointResult:
+    """One run of ``point`` with prompts of ``seed``, its result in SUITE_DIR/STEM.json."""
+    path = suite_dir / f"{stem}.json"
+    stored = _read_result(path)
+    # vLLM writes the new result beside the old one, which stays until the new one is in.
+    running = suite_dir / f"{stem}.running.json"
+    running.unlink(missing_ok=True)
+    argv = bench_argv(point, server.base_url, server.model, tokenizer, str(suite_dir),
+                      str(dataset_dir) if dataset_dir else None, result_name=running.name,
+                      seed=seed)
+    if point.dataset == "sonnet":
+        write_dataset((dataset_dir or Path(".")) / DATASET_FILES["sonnet"],
+                      Path(sonnet_dataset_path(point, str(suite_dir))),
+                      tokenizer or server.model, point.input_len, point.prefix_len,
+                      point.num_prompts, seed)
+    say(f"{label}: running")
+    if profile:
+        requests.post(f"{server.base_url}/start_profile", timeout=60).raise_for_status()
+    cache_before = cache_counters(metrics)
+    started = time.monotonic()
+    with PowerSampler(remote=remote, gpu_ids=gpu_ids) as power:
+        code = runner.run(argv, suite_dir / f"{stem}.log")
+    wall = time.monotonic() - started
+    if profile:
+        wait_stop_profile(server.base_url, say)
+    result = _read_result(running)
+    try:  # vLLM writes the result as the measured requests end
+        finished = running.stat().st_mtime
+    except OSError:
+        finished = time.time()
+    running.unlink(missing_ok=True)
+    if code != 0 or result is None:
+        log = suite_dir / f"{stem}.log"
+        tail = log.read_text(errors="replace")[-400:] if log.exists() else "(no log)"
+        note = f"vllm bench serve exited {code}: {tail.strip().splitlines()[-1:]}"
+        failure = {"pyserve": {"status": "failed", "note": note, "seed": seed,
+                               "run_seed": run_seed, "provenance": origin}}
+        if stored is not None and stored.get("pyserve", {}).get("status") == "ok":
+            # A good earlier result is never lost to a failed rerun.
+            _write_json(suite_dir / f"{stem}.failed.json", failure)
+            note += f"; kept the earlier result in {path.name}"
+        else:
+            _write_json(path, failure)
+        say(f"{label}: FAILED ({note})")
+        return PointResult(point, "failed", note, failure)
+    status, note = judge(result)
+    cache = cache_delta(cache_before, cache_counters(metrics))
+    if point.dataset == "random" and (cache.get("hit_rate") or 0) > CACHED_PROMPTS_FLAG:
+        # Random prompts are never cached unless resent: this point measured the cache.
+        note = (note + "; " if note else "") + (
+            f"prefix cache hit rate {100 * cache['hit_rate']:.0f} %: prompts were cached")
+    result["pyserve"] = {
+        "status": status, "note": note, "suite": point.suite, "point": point.name,
+        "wall_s": round(wall, 3), "seed": seed, "run_seed": run_seed,
+        "provenance": origin,
+        "prefix_cache": cache,
+        "power": window_summary(power.samples, power.stamps,
+                                finished - (_seconds(result.get("duration")) or wall),
+                                finished, result.get("output_throughput")),
+    }
+    _write_json(path, result)
+    (suite_dir / f"{stem}.failed.json").unlink(missing_ok=True)
+    say(f"{label}: {status} {note}".rstrip())
+    return PointResult(point, status, note, result, path=path)
 
 
 def _seconds(value) -> float | None:

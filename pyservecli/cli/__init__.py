@@ -27,6 +27,13 @@ def perf_db_option(func):
         "[default: $PYSERVE_PERF_DB, else WORKSPACE/perf.db].")(func)
 
 
+def repeats_option(func):
+    return click.option(
+        "--repeats", type=click.IntRange(1, 20), default=1, show_default=True,
+        help="Run each point N times on fresh prompts: results give the median and the "
+        "spread (min - max), and say when a difference lies inside it.")(func)
+
+
 def read_key(path: Path | None) -> str | None:
     if path is None:
         return None
@@ -89,6 +96,10 @@ def print_summary(rows: list[dict], out: Path, model_column: bool = False,
 
     columns = ("suite", "point", "status", "output_tok_s", "ttft_p50_ms", "tpot_p50_ms",
                "interactivity_tok_s_user", "watts_per_gpu", "note")
+    if any((row.get("repeats") or 1) > 1 for row in rows):  # --repeats: the median's spread
+        rows = [{**row, "repeats_min_max": "" if row.get("output_tok_s_min") is None else
+                 f"{row['output_tok_s_min']}-{row['output_tok_s_max']}"} for row in rows]
+        columns = (*columns[:4], "repeats", "repeats_min_max", *columns[4:])
     if model_column:  # several models behind one endpoint: one summary.csv in each's folder
         columns = ("model", *columns)
         out = out / "*"

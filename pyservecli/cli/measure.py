@@ -9,7 +9,14 @@ from pathlib import Path
 
 import click
 
-from pyservecli.cli import main, perf_db_option, print_summary, read_key, workspace_option
+from pyservecli.cli import (
+    main,
+    perf_db_option,
+    print_summary,
+    read_key,
+    repeats_option,
+    workspace_option,
+)
 from pyservecli.errors import PyserveError
 
 
@@ -46,10 +53,11 @@ Examples:
               help="Repeat a run's prompts (the run_seed its results record) [default: new "
               "prompts every run, none the server has cached].")
 @click.option("--api-key-file", type=click.Path(dir_okay=False, path_type=Path))
+@repeats_option
 @workspace_option
 @perf_db_option
 def bench(host, port, model, types, isl, osl, concurrency, num_prompts, tokenizer, dataset_dir,
-          out_dir, resume, profile, seed, api_key_file, workspace, perf_db):
+          out_dir, resume, profile, seed, api_key_file, repeats, workspace, perf_db):
     """Benchmark a running server with vLLM's own client (`vllm bench serve`).
 
     Writes OUT/<suite>/<point>.json (vLLM's keys plus provenance, power and validity) and
@@ -64,7 +72,7 @@ def bench(host, port, model, types, isl, osl, concurrency, num_prompts, tokenize
                         concurrency=concurrency, num_prompts=num_prompts, model=model,
                         tokenizer=tokenizer, dataset_dir=dataset_dir, out=out, resume=resume,
                         profile=profile, api_key=read_key(api_key_file), workspace=workspace,
-                        seed=seed, perf_db=perf_db)
+                        seed=seed, perf_db=perf_db, repeats=repeats)
     models = list(dict.fromkeys(r.model for r in results))
     rows = []
     for served in models:
@@ -100,10 +108,11 @@ Examples:
               help="Results directory [default: WORKSPACE/sweep].")
 @click.option("--resume", is_flag=True, help="Skip points whose valid result exists.")
 @click.option("--api-key-file", type=click.Path(dir_okay=False, path_type=Path))
+@repeats_option
 @workspace_option
 @perf_db_option
 def sweep(suites, host, port, serve_cmds, num_prompts, tokenizer, out_dir, resume,
-          api_key_file, workspace, perf_db):
+          api_key_file, repeats, workspace, perf_db):
     """Sweep benchmark parameters on one server, or server settings across launches.
 
     Results: OUT/<server label>/<suite>/<point>.json and OUT/<server label>/summary.csv. A failed
@@ -126,7 +135,8 @@ def sweep(suites, host, port, serve_cmds, num_prompts, tokenizer, out_dir, resum
     runs = api.sweep(split_list(suites), base_url=f"http://{host}:{port}" if host else None,
                      servers=servers, num_prompts=num_prompts, tokenizer=tokenizer,
                      out=out_dir or workspace / "sweep", resume=resume,
-                     api_key=read_key(api_key_file), workspace=workspace, perf_db=perf_db)
+                     api_key=read_key(api_key_file), workspace=workspace, perf_db=perf_db,
+                     repeats=repeats)
     for run in runs:
         gpus = server_gpus(run.results)
         print_summary([summary_row(r, gpus) for r in run.results], run.out_dir,

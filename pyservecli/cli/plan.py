@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from pyservecli.cli import main, perf_db_option, workspace_option
+from pyservecli.cli import main, perf_db_option, repeats_option, workspace_option
 from pyservecli.errors import PyserveError
 
 PLAN_EXAMPLES = """
@@ -66,12 +66,13 @@ Examples:
               help="--measure: environment variable for every launch (repeatable).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True)
+@repeats_option
 @workspace_option
 @perf_db_option
 @click.argument("vllm_args", nargs=-1, type=click.UNPROCESSED)
 def plan(model, goal, isl, osl, concurrency, ttft_ms, tpot_ms, nodelist, gpus_per_node,
          gpu_memory, gpu_type, measure, top, only, num_prompts, out, resume, port, api_key_file,
-         env_pairs, fmt, workspace, perf_db, vllm_args):
+         env_pairs, fmt, repeats, workspace, perf_db, vllm_args):
     """Rank the ways to split MODEL over the allocation: memory fit and estimated output tok/s,
     TTFT and TPOT per topology, and what `pyserve launch MODEL` with no flags would choose.
 
@@ -89,13 +90,15 @@ def plan(model, goal, isl, osl, concurrency, ttft_ms, tpot_ms, nodelist, gpus_pe
                                  gpu_type=gpu_type)
     if only and not measure:
         raise PyserveError("--only goes with --measure")
+    if repeats > 1 and not measure:
+        raise PyserveError("--repeats goes with --measure")
     if measure:
         path = api.measure_plan(result, top=top, out=out, resume=resume,
                                 num_prompts=num_prompts, nodelist=nodelist,
                                 gpus_per_node=gpus_per_node, gpu_memory=gpu_memory,
                                 vllm_args=vllm_args, port=port, api_key_file=api_key_file,
                                 env=parse_env_pairs(env_pairs), workspace=workspace,
-                                perf_db=perf_db,
+                                perf_db=perf_db, repeats=repeats,
                                 only=[x.strip() for x in (only or "").split(",") if x.strip()])
         click.echo(f"pyserve: measured plan in {path}", err=True)
     data = result.report()
