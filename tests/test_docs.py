@@ -1,5 +1,7 @@
 """The docs render without warnings, and the README starts with the two newcomer commands."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -27,3 +29,11 @@ def test_benchmark_images_exist():
     assert images
     for image in images:
         assert (ROOT / "docs" / image).stat().st_size > 10_000
+
+
+def test_generated_tables_match_their_raw_results():
+    """#29: the tables scripts/docs_tables.py writes from docs/results are what the document
+    shows; a hand edit or a changed raw file fails here."""
+    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "docs_tables.py"), "--check"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stdout + run.stderr

@@ -204,19 +204,27 @@ def test_seed_ships_the_gpu_results_and_matches_docs_results(tmp_path):
     shapes = {p.shape for p in seed if p.roles == ""}
     assert model_shape(builtin_config("mixtral-8x7b")).fingerprint in shapes
     out = tmp_path / "out"
-    shutil.copytree(REPO / "docs/results/2026-11-30-2xh200-out-of-sample", out)
+    shutil.copytree(REPO / "docs/results/2026-11-30-2xh200-repeats", out)
     from pyservecli.bench.perfstore import find_model_config
 
     fresh, _skipped = import_dir(out, find_config=find_model_config)
-    by_value = {(p.shape, p.tp, p.dp, p.ep, p.concurrency): p.output_tok_s for p in seed}
-    assert fresh and all(by_value[(p.shape, p.tp, p.dp, p.ep, p.concurrency)]
-                         == p.output_tok_s for p in fresh)
+    # Every repeat is a row (3 per topology), never the median files or the warm-up points.
+    assert len(fresh) == 21 and {p.concurrency for p in fresh} == {128}
+    in_seed = {(p.shape, p.tp, p.dp, p.ep, p.concurrency, p.output_tok_s) for p in seed}
+    assert all((p.shape, p.tp, p.dp, p.ep, p.concurrency, p.output_tok_s) in in_seed
+               for p in fresh)
+    # The cold first-after-READY runs of the same shapes are superseded: not in the seed.
+    cold, _ = import_dir(REPO / "docs/results/2026-11-30-2xh200-out-of-sample",
+                         find_config=find_model_config)
+    assert cold and not any((p.shape, p.tp, p.dp, p.ep, p.concurrency, p.output_tok_s)
+                            in in_seed for p in cold)
 
 
 def test_plan_answers_from_the_store_and_labels_sources(tmp_path):
-    """Mixtral-8x7B on 2x H200, measured on 2026-11-30 (the seed): plan ranks the measured
-    best (TP 2) first, labels figures measured, says why it overrules the rules, and launch
-    with no parallel flags takes the same shape."""
+    """Mixtral-8x7B on 2x H200, measured warm with 3 repeats on 2026-11-30 (the seed): plan
+    ranks the measured best (TP 1 x DP 2, also the rules' choice) first, labels figures
+    measured, and launch with no parallel flags takes it. A team store whose points make
+    another topology the measured best overrules the rules, and plan says why."""
     model = tmp_path / "mixtral"
     model.mkdir()
     (model / "config.json").write_text(json.dumps(builtin_config("mixtral-8x7b")))
@@ -227,10 +235,12 @@ def test_plan_answers_from_the_store_and_labels_sources(tmp_path):
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     first = data["candidates"][0]
-    assert (first["label"], first["figure"]["source"]) == ("tp2-dp1", "measured")
-    assert data["automatic_choice"]["shape"] == "tp2-dp1"
-    assert any("ranks above the automatic rules' TP 1 x DP 2" in line
-               for line in data["explained"])
+    assert (first["label"], first["figure"]["source"]) == ("tp1-dp2", "measured")
+    assert data["automatic_choice"]["shape"] == "tp1-dp2"
+    measured = {c["label"]: c["figure"]["output_tok_s"] for c in data["candidates"]
+                if (c.get("figure") or {}).get("source") == "measured"}
+    assert set(measured) == {"tp1-dp2", "tp2-dp1", "tp1-dp2-ep", "tp2-dp1-ep"}
+    assert max(measured, key=measured.get) == "tp1-dp2"
     pd = [c for c in data["candidates"] if c["label"] == "1p-tp1-1d-tp1"]
     assert pd and pd[0]["figure"]["source"] == "estimated" and pd[0]["figure"]["correction"]
     # Qwen3-30B-A3B: TP 1 x PP 2 (never measured) ranks beside the measured group it may
@@ -243,12 +253,30 @@ def test_plan_answers_from_the_store_and_labels_sources(tmp_path):
                for line in moe["explained"])
     dry = run_pyserve("launch", *args, "--dry-run")
     assert dry.returncode == 0, dry.stderr
-    assert "--tensor-parallel-size 2" in dry.stdout
+    assert "--data-parallel-size 2" in dry.stdout
     # Another speed flag is another experiment: no measured figure applies.
     other = run_pyserve("plan", *args, "--max-num-seqs", "64", "--format", "json")
     sources = {c["figure"]["source"] for c in json.loads(other.stdout)["candidates"]
                if "figure" in c}
     assert sources == {"estimated"}
+    # Qwen3-14B (no seed points): the team's store measured TP 2 well above DP 2.
+    db = tmp_path / "team.db"
+    shape = model_shape(builtin_config("qwen3-14b"))
+    PerfStore(db).add([point(shape=shape.fingerprint, shape_json=json.dumps(
+        shape.fields, sort_keys=True), model="qwen3-14b", tp=tp, dp=dp, output_tok_s=tok_s,
+        result=f"/r/{tp}.json") for tp, dp, tok_s in ((2, 1, 7000.0), (1, 2, 5400.0))])
+    dense = tmp_path / "qwen3-14b"
+    dense.mkdir()
+    (dense / "config.json").write_text(json.dumps(builtin_config("qwen3-14b")))
+    team = {"PYSERVE_PERF_DB": str(db)}  # a team's store, shared by the environment
+    planned = json.loads(run_pyserve("plan", str(dense), *args[1:], "--format", "json",
+                                     env=team).stdout)
+    assert planned["automatic_choice"]["shape"] == "tp2-dp1"
+    assert any("ranks above the automatic rules' TP 1 x DP 2" in line
+               for line in planned["explained"])
+    dry = run_pyserve("launch", str(dense), *args[1:], "--dry-run", env=team)
+    assert dry.returncode == 0, dry.stderr
+    assert "--tensor-parallel-size 2" in dry.stdout
 
 
 def test_slo_ranks_by_goodput_and_pd_holds_tpot_under_load(tmp_path):

@@ -495,6 +495,8 @@ def import_dir(root: Path, *, given: Given = Given(), find_config=None,
             continue  # not a benchmark result (records, plans)
         if repeats_of(result) > 1:
             continue  # the median of --repeats: its repeats' own files are rows each
+        if (result.get("pyserve") or {}).get("suite") == "warmup":
+            continue  # a cold throw-away point by design (plan --measure): never a figure
         point, why = point_from_result(result, path, source=source, given=given,
                                        find_config=find_config)
         if point is None:

@@ -1,0 +1,106 @@
+"""The benchmark tables of docs/benchmarks.rst that are generated from their raw results (#29):
+each figure is read from docs/results and rounded once, here, so a table cannot drift from
+the files it cites.
+
+    python scripts/docs_tables.py           # rewrite the generated tables in place
+    python scripts/docs_tables.py --check   # exit 1, with a diff, where a table differs
+
+A generated table sits between ``.. generated-table: NAME`` and ``.. end-generated-table`` in
+the document; NAME is one of ``TABLES``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "benchmarks.rst"
+RESULTS = ROOT / "docs" / "results"
+
+TOPOLOGIES = {"tp1-dp2": "TP 1 x DP 2", "tp1-dp2-ep": "TP 1 x DP 2 + EP", "tp2-dp1": "TP 2",
+              "tp2-dp1-ep": "TP 2 + EP"}
+MODELS = {"mixtral-8x7b": "Mixtral-8x7B", "deepseek-v2-lite": "DeepSeek-V2-Lite"}
+
+
+def _n(value: float, digits: int = 0) -> str:
+    return f"{value:,.{digits}f}"
+
+
+def repeats_2026_11_30() -> list[str]:
+    """2x H200, warm, three repeats per topology: median, spread, latency, cache, power."""
+    base = RESULTS / "2026-11-30-2xh200-repeats"
+    rows = []
+    for path in sorted(base.glob("*/measured/*/plan/i1024-o256-rinf-c128.json")):
+        result = json.loads(path.read_text())
+        info = result["pyserve"]
+        model = path.parts[-5].removesuffix("-ep")
+        spread = info["repeats"]["output_tok_s"]
+        rows.append((MODELS[model], TOPOLOGIES[path.parts[-3]], spread,
+                     result["median_ttft_ms"], result["median_tpot_ms"],
+                     info["prefix_cache"]["hit_rate"], info["power"]["avg_watts_per_gpu"]))
+    rows.sort(key=lambda r: (r[0], -r[2]["median"]))
+    lines = [".. list-table:: output tok/s at 128 x 1024/256, median of 3 repeats (min - max);",
+             "   p50 TTFT / TPOT, each the median over the repeats; prompt tokens found in the",
+             "   prefix cache; GPU power in the measured windows",
+             "   :header-rows: 1",
+             "",
+             "   * - model", "     - topology", "     - output tok/s", "     - min - max",
+             "     - TTFT ms / TPOT ms", "     - cached", "     - W per GPU"]
+    best = {}
+    for row in rows:
+        best.setdefault(row[0], row[1])
+    for model, topology, spread, ttft, tpot, cached, watts in rows:
+        bold = "**" if best[model] == topology else ""
+        lines += [f"   * - {model}", f"     - {bold}{topology}{bold}",
+                  f"     - {bold}{_n(spread['median'])}{bold}",
+                  f"     - {_n(spread['min'])} - {_n(spread['max'])}",
+                  f"     - {_n(ttft)} / {_n(tpot, 2)}", f"     - {100 * cached:.1f} %",
+                  f"     - {_n(watts)}"]
+    return lines
+
+
+TABLES = {"repeats-2026-11-30": repeats_2026_11_30}
+_BLOCK = re.compile(r"^(\.\. generated-table: (\S+)\n\n)(.*?)^\.\. end-generated-table$",
+                    re.S | re.M)
+
+
+def render(text: str) -> str:
+    def replace(match: re.Match) -> str:
+        name = match.group(2)
+        if name not in TABLES:
+            raise SystemExit(f"{DOC}: no generator for table {name!r}")
+        return match.group(1) + "\n".join(TABLES[name]()) + "\n\n.. end-generated-table"
+
+    return _BLOCK.sub(replace, text)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true")
+    args = parser.parse_args()
+    text = DOC.read_text()
+    names = [m.group(2) for m in _BLOCK.finditer(text)]
+    missing = sorted(set(TABLES) - set(names))
+    if missing:
+        print(f"{DOC}: no block for {', '.join(missing)}", file=sys.stderr)
+        return 1
+    wanted = render(text)
+    if args.check:
+        if wanted != text:
+            sys.stdout.writelines(difflib.unified_diff(
+                text.splitlines(keepends=True), wanted.splitlines(keepends=True),
+                "docs/benchmarks.rst", "generated from docs/results"))
+            return 1
+        print(f"{len(names)} generated table(s) match their raw results")
+        return 0
+    DOC.write_text(wanted)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
