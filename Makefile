@@ -78,7 +78,7 @@ dry-run: setup
 
 bench: setup
 	@test -n "$(HOST)" || { echo "make bench needs HOST=<server host or IP>"; exit 2; }
-	$(PYSERVE) bench --host $(HOST) --port $(PORT) --type $(BENCH_TYPE) $(num_prompts) \
+	$(PYSERVE) bench --host $(HOST) --port $(PORT) --suite $(BENCH_TYPE) $(num_prompts) \
 		--workspace $(WORKSPACE)
 
 # Launches SWEEP_MODEL through pyserve launch (the embedded tiny model by default), sweeps it,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shlex
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -643,8 +644,13 @@ def plan_topologies(model: str, *, goal: str = "throughput", isl: int | None = N
         raise PyserveError(f"--goal {goal!r}: choose from {', '.join(GOALS)}")
     cluster = detect(None, nodelist, gpus_per_node, gpu_memory=_gib(gpu_memory))
     if cluster.gpus_per_node is None:
-        raise PyserveError("no GPU found here: give --gpus-per-node (and --gpu-memory) to plan "
-                           "for an allocation")
+        # launch --dry-run here plans vLLM's CPU engine, one rank slot per rank its flags ask
+        # for; plan ranks GPU topologies, so it needs to be told the GPUs (#26).
+        raise PyserveError(
+            "no GPU found here, and plan ranks GPU topologies: say which, e.g. `pyserve plan "
+            f"{shlex.quote(model)} --gpus-per-node 8 --gpu-type H100` (add --nodelist for "
+            "several nodes); `pyserve launch` here would run vLLM's CPU engine, one rank slot "
+            "per rank its flags ask for")
     if gpu_type is not None:
         cluster = _with_gpu_type(cluster, gpu_type, gpu_memory is not None)
     for label, value in (("--isl", isl), ("--osl", osl), ("--concurrency", concurrency),

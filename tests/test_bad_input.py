@@ -89,15 +89,18 @@ def test_engine_missing_is_a_clear_error(tmp_path, config_dir, light_pyserve):
     assert_refused(result, "`vllm` is not installed where pyserve runs", workspace)
 
 
-def test_health_against_nothing_fails_clearly():
+def test_health_and_bench_against_nothing_say_one_line_alike():
+    """#26: with no server there, health and bench both say so in one line and exit 2
+    (before: health drew a table of one failed check and exited 1)."""
     with socket.socket() as free:
         free.bind(("127.0.0.1", 0))
         port = free.getsockname()[1]
-    result = run_pyserve("health", "--host", "127.0.0.1", "--port", str(port), "--timeout", "2")
-    assert result.returncode == 1
-    assert "models" in result.stdout and "FAIL" in result.stdout
-    assert "ConnectionError" in result.stdout
-    assert "0 of 1 checks passed" in result.stdout
+    for command in (["health", "--timeout", "2"], ["health", "--model", "m"], ["bench"]):
+        result = run_pyserve(*command, "--host", "127.0.0.1", "--port", str(port))
+        assert result.returncode == 2, (command, result.stdout, result.stderr)
+        assert result.stderr.strip() == (f"pyserve: error: no server answers at "
+                                         f"http://127.0.0.1:{port} (ConnectionError)")
+        assert result.stdout == ""
 
 
 def test_health_refuses_an_unknown_check_before_any_request():

@@ -342,7 +342,7 @@ def test_offline_dp2_runs_one_torchrun_per_node(cluster, tiny_model, tmp_path):
     env = cluster_env(cluster, tmp_path)
     result = subprocess.run(
         ["salloc", "-N", "2", "--gpus-per-node=1", sys.executable, "-m", "pyservecli",
-         "offline", str(tiny_model), "--dp", "2", "--input-len", "32", "--output-len", "8",
+         "offline", str(tiny_model), "--dp", "2", "--isl", "32", "--osl", "8",
          "--num-prompts", "6", "--out", str(out), "--load-format", "dummy",
          "--enforce-eager", "--dtype", "bfloat16", "--max-model-len", "512"],
         env=env, capture_output=True, text=True, timeout=560)

@@ -31,7 +31,7 @@ def run_offline(tmp_path, *args):
 
 def test_offline_dp2_distinct_prompts_merged_stats_and_per_rank_traces(tmp_path):
     model, env, out, result = run_offline(
-        tmp_path, "--dp", "2", "--input-len", "48", "--output-len", "12", "--num-prompts", "10",
+        tmp_path, "--dp", "2", "--isl", "48", "--osl", "12", "--num-prompts", "10",
         "--viztracer", str(tmp_path / "vt" / "trace.json"))
     assert "Output token throughput (tok/s):" in result.stdout
     merged = json.loads((out / "result.json").read_text())

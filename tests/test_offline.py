@@ -83,7 +83,7 @@ def test_viztracer_one_file_per_rank():
 def test_the_same_topology_rules_as_launch(tmp_path):
     with pytest.raises(PyserveError, match="does not fit"):
         plan(tmp_path, tp=4, dp=4)
-    with pytest.raises(PyserveError, match="--input-len and --output-len"):
+    with pytest.raises(PyserveError, match="--isl and --osl"):
         plan_offline(OfflineRequest(model="m"), detect(SLURM_2x4), tmp_path, tmp_path,
                      resolve=fake_ip)
     with pytest.raises(PyserveError, match="does not exist"):
@@ -268,8 +268,8 @@ def test_nsys_missing_is_a_clear_error_and_launches_nothing(tmp_path, config_dir
                          "--workspace", str(ws), env=env)
     assert launch.returncode == 2
     assert "pyserve: error: --nsys needs Nsight Systems' `nsys`" in launch.stderr
-    offline = run_pyserve("offline", str(model), "--nsys", "--input-len", "8",
-                          "--output-len", "8", "--workspace", str(ws), env=env)
+    offline = run_pyserve("offline", str(model), "--nsys", "--isl", "8",
+                          "--osl", "8", "--workspace", str(ws), env=env)
     assert offline.returncode == 2 and "`nsys`" in offline.stderr
     assert not ws.exists()
 

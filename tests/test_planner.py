@@ -364,7 +364,7 @@ def test_plan_refuses_bad_input_in_one_line(config_dir):
     for args, message in (
         (["--gpus-per-node", "2", "--gpu-memory", "lots"], "--gpu-memory 'lots'"),
         (["--gpus-per-node", "2", "--concurrency", "0"], "--concurrency must be positive"),
-        (["--gpus-per-node", "2", "--measure", "--top", "0"], "--top must be at least 1"),
+        (["--gpus-per-node", "2", "--measure", "--top", "0"], "0 is not in the range x>=1"),
         (["--gpus-per-node", "2", "--gpu-memory-utilization", "2"],
          "--gpu-memory-utilization '2'"),
         ([], "no GPU found here"),

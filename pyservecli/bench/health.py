@@ -234,9 +234,20 @@ def models_to_check(base_url: str, api_key: str | None = None,
     try:
         ids = [c["id"] for c in model_cards(HealthClient(base_url, None, api_key, timeout)
                                             .get("/v1/models"))]
+    except requests.ConnectionError as exc:
+        # Nothing there to check: the same one line and exit 2 as `pyserve bench` (#26).
+        raise PyserveError(f"no server answers at {base_url} ({type(exc).__name__})") from None
     except (requests.RequestException, CheckFailed, ValueError):
         return [None]
     return list(ids) if len(ids) > 1 else [None]
+
+
+def validate_checks(only: list[str] | None) -> None:
+    """An unknown check name is refused before any request."""
+    unknown = set(only or ()) - {name for name, _ in CHECKS}
+    if unknown:
+        raise PyserveError(f"unknown check(s) {', '.join(sorted(unknown))}; choose from "
+                           f"{', '.join(name for name, _ in CHECKS)}")
 
 
 def run_checks(base_url: str, model: str | None = None, api_key: str | None = None,
@@ -244,10 +255,7 @@ def run_checks(base_url: str, model: str | None = None, api_key: str | None = No
                only: list[str] | None = None) -> list[CheckResult]:
     """Run the checks in order (``only``: these names, "models" always); if the server cannot
     even list models the rest are skipped. An unknown name is refused before any request."""
-    unknown = set(only or ()) - {name for name, _ in CHECKS}
-    if unknown:
-        raise PyserveError(f"unknown check(s) {', '.join(sorted(unknown))}; choose from "
-                           f"{', '.join(name for name, _ in CHECKS)}")
+    validate_checks(only)
     client = HealthClient(base_url, model, api_key, timeout)
     results = []
     for name, check in CHECKS:

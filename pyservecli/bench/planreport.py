@@ -175,6 +175,9 @@ def table(data: dict) -> str:
                  "the model exceeds its GPUs); --format json lists them")
     for c in invalid:
         text += f"\n{_describe(c)}: {c['why']}"
+    if data.get("left_out"):
+        text += (f"\n{data['left_out']} more candidate(s) not shown (--top); leave out --top to "
+                 "see every one")
     for line in data.get("explained") or []:
         text += f"\n{line}"
     store = data.get("perf_store") or {}

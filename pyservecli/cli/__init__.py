@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from pathlib import Path
@@ -27,11 +28,35 @@ def perf_db_option(func):
         "[default: $PYSERVE_PERF_DB, else WORKSPACE/perf.db].")(func)
 
 
+def renamed_option(old: str, new: str, dest: str, **option_kwargs):
+    """Keep ``old``, the option's earlier name, for one release: hidden from --help, it sets
+    ``dest`` as ``new`` does and prints a one-line note (#26: one name per concept)."""
+    hidden = "renamed_" + old.strip("-").replace("-", "_")
+
+    def decorator(func):
+        @functools.wraps(func)
+        def command(*args, **kwargs):
+            value = kwargs.pop(hidden, None)
+            if value is not None:
+                click.echo(f"pyserve: note: {old} is now {new}; {old} goes in the next "
+                           "release", err=True)
+                kwargs[dest] = value
+            return func(*args, **kwargs)
+
+        return click.option(old, hidden, hidden=True, default=None, **option_kwargs)(command)
+
+    return decorator
+
+
 def repeats_option(func):
     return click.option(
         "--repeats", type=click.IntRange(1, 20), default=1, show_default=True,
         help="Run each point N times on fresh prompts: results give the median and the "
         "spread (min - max), and say when a difference lies inside it.")(func)
+
+
+KEY_FILE_HELP = ("A file holding the server's API key (as given to `pyserve launch "
+                 "--api-key-file`); sent as a bearer token, never on a command line.")
 
 
 def read_key(path: Path | None) -> str | None:

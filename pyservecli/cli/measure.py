@@ -10,10 +10,12 @@ from pathlib import Path
 import click
 
 from pyservecli.cli import (
+    KEY_FILE_HELP,
     main,
     perf_db_option,
     print_summary,
     read_key,
+    renamed_option,
     repeats_option,
     workspace_option,
 )
@@ -24,18 +26,19 @@ from pyservecli.errors import PyserveError
 \b
 Examples:
   pyserve bench --host 10.0.0.5                          # the throughput suite
-  pyserve bench --host 10.0.0.5 --type throughput,prefill --out results/run1
+  pyserve bench --host 10.0.0.5 --suite throughput,prefill --out results/run1
   pyserve bench --host 127.0.0.1 --isl 1024 --osl 1024 --concurrency 64
-  pyserve bench --host 127.0.0.1 --type sharegpt --dataset-dir /data/datasets
-  pyserve bench --host 127.0.0.1 --type concurrency --resume   # skip points already done
+  pyserve bench --host 127.0.0.1 --suite sharegpt --dataset-dir /data/datasets
+  pyserve bench --host 127.0.0.1 --suite concurrency --resume   # skip points already done
 """)
 @click.option("--host", required=True, help="Server host or IP.")
 @click.option("--port", type=int, default=8000, show_default=True)
 @click.option("--model", help="Served model name [default: every model the endpoint lists; "
               "each into OUT/<model>/ when there are several].")
-@click.option("--type", "types", default="throughput", show_default=True,
+@click.option("--suite", "types", default="throughput", show_default=True,
               help="Comma-separated suites: throughput, prefill, decode, latency, concurrency, "
               "longctx, sharegpt, sonnet.")
+@renamed_option("--type", "--suite", "types")
 @click.option("--isl", type=int, help="One custom point: input length (with --osl).")
 @click.option("--osl", type=int, help="One custom point: output length (with --isl).")
 @click.option("--concurrency", type=int, help="Custom point: max concurrency.")
@@ -52,7 +55,8 @@ Examples:
 @click.option("--seed", type=click.IntRange(0, 2**31 - 1),
               help="Repeat a run's prompts (the run_seed its results record) [default: new "
               "prompts every run, none the server has cached].")
-@click.option("--api-key-file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--api-key-file", type=click.Path(dir_okay=False, path_type=Path),
+              help=KEY_FILE_HELP)
 @repeats_option
 @workspace_option
 @perf_db_option
@@ -107,7 +111,8 @@ Examples:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Results directory [default: WORKSPACE/sweep].")
 @click.option("--resume", is_flag=True, help="Skip points whose valid result exists.")
-@click.option("--api-key-file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--api-key-file", type=click.Path(dir_okay=False, path_type=Path),
+              help=KEY_FILE_HELP)
 @repeats_option
 @workspace_option
 @perf_db_option
@@ -176,10 +181,10 @@ def plot_cmd(dirs, out_dir, gpus):
 OFFLINE_EXAMPLES = """
 \b
 Examples:
-  pyserve offline ./Qwen3-8B --input-len 1024 --output-len 256 --num-prompts 512
-  pyserve offline ./Qwen3-30B-A3B --tp 4 --dp 2 --ep --input-len 1024 --output-len 1024
+  pyserve offline ./Qwen3-8B --isl 1024 --osl 256 --num-prompts 512
+  pyserve offline ./Qwen3-30B-A3B --tp 4 --dp 2 --ep --isl 1024 --osl 1024
   pyserve offline ./Qwen3-8B --dataset-path sharegpt.json --num-prompts 1000 --nsys
-  pyserve offline ./tiny --input-len 32 --output-len 16 --load-format dummy --viztracer t.json
+  pyserve offline ./tiny --isl 32 --osl 16 --load-format dummy --viztracer t.json
 """
 
 
@@ -192,13 +197,17 @@ Examples:
 @click.option("--ep/--no-ep", default=None, help="Expert parallelism (EP = DP x TP).")
 @click.option("--nodelist", help="Plan for these hosts instead of the allocation's.")
 @click.option("--gpus-per-node", type=int, help="Override GPU detection.")
-@click.option("--input-len", type=int, help="Tokens per random prompt.")
-@click.option("--output-len", type=int,
+@click.option("--isl", "input_len", type=int, help="Tokens per random prompt.")
+@click.option("--osl", "output_len", type=int,
               help="Tokens generated per request (with --dataset-path: overrides the replies).")
+@renamed_option("--input-len", "--isl", "input_len", type=int)
+@renamed_option("--output-len", "--osl", "output_len", type=int)
 @click.option("--dataset-path", help="ShareGPT JSON file (first human turn of each "
               "conversation); nothing is downloaded.")
 @click.option("--num-prompts", type=int, default=100, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="The random prompts' seed. Fixed, unlike bench's new seed per run: every "
+              "offline run starts a fresh engine, so no prompt can be cached from before.")
 @click.option("--nsys", is_flag=True, help="Profile each node's ranks with Nsight Systems "
               "(capture range: the measured run).")
 @click.option("--viztracer", "viztracer_file", metavar="FILE",

@@ -43,14 +43,15 @@ Examples:
               "allocation's.")
 @click.option("--gpus-per-node", type=int, help="Override GPU detection.")
 @click.option("--gpu-memory", metavar="GIB", help="Memory per GPU (80, 141GiB) [default: "
-              "nvidia-smi, else SLURM's GPU type, else 80 assumed].")
+              "nvidia-smi, else SLURM's GPU type, else an 80 GB H100's 79.6 assumed].")
 @click.option("--gpu-type", metavar="NAME", help="The GPU the estimates are for (H100, "
               "'H100 PCIe', H200, A100, ...) when detection cannot tell [default: nvidia-smi, "
               "SLURM's GPU type, else by --gpu-memory].")
 @click.option("--measure", is_flag=True, help="Launch the top candidates one after another in "
               "this allocation, benchmark each at the goal's point, and compare.")
-@click.option("--top", type=int, default=3, show_default=True,
-              help="How many candidates --measure launches.")
+@click.option("--top", type=click.IntRange(min=1), metavar="N",
+              help="Show the N best candidates (the table and --format json); with --measure, "
+              "launch them [default: show all; --measure launches 3].")
 @click.option("--only", metavar="LABELS", help="--measure: these candidates, comma-separated "
               "labels as --format json names them (tp1-dp2,1p-tp1-1d-tp1), instead of --top.")
 @click.option("--num-prompts", type=int, help="Requests per measurement [default: 4 x "
@@ -93,7 +94,7 @@ def plan(model, goal, isl, osl, concurrency, ttft_ms, tpot_ms, nodelist, gpus_pe
     if repeats > 1 and not measure:
         raise PyserveError("--repeats goes with --measure")
     if measure:
-        path = api.measure_plan(result, top=top, out=out, resume=resume,
+        path = api.measure_plan(result, top=top or 3, out=out, resume=resume,
                                 num_prompts=num_prompts, nodelist=nodelist,
                                 gpus_per_node=gpus_per_node, gpu_memory=gpu_memory,
                                 vllm_args=vllm_args, port=port, api_key_file=api_key_file,
@@ -102,6 +103,8 @@ def plan(model, goal, isl, osl, concurrency, ttft_ms, tpot_ms, nodelist, gpus_pe
                                 only=[x.strip() for x in (only or "").split(",") if x.strip()])
         click.echo(f"pyserve: measured plan in {path}", err=True)
     data = result.report()
+    if top:
+        data = shortened(data, top)
     if fmt == "json":
         click.echo(json.dumps(data, indent=2))
         return
@@ -115,3 +118,11 @@ def plan(model, goal, isl, osl, concurrency, ttft_ms, tpot_ms, nodelist, gpus_pe
     auto = data["automatic_choice"]
     click.echo("pyserve launch with no parallel flags: " + "; ".join(auto["decisions"]))
     sys.stdout.flush()
+
+
+def shortened(data: dict, top: int) -> dict:
+    """The report with its first ``top`` ranked candidates; how many were left out is said."""
+    ranked = [c for c in data["candidates"] if c.get("predicted_rank")]
+    kept = ranked[:top]
+    left = len(data["candidates"]) - len(kept)
+    return {**data, "candidates": kept, "left_out": left}

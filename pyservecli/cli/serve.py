@@ -80,7 +80,8 @@ Examples:
 @click.option("--router-policy", default="round_robin", show_default=True,
               type=click.Choice(["round_robin", "power_of_two", "cache_aware", "random",
                                  "consistent_hash"]),
-              help="With --replicas: how the router picks a replica.")
+              help="With a fleet (--replicas, --serve, --prefill/--decode): how the router "
+              "picks a server among those of the requested model (and role).")
 @click.option("--router-host", metavar="ADDRESS", help="With a fleet: the interface of the "
               "public port [default: every interface]; the router's management API is on "
               "127.0.0.1 only, whatever this says.")
@@ -284,6 +285,7 @@ def describe_fleet(fleet) -> str:
 Examples:
   pyserve status
   pyserve status 123456                     # a launch of SLURM job 123456 in this workspace
+  pyserve status local-20261130-101500-4242-ab12cd  # a launch or fleet, by the id it printed
   pyserve status --workspace /shared/me/pyserve-work --format json
 """)
 @click.argument("launch", required=False)
@@ -291,8 +293,9 @@ Examples:
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True)
 def status(launch, workspace, fmt):
-    """Show a launch recorded in the workspace (the latest, or LAUNCH: a launch or job id),
-    whether its launcher still runs and whether it answers now."""
+    """Show a launch recorded in the workspace (the latest, or LAUNCH: a launch id, a fleet
+    id, or a SLURM job id), whether its launcher still runs and whether it answers now; for a
+    fleet, the router and each server with its role, state and deaths."""
     from pyservecli.run.status import latest_status
 
     info = latest_status(workspace, launch)
@@ -306,6 +309,8 @@ def status(launch, workspace, fmt):
         for key in fields:
             if key in info:
                 value = ", ".join(map(str, info[key])) if key == "models" else info[key]
+                if isinstance(value, float):
+                    value = f"{value:.1f}"  # seconds: 59.0, not 59.00541215699991
                 click.echo(f"{key:18} {value}")
         for host, entry in (info.get("startup") or {}).items():
             phases = ", ".join(f"{name} {at}s" for name, at in entry["phases_s"].items())

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from pyservecli.bench.health import DEFAULT_TIMEOUT_S
-from pyservecli.cli import main, read_key
+from pyservecli.cli import KEY_FILE_HELP, main, read_key
 from pyservecli.errors import PyserveError
 
 
@@ -23,7 +23,8 @@ Examples:
 @click.option("--host", required=True, help="Server host or IP.")
 @click.option("--port", type=int, default=8000, show_default=True)
 @click.option("--model", help="Served model name [default: every model the endpoint lists].")
-@click.option("--api-key-file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--api-key-file", type=click.Path(dir_okay=False, path_type=Path),
+              help=KEY_FILE_HELP)
 @click.option("--check", "only", multiple=True, help="Run only these checks (repeatable).")
 @click.option("--timeout", type=float, default=DEFAULT_TIMEOUT_S, show_default=True,
               help="Seconds per request.")
@@ -36,12 +37,14 @@ def health(host, port, model, api_key_file, only, timeout, fmt):
     sequences, echo, n=2, and structured outputs (json_schema, regex, choice, grammar).
     """
     from pyservecli import api
-    from pyservecli.bench.health import models_to_check
+    from pyservecli.bench.health import models_to_check, validate_checks
 
     base = f"http://{host}:{port}"
     key = read_key(api_key_file)
     # A router in front of several models lists them all: each gets the checks.
-    models = [model] if model else models_to_check(base, key, timeout)
+    validate_checks(list(only))
+    listed = models_to_check(base, key, timeout)  # nothing answering: one line, exit 2
+    models = [model] if model else listed
     results = [r for m in models for r in api.health(base, model=m, api_key=key,
                                                      timeout=timeout, only=list(only) or None)]
     failed = [r for r in results if not r.passed]

@@ -95,11 +95,11 @@ def plan_offline(request: OfflineRequest, cluster: Cluster, out_dir: Path | None
                  workspace: Path, resolve: Callable[[str], str],
                  python: str = sys.executable) -> OfflinePlan:
     if request.dataset_path is None and (request.input_len is None or request.output_len is None):
-        raise PyserveError("give --input-len and --output-len (random prompts), "
+        raise PyserveError("give --isl and --osl (random prompts), "
                            "or --dataset-path FILE (ShareGPT JSON)")
     if request.dataset_path is not None:
         if request.input_len is not None:
-            raise PyserveError("--input-len comes from the dataset with --dataset-path; drop it")
+            raise PyserveError("--isl comes from the dataset with --dataset-path; drop it")
         if not Path(request.dataset_path).is_file():
             raise PyserveError(f"dataset file {request.dataset_path} does not exist "
                                "(pyserve downloads nothing; pass a local ShareGPT JSON)")

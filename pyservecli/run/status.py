@@ -144,6 +144,20 @@ def live_launches(workspace: Path) -> list[dict]:
     return live
 
 
+def _pid_runs(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie child of ours counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1] != "Z"
+    except OSError:
+        return True
+
+
 def launcher_alive(record: dict) -> bool | None:
     """Whether the launch's launcher still runs: its heartbeat file fresh (the launcher touches
     it every few seconds from any host), and on this host its PID too; None when the record
@@ -221,7 +235,12 @@ def stop_launch(workspace: Path, launch: str | None = None, grace: float = 120.0
         while time.monotonic() < deadline:
             record = read_record(path)
             if record.get("state") not in LIVE_STATES:
-                say(f"pyserve: stopped ({record.get('state')})")
+                # The record says it ended a moment before the launcher exits: wait for that,
+                # so a `pyserve status` right after shows the launcher gone (#26).
+                while time.monotonic() < deadline and _pid_runs(pid):
+                    time.sleep(0.1)
+                state = record.get("state")
+                say("pyserve: stopped" if state == "stopped" else f"pyserve: ended ({state})")
                 return record
             time.sleep(0.5)
         raise PyserveError(f"launcher {pid} did not stop within {grace:.0f}s; see "

@@ -40,7 +40,7 @@ torch-profile) model=$dense plan=(--gpus-per-node 1) prompts=32
 esac
 out=$results/offline-$phase
 start=$(date +%s.%N)
-pyserve offline "$model" "${plan[@]}" --input-len 1024 --output-len 256 \
+pyserve offline "$model" "${plan[@]}" --isl 1024 --osl 256 \
     --num-prompts "$prompts" --out "$out" --workspace "/tmp/ws-offline-$phase" "${extra[@]}" \
     "${engine_args[@]}" >"$out.txt" 2>"$out.log" && rc=0 || rc=$?
 end=$(date +%s.%N)
