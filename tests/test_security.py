@@ -311,6 +311,11 @@ def test_pyserve_stop_stops_a_recorded_launch(tmp_path):
     try:
         result = run_pyserve("stop", "--workspace", str(workspace))
         assert result.returncode == 0, result.stderr
+        assert result.stdout.splitlines()[-1] == "pyserve: stopped"  # not "stopped (stopped)"
+        # stop returns once the launcher has exited: status right after says it is gone (#26).
+        info = json.loads(run_pyserve("status", "--workspace", str(workspace), "--format",
+                                      "json").stdout)
+        assert (info["state"], info["launcher_alive"]) == ("stopped", False)
         assert proc.wait(timeout=60) == 0
         assert not answers(base)
         assert json.loads((workspace / "latest.json").read_text())["state"] == "stopped"

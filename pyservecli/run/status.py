@@ -170,13 +170,9 @@ def launcher_alive(record: dict) -> bool | None:
         except OSError:
             fresh = False
     pid = record.get("launcher_pid")
-    if record.get("launcher_host") == socket.gethostname() and isinstance(pid, int):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass
+    if record.get("launcher_host") == socket.gethostname() and isinstance(pid, int) and \
+            not _pid_runs(pid):
+        return False  # exited (or a zombie waiting for its parent): its heartbeat is no word
     return fresh
 
 
