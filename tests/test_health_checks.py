@@ -2,6 +2,8 @@
 promise passes all of them, and each broken promise fails exactly its own check; `pyserve bench`
 against an endpoint of several models (one test runs vLLM's bench client, marked engine)."""
 
+import csv
+import io
 import json
 
 import pytest
@@ -96,7 +98,13 @@ def test_every_model_behind_a_gateway_is_checked_unless_one_is_named():
         text = run_pyserve("health", "--host", host, "--port", port, "--check", "chat")
         one = run_pyserve("health", "--host", host, "--port", port, "--model", "model-b",
                           "--format", "json")
+        rows = run_pyserve("health", "--host", host, "--port", port, "--format", "csv")
     assert both.returncode == 0, both.stdout + both.stderr
+    # --format csv: the same rows as the JSON, for scripts (#26).
+    table = list(csv.DictReader(io.StringIO(rows.stdout)))
+    assert rows.returncode == 0 and len(table) == 28
+    assert [(r["model"], r["name"]) for r in table] == [
+        (r["model"], r["name"]) for r in json.loads(both.stdout)]
     results = json.loads(both.stdout)
     assert [r["model"] for r in results] == ["model-a"] * 14 + ["model-b"] * 14
     assert all(r["passed"] for r in results)

@@ -153,3 +153,25 @@ def test_health_says_what_the_key_file_is():
     for command in ("health", "bench", "sweep"):
         helped = run_pyserve(command, "--help").stdout
         assert "--api-key-file" in helped and "bearer token" in " ".join(helped.split())
+
+
+def test_tables_come_as_csv_for_scripts(tmp_path):
+    """#26: wherever a table is printed, --format json|csv gives its rows."""
+    import csv
+    import io
+
+    model = create_model_dir("qwen3-8b", tmp_path / "qwen3-8b")
+    args = ["plan", str(model), "--gpus-per-node", "2", "--gpu-type", "H200", "--workspace",
+            str(tmp_path / "ws")]
+    data = json.loads(run_pyserve(*args, "--format", "json").stdout)
+    rows = list(csv.DictReader(io.StringIO(run_pyserve(*args, "--format", "csv").stdout)))
+    assert [r["topology"] for r in rows] == [c["label"] for c in data["candidates"]]
+    assert rows[0]["source"] == data["candidates"][0]["figure"]["source"]
+    assert float(rows[0]["output_tok_s"]) == data["candidates"][0]["figure"]["output_tok_s"]
+    listed = run_pyserve("perf", "list", "--seed", "--format", "csv", "--workspace",
+                         str(tmp_path / "ws"))
+    points = list(csv.DictReader(io.StringIO(listed.stdout)))
+    assert len(points) >= 25 and {"model", "gpu", "output_tok_s"} <= set(points[0])
+    for command in ("bench", "sweep", "health"):
+        helped = " ".join(run_pyserve(command, "--help").stdout.split())
+        assert "[text|json|csv]" in helped, command

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 import sys
 from pathlib import Path
@@ -114,8 +115,34 @@ def main():
     """
 
 
+def table_format_option(func):
+    """--format for a command that prints a table: text (rich), json or csv for scripts."""
+    return click.option("--format", "fmt", type=click.Choice(["text", "json", "csv"]),
+                        default="text", show_default=True,
+                        help="text: a table; json / csv: the same rows for scripts.")(func)
+
+
+def emit_rows(rows: list[dict], fmt: str) -> None:
+    """Rows as JSON (a list of objects) or CSV (a header line, then one line per row)."""
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return
+    import csv
+    import io
+
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    click.echo(buffer.getvalue(), nl=False)
+
+
 def print_summary(rows: list[dict], out: Path, model_column: bool = False,
-                  command: str = "bench") -> None:
+                  command: str = "bench", fmt: str = "text") -> None:
+    if fmt != "text":
+        emit_rows(rows, fmt)
+        return
     from rich.console import Console
     from rich.table import Table
 

@@ -17,6 +17,7 @@ from pyservecli.cli import (
     read_key,
     renamed_option,
     repeats_option,
+    table_format_option,
     workspace_option,
 )
 from pyservecli.errors import PyserveError
@@ -58,10 +59,11 @@ Examples:
 @click.option("--api-key-file", type=click.Path(dir_okay=False, path_type=Path),
               help=KEY_FILE_HELP)
 @repeats_option
+@table_format_option
 @workspace_option
 @perf_db_option
 def bench(host, port, model, types, isl, osl, concurrency, num_prompts, tokenizer, dataset_dir,
-          out_dir, resume, profile, seed, api_key_file, repeats, workspace, perf_db):
+          out_dir, resume, profile, seed, api_key_file, repeats, fmt, workspace, perf_db):
     """Benchmark a running server with vLLM's own client (`vllm bench serve`).
 
     Writes OUT/<suite>/<point>.json (vLLM's keys plus provenance, power and validity) and
@@ -83,7 +85,7 @@ def bench(host, port, model, types, isl, osl, concurrency, num_prompts, tokenize
         mine = [r for r in results if r.model == served]
         gpus = server_gpus(mine)
         rows += [{"model": served, **summary_row(r, gpus)} for r in mine]
-    print_summary(rows, out, model_column=len(models) > 1)
+    print_summary(rows, out, model_column=len(models) > 1, fmt=fmt)
     sys.exit(0 if all(r.valid for r in results) else 1)
 
 
@@ -114,10 +116,11 @@ Examples:
 @click.option("--api-key-file", type=click.Path(dir_okay=False, path_type=Path),
               help=KEY_FILE_HELP)
 @repeats_option
+@table_format_option
 @workspace_option
 @perf_db_option
 def sweep(suites, host, port, serve_cmds, num_prompts, tokenizer, out_dir, resume,
-          api_key_file, repeats, workspace, perf_db):
+          api_key_file, repeats, fmt, workspace, perf_db):
     """Sweep benchmark parameters on one server, or server settings across launches.
 
     Results: OUT/<server label>/<suite>/<point>.json and OUT/<server label>/summary.csv. A failed
@@ -142,6 +145,12 @@ def sweep(suites, host, port, serve_cmds, num_prompts, tokenizer, out_dir, resum
                      out=out_dir or workspace / "sweep", resume=resume,
                      api_key=read_key(api_key_file), workspace=workspace, perf_db=perf_db,
                      repeats=repeats)
+    if fmt != "text":  # one list of rows, each naming its server configuration
+        from pyservecli.cli import emit_rows
+
+        emit_rows([{"server": run.label, **summary_row(r, server_gpus(run.results))}
+                   for run in runs for r in run.results], fmt)
+        sys.exit(0 if all(r.valid for run in runs for r in run.results) else 1)
     for run in runs:
         gpus = server_gpus(run.results)
         print_summary([summary_row(r, gpus) for r in run.results], run.out_dir,

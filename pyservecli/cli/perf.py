@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
-from pyservecli.cli import main, perf_db_option, workspace_option
+from pyservecli.cli import emit_rows, main, perf_db_option, table_format_option, workspace_option
 from pyservecli.errors import PyserveError
 
 
@@ -139,8 +138,7 @@ def _shape_of(model: str):
 @click.option("--gpu", help="Only this GPU kind (H200, H100, ...).")
 @click.option("--seed/--no-seed", default=False, show_default=True,
               help="Include the points that ship with pyserve.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True)
+@table_format_option
 @workspace_option
 @perf_db_option
 def list_(model, gpu, seed, fmt, workspace, perf_db):
@@ -148,8 +146,8 @@ def list_(model, gpu, seed, fmt, workspace, perf_db):
     from pyservecli.bench.perfstore import as_row
 
     points = _filtered(_store(workspace, perf_db), model, gpu, seed)
-    if fmt == "json":
-        click.echo(json.dumps([as_row(p) for p in points], indent=2))
+    if fmt != "text":
+        emit_rows([as_row(p) for p in points], fmt)
         return
     if not points:
         click.echo("no points stored" + (" for that filter" if model or gpu else ""))

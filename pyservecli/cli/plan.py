@@ -65,8 +65,8 @@ Examples:
               help="--measure: the launches' API key file.")
 @click.option("--env", "env_pairs", multiple=True, metavar="KEY=VALUE",
               help="--measure: environment variable for every launch (repeatable).")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "csv"]), default="text",
+              show_default=True, help="csv: one row per candidate (rank, figures, source).")
 @repeats_option
 @workspace_option
 @perf_db_option
@@ -108,6 +108,11 @@ def plan(model, goal, isl, osl, concurrency, ttft_ms, tpot_ms, nodelist, gpus_pe
     if fmt == "json":
         click.echo(json.dumps(data, indent=2))
         return
+    if fmt == "csv":
+        from pyservecli.cli import emit_rows
+
+        emit_rows([candidate_row(c) for c in data["candidates"]], fmt)
+        return
     alloc, load = data["allocation"], data["workload"]
     click.echo(data["model_facts"])
     click.echo(f"allocation: {alloc['nodes']} node(s) x {alloc['gpus_per_node']} GPUs of "
@@ -126,3 +131,17 @@ def shortened(data: dict, top: int) -> dict:
     kept = ranked[:top]
     left = len(data["candidates"]) - len(kept)
     return {**data, "candidates": kept, "left_out": left}
+
+
+def candidate_row(c: dict) -> dict:
+    """One candidate of the report as a flat CSV row."""
+    memory, figure = c.get("memory") or {}, c.get("figure") or c.get("estimate") or {}
+    measured, goodput = c.get("measured") or {}, c.get("goodput") or {}
+    return {"rank": c.get("predicted_rank"), "topology": c["label"], "valid": c["valid"],
+            "weights_gib": memory.get("weights_gib"), "kv_tokens": memory.get("kv_tokens"),
+            "output_tok_s": figure.get("output_tok_s"), "ttft_ms": figure.get("ttft_ms"),
+            "tpot_ms": figure.get("tpot_ms"), "source": figure.get("source"),
+            "correction": figure.get("correction"),
+            "goodput_tok_s": goodput.get("output_tok_s"),
+            "goodput_concurrency": goodput.get("concurrency"),
+            "measured_tok_s": measured.get("output_tok_s"), "why": c.get("why", "")}

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from pyservecli.bench.health import DEFAULT_TIMEOUT_S
-from pyservecli.cli import KEY_FILE_HELP, main, read_key
+from pyservecli.cli import KEY_FILE_HELP, emit_rows, main, read_key, table_format_option
 from pyservecli.errors import PyserveError
 
 
@@ -28,8 +28,7 @@ Examples:
 @click.option("--check", "only", multiple=True, help="Run only these checks (repeatable).")
 @click.option("--timeout", type=float, default=DEFAULT_TIMEOUT_S, show_default=True,
               help="Seconds per request.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True)
+@table_format_option
 def health(host, port, model, api_key_file, only, timeout, fmt):
     """Check a running server's OpenAI API: exit 1 if any check fails.
 
@@ -50,6 +49,8 @@ def health(host, port, model, api_key_file, only, timeout, fmt):
     failed = [r for r in results if not r.passed]
     if fmt == "json":
         click.echo(json.dumps([r.__dict__ for r in results], indent=2))
+    elif fmt == "csv":
+        emit_rows([r.__dict__ for r in results], fmt)
     else:
         from rich.console import Console
         from rich.markup import escape
