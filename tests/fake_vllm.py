@@ -3,7 +3,9 @@
 (tests/standin_openai.py) with MODEL as the served name, until stopped. With FAKE_VLLM_ENV set,
 it first writes its environment there (JSON), and with FAKE_VLLM_ARGV its argv. With
 FAKE_VLLM_TERM_DELAY=S it takes S seconds to stop after SIGTERM (a server slow to stop), and
-with FAKE_VLLM_TERM_LOG it appends "PORT TIME" there when the signal arrives."""
+with FAKE_VLLM_TERM_LOG it appends "PORT TIME" there when the signal arrives. With
+FAKE_VLLM_START_DELAY=DEVICES:S the server pinned to CUDA_VISIBLE_DEVICES=DEVICES (one replica
+of a fleet) takes S seconds more to start."""
 
 import json
 import os
@@ -28,6 +30,10 @@ def main(argv: list[str]) -> int:
     model = argv[1]
     port = int(argv[argv.index("--port") + 1]) if "--port" in argv else 8000
     standin_openai.MODEL = model
+    devices, _, delay = (os.environ.get("FAKE_VLLM_START_DELAY") or "").partition(":")
+    if delay and os.environ.get("CUDA_VISIBLE_DEVICES") == devices:
+        print("fake vllm: starting slowly", flush=True)
+        time.sleep(float(delay))
 
     def on_signal(*_args):
         if os.environ.get("FAKE_VLLM_TERM_LOG"):
