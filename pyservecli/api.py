@@ -37,7 +37,8 @@ Say = Callable[[str], None]
 
 
 def _stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+    sys.stderr.write(line + "\n")  # one write: lines from threads never run together
+    sys.stderr.flush()
 
 
 def _workspace(workspace: str | Path | None) -> Path:

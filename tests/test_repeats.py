@@ -151,8 +151,13 @@ def test_plot_draws_one_line_per_series_with_the_spread(tmp_path):
             result = {**template, "model_id": model, "max_concurrency": conc,
                       "request_rate": rate}
             path.write_text(json.dumps(result))
+    warmup = json.loads(json.dumps(template))
+    warmup["pyserve"]["suite"] = "warmup"
+    (tmp_path / "tp2" / "warmup").mkdir()
+    (tmp_path / "tp2" / "warmup" / "i1024-o16-rinf-c64.json").write_text(json.dumps(warmup))
     loaded = load_results([tmp_path / "tp2", mixed])
-    assert len([s for s in loaded.samples if s.config == "tp2"]) == 1  # repeats not drawn
+    # Neither the repeats nor plan --measure's throw-away warm-up point is drawn.
+    assert len([s for s in loaded.samples if s.config == "tp2"]) == 1
     series = sorted({s.series for s in loaded.samples})
     assert series == ["mixed / a", "mixed / a / by request rate", "mixed / b",
                       "mixed / b / by request rate", "tp2"]

@@ -139,6 +139,8 @@ def load_results(dirs: list[Path], gpus: int | None = None) -> Loaded:
             info = result.get("pyserve") if isinstance(result, dict) else None
             if not isinstance(info, dict) or info.get("status") != "ok":
                 continue
+            if info.get("suite") == "warmup":
+                continue  # plan --measure's throw-away first point: cold by design
             record = PointRecord.from_result(result, suite=suite, point=path.stem)
             samples.append(Sample(config=root.name, record=record))
     if not samples:

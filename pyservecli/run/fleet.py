@@ -75,7 +75,15 @@ class Fleet:
         self.plan = plan
         self.options = options
         self.restart = restart
-        self.say = say
+        # The servers start and stop in threads of their own: one line at a time, never two
+        # run together ("[replica 1] stopping[replica 0] stopping").
+        lock = threading.Lock()
+
+        def say_line(line: str) -> None:
+            with lock:
+                say(line)
+
+        self.say = say_line
         self.replicas = [Replica(i, p) for i, p in enumerate(plan.replicas)]
         self.router: subprocess.Popen | None = None
         self.gate: subprocess.Popen | None = None
