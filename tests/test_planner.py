@@ -8,6 +8,7 @@ import socket
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -507,3 +508,26 @@ def test_gpu_type_says_which_80gb_gpu(config_dir):
     assert tok_s(sxm) > tok_s(pcie)  # 3.35 against 2.0 TB/s of HBM
     bad = run_pyserve("plan", model, *alloc, "--gpu-type", "X9")
     assert bad.returncode == 2 and "--gpu-type 'X9': not a GPU pyserve knows" in bad.stderr
+
+
+@pytest.mark.parametrize("model,extra", [("qwen3-30b-a3b", ["--quantization", "fp8"]),
+                                         ("mixtral-8x7b", []), ("deepseek-v2-lite", []),
+                                         ("qwen3-32b", [])])
+def test_every_rank_out_of_figure_order_is_explained(model, extra, tmp_path):
+    """#26: a candidate ranked above one with a higher figure of the same kind is never left
+    unexplained (the 'within the resolution, simpler first' rule is printed)."""
+    out = run_pyserve("plan", str(Path(__file__).resolve().parent.parent / "pyservecli" / "models"
+                                  / model), "--nodelist",
+                      "n[1-2]", "--gpus-per-node", "8", "--gpu-type", "H100", *extra,
+                      "--format", "json", "--workspace", str(tmp_path / "ws"))
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    valid = [c for c in data["candidates"] if c["valid"] and not c.get("prefill")]
+    inverted = [(a["label"], b["label"]) for a, b in zip(valid, valid[1:], strict=False)
+                if a["figure"]["output_tok_s"] < b["figure"]["output_tok_s"]
+                and (a["figure"]["source"] == "estimated") == (b["figure"]["source"]
+                                                                == "estimated")]
+    if inverted:
+        assert any("stands above" in line or "ranks first though" in line
+                   or "ranks above" in line for line in data["explained"]), (inverted,
+                                                                             data["explained"])

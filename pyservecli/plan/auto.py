@@ -494,6 +494,22 @@ def explain(ranked: list[Candidate], goal: str, preferred: Shape | None) -> list
                     f"best figure within its resolution ({100 * _resolution(upper):.0f} %), "
                     "so it may stand above a measured figure it could equal")
                 break
+    if goal == "throughput" and first.goodput is None:
+        # Any other pair in the wrong order by figure: ordered by the simpler-first rule.
+        for number, (upper, lower) in enumerate(zip(valid, valid[1:], strict=False), 1):
+            up, low = upper.value, lower.value
+            same_source = (getattr(up, "source", "estimated") == "estimated") == (
+                getattr(low, "source", "estimated") == "estimated")
+            if number > 1 and upper.shape.is_pd == lower.shape.is_pd and same_source \
+                    and up.output_tok_s < low.output_tok_s:
+                lines.append(
+                    f"rank {ranked.index(upper) + 1} {upper.shape.describe()} ({_fig(upper)}) "
+                    f"stands above rank {ranked.index(lower) + 1} {lower.shape.describe()} "
+                    f"({_fig(lower)}): within "
+                    f"{100 * max(_resolution(upper), _resolution(lower)):.0f} %, the "
+                    "resolution of those figures, the simpler shape (fewer pipeline stages, "
+                    "then smaller TP, then no EP) comes first")
+                break
     if preferred is not None and first.shape != preferred:
         rule = next((c for c in valid if c.shape == preferred), None)
         if rule is not None:
