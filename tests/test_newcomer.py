@@ -175,3 +175,24 @@ def test_tables_come_as_csv_for_scripts(tmp_path):
     for command in ("bench", "sweep", "health"):
         helped = " ".join(run_pyserve(command, "--help").stdout.split())
         assert "[text|json|csv]" in helped, command
+
+
+def test_offline_takes_the_dataset_folder_as_bench_does(tmp_path):
+    """#26: `--dataset-dir DIR` means the same in offline as in bench (the ShareGPT file in
+    DIR); a missing file is one clear line, and DIR with --dataset-path is refused."""
+    model = create_model_dir("qwen3-tiny", tmp_path / "tiny")
+    data = tmp_path / "datasets"
+    data.mkdir()
+    base = ["offline", str(model), "--dp", "2", "--load-format", "dummy", "--dry-run",
+            "--format", "json", "--workspace", str(tmp_path / "ws")]
+    missing = run_pyserve(*base, "--dataset-dir", str(data))
+    assert missing.returncode == 2
+    assert str(data / "ShareGPT_V3_unfiltered_cleaned_split.json") in missing.stderr
+    (data / "ShareGPT_V3_unfiltered_cleaned_split.json").write_text(json.dumps([
+        {"conversations": [{"from": "human", "value": "hi there"},
+                           {"from": "gpt", "value": "hello"}]}] * 4))
+    found = run_pyserve(*base, "--dataset-dir", str(data))
+    assert found.returncode == 0, found.stderr
+    assert "ShareGPT_V3_unfiltered_cleaned_split.json" in found.stdout
+    both = run_pyserve(*base, "--dataset-dir", str(data), "--dataset-path", "x.json")
+    assert both.returncode == 2 and "not both" in both.stderr

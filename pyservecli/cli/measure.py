@@ -213,6 +213,9 @@ Examples:
 @renamed_option("--output-len", "--osl", "output_len", type=int)
 @click.option("--dataset-path", help="ShareGPT JSON file (first human turn of each "
               "conversation); nothing is downloaded.")
+@click.option("--dataset-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where the ShareGPT file is, as for `pyserve bench --dataset-dir` "
+              "(DIR/ShareGPT_V3_unfiltered_cleaned_split.json).")
 @click.option("--num-prompts", type=int, default=100, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True,
               help="The random prompts' seed. Fixed, unlike bench's new seed per run: every "
@@ -232,7 +235,8 @@ Examples:
 @perf_db_option
 @click.argument("engine_args", nargs=-1, type=click.UNPROCESSED)
 def offline(model, tp, pp, dp, ep, nodelist, gpus_per_node, input_len, output_len,
-            dataset_path, num_prompts, seed, nsys, viztracer_file, torch_profile_dir, out_dir,
+            dataset_path, dataset_dir, num_prompts, seed, nsys, viztracer_file,
+            torch_profile_dir, out_dir,
             dry_run, fmt, workspace, perf_db, engine_args):
     """Measure vLLM's offline engine (no API server) under torchrun, one process per GPU.
 
@@ -243,6 +247,12 @@ def offline(model, tp, pp, dp, ep, nodelist, gpus_per_node, input_len, output_le
     from pyservecli import api
     from pyservecli.bench.offline import format_report
 
+    if dataset_dir is not None:
+        from pyservecli.bench.suites import DATASET_FILES
+
+        if dataset_path:
+            raise PyserveError("give --dataset-path FILE or --dataset-dir DIR, not both")
+        dataset_path = str(dataset_dir / DATASET_FILES["sharegpt"])
     plan = api.plan_offline(
         model, tp=tp, pp=pp, dp=dp, ep=ep, nodelist=nodelist, gpus_per_node=gpus_per_node,
         input_len=input_len, output_len=output_len, dataset_path=dataset_path,
