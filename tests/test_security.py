@@ -268,7 +268,9 @@ def test_secret_env_reaches_the_server_through_a_private_file_only(tmp_path):
 
 # ---- 4-6. launches never touch each other; a killed launcher leaves nothing serving ----------
 
-def test_two_launches_in_one_allocation_stop_independently(tmp_path):
+def test_two_local_launches_in_one_workspace_stop_independently(tmp_path):
+    """Two launches side by side on this host, sharing a workspace (no SLURM job: the name
+    said "in one allocation", which this test never had; #28)."""
     workspace = tmp_path / "ws"
     env = {"SLURM_JOB_ID": ""}  # both local, same workspace
     first = start_launch(tmp_path, workspace, free_port(), env=env)
