@@ -55,8 +55,10 @@ def test_serve_refuses_a_bad_plan_before_starting_anything(tmp_path):
         api.health("http://127.0.0.1:1", only=["models", "nope"])
 
 
-def test_serve_says_why_the_launcher_gave_up(tmp_path, config_dir):
-    """The plan is fine, but the launcher refuses a port in use: the reason reaches the caller."""
+def test_serve_refuses_a_port_in_use_while_planning(tmp_path, config_dir):
+    """The model and topology are fine, but the API port is taken: api.serve refuses while
+    planning, in this process, before any launcher runs, and the reason reaches the caller
+    (the name once said "the launcher gave up", which no launcher did here; #28)."""
     model = config_dir("qwen3-tiny")
     with socket.socket() as taken:
         taken.bind(("0.0.0.0", 0))
