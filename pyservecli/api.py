@@ -397,14 +397,16 @@ def bench(base_url: str, *, types: Sequence[str] = ("throughput",), isl: int | N
           dataset_dir: str | Path | None = None, out: str | Path | None = None,
           resume: bool = False, profile: bool = False, api_key: str | None = None,
           workspace: str | Path | None = None, seed: int | None = None, say: Say = _stderr,
-          perf_db: str | Path | None = None, repeats: int = 1):
+          perf_db: str | Path | None = None, repeats: int = 1, server_argv: str | None = None):
     """``pyserve bench``: runs the points, writes OUT/<suite>/<point>.json and OUT/summary.csv,
     returns the ``PointResult`` list (``.valid``, ``.model``, ``.result`` = vLLM's keys +
     provenance). An endpoint that serves several models (a router) and no ``model``: each model
     in turn, into OUT/<model>/ (``model_dir_name``). ``seed``: the run's prompt seed (default
     a new one per run: no point resends prompts the server has cached; ``suites.point_seed``).
     ``repeats``: each point that many times on fresh prompts; its result is their median, with
-    the spread (``results.combine_repeats``)."""
+    the spread (``results.combine_repeats``). ``server_argv``: for a server pyserve did not
+    launch, the command line that started it, as the user states it (secrets redacted)."""
+    from pyservecli.bench.provenance import stated_argv
     from pyservecli.bench.runner import (
         models_to_measure,
         run_points,
@@ -415,6 +417,7 @@ def bench(base_url: str, *, types: Sequence[str] = ("throughput",), isl: int | N
 
     points = points_for(list(types), isl=isl, osl=osl, concurrency=concurrency,
                         num_prompts=num_prompts)
+    stated = stated_argv(server_argv) if server_argv else None  # refused before any request
     ws = _workspace(workspace)
     out_dir = Path(out) if out else ws / "bench"
     results = []
@@ -426,7 +429,7 @@ def bench(base_url: str, *, types: Sequence[str] = ("throughput",), isl: int | N
                           dataset_dir=Path(dataset_dir) if dataset_dir else None,
                           api_key=api_key, workspace=ws, profile=profile, resume=resume,
                           seed=seed, say=say, perf_db=_perf_store(ws, perf_db).path,
-                          repeats=repeats)
+                          repeats=repeats, server_argv=stated)
         write_summary(mine, target, server_gpus(mine))
         results += mine
     return results

@@ -84,3 +84,26 @@ def test_provenance_names_pyserves_own_commit_and_dirty_tree(tmp_path, monkeypat
     # Installed from a wheel: no checkout of pyserve's own, so no commit is claimed.
     monkeypatch.setattr(provenance, "SOURCE_ROOT", tmp_path / "site-packages")
     assert provenance.git_sha() is None and provenance.git_dirty() is None
+
+
+def test_a_server_pyserve_did_not_launch_says_what_it_is_and_the_stated_command():
+    """#29: for a server without a launch record, its own /v1/models and the command the user
+    states (--server-argv) go into the provenance; secret values never do."""
+    import pytest
+
+    from pyservecli.errors import PyserveError
+
+    from .standin_openai import standin_server
+
+    argv = provenance.stated_argv("vllm serve Qwen/Qwen3-8B --tp 2 --api-key s3cret "
+                                  "--hf-token=hf_x --max-num-seqs 64")
+    assert argv == ["vllm", "serve", "Qwen/Qwen3-8B", "--tp", "2", "--api-key", "<redacted>",
+                    "--hf-token=<redacted>", "--max-num-seqs", "64"]
+    with pytest.raises(PyserveError, match="--server-argv: not a command line"):
+        provenance.stated_argv("vllm serve 'unclosed")
+    with standin_server(api_key="k3y", models=["model-a"]) as base:
+        found = provenance.provenance(base, None, model="model-a", server_argv=argv,
+                                      api_key="k3y")
+    assert [card["id"] for card in found["server_models"]] == ["model-a"]
+    assert found["server_argv_stated"] == argv and found["server_argv"] is None
+    assert "s3cret" not in str(found) and "k3y" not in str(found)

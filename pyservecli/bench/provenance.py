@@ -131,11 +131,56 @@ def _where_and_when() -> dict:
     }
 
 
-def provenance(base_url: str, record: dict | None = None, model: str | None = None) -> dict:
+# Options whose value is a secret: a server command the user states is recorded without them.
+_SECRET_OPTIONS = ("--api-key", "--hf-token", "--token")
+
+
+def stated_argv(text: str) -> list[str]:
+    """``--server-argv``: the command the user says started a server pyserve did not launch,
+    split as a shell would, with the values of secret options replaced."""
+    import shlex
+
+    try:
+        argv = shlex.split(text)
+    except ValueError as exc:
+        from pyservecli.errors import PyserveError
+
+        raise PyserveError(f"--server-argv: not a command line ({exc})") from None
+    redacted = []
+    hide_next = False
+    for token in argv:
+        name = token.split("=", 1)[0]
+        if hide_next:
+            redacted.append("<redacted>")
+            hide_next = False
+        elif name in _SECRET_OPTIONS and "=" in token:
+            redacted.append(f"{name}=<redacted>")
+        else:
+            redacted.append(token)
+            hide_next = token in _SECRET_OPTIONS
+    return redacted
+
+
+def _server_cards(base_url: str, api_key: str | None) -> list[dict] | None:
+    """What the server says it serves (/v1/models: id, root, max_model_len)."""
+    from pyservecli.run.readiness import auth_headers, model_cards
+
+    try:
+        answer = requests.get(f"{base_url}/v1/models", headers=auth_headers(api_key), timeout=5)
+        cards = model_cards(answer.json()) if answer.status_code == 200 else []
+    except (requests.RequestException, ValueError):
+        return None
+    return [{k: c.get(k) for k in ("id", "root", "max_model_len") if k in c} for c in cards]
+
+
+def provenance(base_url: str, record: dict | None = None, model: str | None = None,
+               server_argv: list[str] | None = None, api_key: str | None = None) -> dict:
     """Where a result came from: versions, hosts, and, when pyserve launched the server
     (``record``: its launch record, ``launch_record_for``), its command and topology.
     ``model``: the model measured; behind a router serving several models, the command,
-    topology and GPUs are those of that model's servers alone."""
+    topology and GPUs are those of that model's servers alone. For a server pyserve did not
+    launch: what it says about itself (/version, /v1/models) and ``server_argv``, the command
+    the user states (``--server-argv``; recorded as stated, secrets redacted)."""
     try:
         server_version = requests.get(f"{base_url}/version", timeout=5).json().get("version")
     except (requests.RequestException, ValueError):
@@ -156,6 +201,9 @@ def provenance(base_url: str, record: dict | None = None, model: str | None = No
     }
     if model is not None:
         found.update(_model_share(found.get("roles"), model))
+    if record is None:
+        found["server_models"] = _server_cards(base_url, api_key)
+        found["server_argv_stated"] = server_argv  # not observed: the user's word
     return found
 
 

@@ -244,19 +244,22 @@ def run_points(points: list[BenchPoint], server: ServerInfo, out_dir: Path, *,
                api_key: str | None = None, workspace: Path | None = None,
                profile: bool = False, resume: bool = False, seed: int | None = None,
                say: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True),
-               perf_db: Path | None = None, perf_source: str = "bench", repeats: int = 1
-               ) -> list[PointResult]:
+               perf_db: Path | None = None, perf_source: str = "bench", repeats: int = 1,
+               server_argv: list[str] | None = None) -> list[PointResult]:
     """Run ``points`` against ``server``, each point's prompts drawn with ``point_seed`` from
     ``seed`` (default: a new random seed per run, so no prompt is already in the server's
     prefix cache; each result records its seed). ``perf_db``: the performance store each good
     result is added to (``bench.perfstore``), as ``perf_source``. ``repeats``: each point that
-    many times on fresh prompts, its result the median with the spread (``combine_repeats``)."""
+    many times on fresh prompts, its result the median with the spread (``combine_repeats``).
+    ``server_argv``: for a server pyserve did not launch, the command the user states started
+    it (``provenance.stated_argv``), recorded in each result's provenance."""
     if repeats < 1:
         raise PyserveError(f"--repeats must be at least 1, got {repeats}")
     check_datasets(points, dataset_dir)
     run_seed = secrets.randbelow(2**31) if seed is None else seed
     record = launch_record_for(server.base_url, workspace)
-    origin = provenance(server.base_url, record, model=server.model)
+    origin = provenance(server.base_url, record, model=server.model, server_argv=server_argv,
+                        api_key=api_key)
     env = dict(os.environ)
     tokenizer = tokenizer or launched_from(record, server.model)
     problem, offline = tokenizer_access(tokenizer or server.model, env)

@@ -58,12 +58,16 @@ Examples:
               "prompts every run, none the server has cached].")
 @click.option("--api-key-file", type=click.Path(dir_okay=False, path_type=Path),
               help=KEY_FILE_HELP)
+@click.option("--server-argv", metavar="'vllm serve ...'", help="For a server pyserve did "
+              "not launch: the command that started it, recorded in each result as you state "
+              "it (secret options' values redacted), so results can be compared flag by flag.")
 @repeats_option
 @table_format_option
 @workspace_option
 @perf_db_option
 def bench(host, port, model, types, isl, osl, concurrency, num_prompts, tokenizer, dataset_dir,
-          out_dir, resume, profile, seed, api_key_file, repeats, fmt, workspace, perf_db):
+          out_dir, resume, profile, seed, api_key_file, server_argv, repeats, fmt, workspace,
+          perf_db):
     """Benchmark a running server with vLLM's own client (`vllm bench serve`).
 
     Writes OUT/<suite>/<point>.json (vLLM's keys plus provenance, power and validity) and
@@ -78,7 +82,7 @@ def bench(host, port, model, types, isl, osl, concurrency, num_prompts, tokenize
                         concurrency=concurrency, num_prompts=num_prompts, model=model,
                         tokenizer=tokenizer, dataset_dir=dataset_dir, out=out, resume=resume,
                         profile=profile, api_key=read_key(api_key_file), workspace=workspace,
-                        seed=seed, perf_db=perf_db, repeats=repeats)
+                        seed=seed, perf_db=perf_db, repeats=repeats, server_argv=server_argv)
     models = list(dict.fromkeys(r.model for r in results))
     rows = []
     for served in models:
