@@ -64,7 +64,42 @@ def repeats_2026_11_30() -> list[str]:
     return lines
 
 
-TABLES = {"repeats-2026-11-30": repeats_2026_11_30}
+def planner_2026_11_23() -> list[str]:
+    """2x H200, plan --measure of Qwen3-8B and Qwen3-30B-A3B: the estimate each plan.json
+    recorded beside the measured point (first after READY, one run each)."""
+    base = RESULTS / "2026-11-23-2xh200-planner"
+    rows = []
+    for kind, model in (("dense", "Qwen3-8B"), ("moe", "Qwen3-30B-A3B")):
+        plan = json.loads((base / f"measured-{kind}" / "plan.json").read_text())
+        estimated = {c["label"]: c["estimate"]["output_tok_s"] for c in plan["candidates"]
+                     if c.get("estimate")}
+        mine = []
+        for path in sorted((base / f"measured-{kind}").glob("*/plan/*.json")):
+            result = json.loads(path.read_text())
+            label = path.parts[-3]
+            tok_s = result["output_throughput"]
+            mine.append((model, label, estimated[label], tok_s, result["median_ttft_ms"],
+                         result["median_tpot_ms"]))
+        rows += sorted(mine, key=lambda r: -r[3])
+    lines = [".. list-table:: output tok/s at 128 x 1024/256 (p50 TTFT / TPOT in ms), estimate "
+             "and error",
+             "   :header-rows: 1",
+             "",
+             "   * - model", "     - topology", "     - estimated tok/s", "     - measured tok/s",
+             "     - TTFT", "     - TPOT", "     - error"]
+    best = {}
+    for row in rows:
+        best.setdefault(row[0], row[1])
+    for model, label, estimate, tok_s, ttft, tpot in rows:
+        bold = "**" if best[model] == label else ""
+        lines += [f"   * - {model}", f"     - {bold}{TOPOLOGIES[label]}{bold}",
+                  f"     - {_n(estimate)}", f"     - {bold}{_n(tok_s)}{bold}",
+                  f"     - {_n(ttft)}", f"     - {_n(tpot, 2)}",
+                  f"     - {100 * (estimate - tok_s) / tok_s:+.0f} %"]
+    return lines
+
+
+TABLES = {"repeats-2026-11-30": repeats_2026_11_30, "planner-2026-11-23": planner_2026_11_23}
 _BLOCK = re.compile(r"^(\.\. generated-table: (\S+)\n\n)(.*?)^\.\. end-generated-table$",
                     re.S | re.M)
 
