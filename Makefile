@@ -66,7 +66,7 @@ sysdeps:
 	bash scripts/install-system-deps.sh --docker
 
 test: sysdeps lint
-	$(PY) -m pytest -q tests
+	PYSERVE_STRICT_DEPS=1 $(PY) -m pytest -q tests
 
 # Two workers: most unit tests run the real CLI in a subprocess, so they wait more than compute.
 unit: setup

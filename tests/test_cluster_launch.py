@@ -25,6 +25,8 @@ from .engine import (
     cpu_engine_env,
     engine_leftovers,
     free_port,
+    must_have,
+    need_module,
     processes_mentioning,
     require_engine,
 )
@@ -48,7 +50,7 @@ def cluster_unavailable() -> str | None:
 def cluster():
     reason = cluster_unavailable()
     if reason:
-        if os.environ.get("CI"):
+        if must_have():
             pytest.fail(f"SLURM test cluster unavailable on CI: {reason}")
         pytest.skip(f"SLURM test cluster unavailable: {reason}")
     require_engine()
@@ -266,7 +268,7 @@ def job_env_processes(job_id: str) -> list[int]:
 
 def test_ray_backend_forms_the_cluster_then_reports_the_cpu_refusal(cluster, tiny_model,
                                                                      tmp_path):
-    pytest.importorskip("ray", reason="ray is part of `make setup`")
+    need_module("ray", "ray is part of `make setup`")
     workspace = tmp_path / "ws"
     result = subprocess.run(
         ["salloc", "-N", "2", "--gpus-per-node=1", sys.executable, "-m", "pyservecli",

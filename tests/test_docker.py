@@ -20,6 +20,7 @@ from pyservecli.errors import PyserveError
 from pyservecli.run.container import ContainerSpec, make_spec, run_options, tarball_tag
 
 from .conftest import run_pyserve
+from .engine import must_have
 
 ROOT = Path(__file__).resolve().parent.parent
 GPU_DOCKERFILE = ROOT / "docker" / "Dockerfile"
@@ -155,7 +156,7 @@ def cpu_image_tarball(tmp_path_factory):
 
     reason = docker_unavailable()
     if reason:
-        if __import__("os").environ.get("CI"):
+        if must_have():
             pytest.fail(f"Docker unavailable on CI: {reason}")
         pytest.skip(reason)
     require_engine()

@@ -6,12 +6,14 @@ from pathlib import Path
 
 import pytest
 
+from .engine import need_module
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize("doc", ["README.rst", "docs/benchmarks.rst"])
 def test_rst_renders_cleanly(doc):
-    docutils_core = pytest.importorskip("docutils.core")
+    docutils_core = need_module("docutils.core", "the docs extra of `make setup`")
     docutils_core.publish_string((ROOT / doc).read_text(), writer="null",
                                  settings_overrides={"report_level": 2, "halt_level": 2})
 

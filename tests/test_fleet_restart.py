@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from .conftest import run_pyserve
-from .engine import processes_mentioning
+from .engine import must_have, processes_mentioning
 from .test_security import answers, fake_bin, free_port, start_launch, stop, wait_ready
 
 pytestmark = pytest.mark.engine  # vllm-router comes with the engine extra
@@ -24,7 +24,7 @@ def start_fleet(tmp_path, *args, env=None):
     """A fleet of stand-in servers on 2 "GPUs" behind the real router; (launcher, model, URL)."""
     router = Path(sys.executable).parent / "vllm-router"
     if not router.exists():
-        if os.environ.get("CI"):
+        if must_have():
             raise AssertionError("vllm-router is not installed (make setup installs it)")
         pytest.skip("vllm-router not installed (make setup)")
     if not (fake_bin(tmp_path) / "vllm-router").exists():

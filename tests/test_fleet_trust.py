@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from .engine import processes_mentioning
+from .engine import must_have, processes_mentioning
 from .test_fleet_restart import admin_url, complete, kill_server_on, record, wait_for
 from .test_security import ROOT, fake_bin, free_port, launcher_argv, stop, wait_ready
 
@@ -73,7 +73,7 @@ def launch(tmp_path, *args, gpus_per_node=2, env=None, port=None):
     """``pyserve launch ARGS`` with the stand-in engine and the real router; (process, base)."""
     router = Path(sys.executable).parent / "vllm-router"
     if not router.exists():
-        if os.environ.get("CI"):
+        if must_have():
             raise AssertionError("vllm-router is not installed (make setup installs it)")
         pytest.skip("vllm-router not installed (make setup)")
     link = fake_bin(tmp_path) / "vllm-router"

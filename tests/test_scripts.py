@@ -17,6 +17,8 @@ from pyservecli.run.cluster import detect
 from pyservecli.run.launcher import LaunchOptions, write_job_files
 from pyservecli.run.render import render
 
+from .engine import must_have
+
 ROOT = Path(__file__).resolve().parent.parent
 HOSTILE = [
     "--chat-template", "it's $(touch PWNED) `touch PWNED2`; rm -rf PWNED3 \"q\"",
@@ -83,7 +85,7 @@ def test_exit_status_of_the_server_is_recorded(tmp_path):
 
 def shellcheck(*paths):
     if shutil.which("shellcheck") is None:
-        if os.environ.get("CI"):
+        if must_have():
             pytest.fail("shellcheck is not installed (CI must install it)")
         pytest.skip("shellcheck not installed")
     result = subprocess.run(["shellcheck", "-x", "-P", "SCRIPTDIR", *map(str, paths)],

@@ -18,6 +18,7 @@ import requests
 from pyservecli.run.render import render
 
 from .conftest import run_pyserve
+from .engine import need_module
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -368,7 +369,7 @@ def test_a_failed_rerun_keeps_the_good_result(tmp_path):
 
 
 def test_model_create_force_replaces_only_its_own_directories(tmp_path):
-    pytest.importorskip("tokenizers")
+    need_module("tokenizers", "vLLM's dependency, `make setup`")
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "thesis.tex").write_text("years of work")
