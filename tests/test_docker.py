@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -151,7 +153,9 @@ def docker_unavailable() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def cpu_image_tarball(tmp_path_factory):
+def cpu_image(tmp_path_factory):
+    """(tarball, tag) of the CPU image, built under a tag of this run's own: the tests remove
+    and reload that tag only, never the machine's pyserve-cpu:latest (#28)."""
     from .engine import require_engine
 
     reason = docker_unavailable()
@@ -160,17 +164,22 @@ def cpu_image_tarball(tmp_path_factory):
             pytest.fail(f"Docker unavailable on CI: {reason}")
         pytest.skip(reason)
     require_engine()
-    # Always built: the image holds pyserve itself, and an image left by an earlier run (same
-    # tag) would test old code. Docker's layer cache keeps this to the pyserve layer (seconds)
-    # when only pyserve changed.
-    build = subprocess.run(["make", "-s", "docker-cpu"], cwd=ROOT, capture_output=True,
-                           text=True, timeout=2400)
+    tag = f"pyserve-cpu:test-{os.getpid()}-{secrets.token_hex(3)}"
+    # Always built: the image holds pyserve itself, and an image left by an earlier run would
+    # test old code. Docker's layer cache keeps this to the pyserve layer (seconds) when only
+    # pyserve changed.
+    build = subprocess.run(["make", "-s", "docker-cpu", f"IMAGE_CPU={tag}"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=2400)
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
     tarball = tmp_path_factory.mktemp("image") / "vllm-serve-latest.tar.gz"
-    save = subprocess.run(["make", "-s", "save-cpu", f"IMAGE_TAR={tarball}"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=1200)
+    save = subprocess.run(["make", "-s", "save-cpu", f"IMAGE_CPU={tag}",
+                           f"IMAGE_TAR={tarball}"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=1200)
     assert save.returncode == 0, save.stderr[-3000:]
-    return tarball
+    try:
+        yield tarball, tag
+    finally:
+        subprocess.run(["docker", "image", "rm", tag], capture_output=True)
 
 
 def containers(label: str) -> list[str]:
@@ -188,19 +197,20 @@ def running(name: str) -> bool:
 @pytest.mark.docker
 @pytest.mark.engine
 def test_launch_image_serves_cleans_up_only_its_own_and_skips_a_second_load(
-        cpu_image_tarball, tmp_path):
+        cpu_image, tmp_path):
     from pyservecli.models.dummy import create_model_dir
 
     from .engine import cpu_engine_env, free_port
 
+    cpu_image_tarball, tag = cpu_image
     model = create_model_dir("qwen3-tiny", tmp_path / "qwen3-tiny")
     env = cpu_engine_env(tmp_path)
     unrelated = f"pysv-unrelated-{int(time.time())}"
     # Someone else's container on the node, started before the launch (not labelled by us).
     subprocess.run(["docker", "run", "-d", "--name", unrelated, "pyserve-debian-base:bookworm",
                     "sleep", "1200"], check=True, capture_output=True)
-    # The tag must be missing so that the first launch loads the tarball.
-    subprocess.run(["docker", "image", "rm", "pyserve-cpu:latest"], capture_output=True)
+    # The tag must be missing so that the first launch loads the tarball (this run's own tag).
+    subprocess.run(["docker", "image", "rm", tag], capture_output=True)
     try:
         def launch(workspace: Path, then: str) -> subprocess.CompletedProcess:
             port = free_port()
@@ -215,10 +225,10 @@ def test_launch_image_serves_cleans_up_only_its_own_and_skips_a_second_load(
         first = launch(tmp_path / "ws1",
                        f"{sys.executable} -m pyservecli health --host 127.0.0.1 --port PORT")
         assert first.returncode == 0, first.stderr[-3000:]
-        assert re.search(r"health: (\d+) of \1 checks passed", first.stdout)
+        assert "health: 14 of 14 checks passed" in first.stdout  # every check, in a container
         record = json.loads((tmp_path / "ws1" / "latest.json").read_text())
         log = (Path(record["log_dir"]) / f"{record['plan']['nodes'][0]['host']}.log").read_text()
-        assert "pyserve: loading pyserve-cpu:latest from" in log
+        assert f"pyserve: loading {tag} from" in log
         assert "container pyserve-" in log
         # Shutdown removed this job's container and nothing else.
         assert containers(f"pyserve.job={record['launch_id']}") == []
@@ -234,7 +244,7 @@ def test_launch_image_serves_cleans_up_only_its_own_and_skips_a_second_load(
         assert containers("pyserve.job") == []
 
         listed = run_pyserve("image", "ls")
-        assert listed.returncode == 0 and "pyserve-cpu:latest" in listed.stdout
+        assert listed.returncode == 0 and tag in listed.stdout
         refused = run_pyserve("image", "rm", "pyserve-debian-base:bookworm")
         assert refused.returncode == 2 and "not a pyserve image" in refused.stderr
         assert subprocess.run(["docker", "image", "inspect", "pyserve-debian-base:bookworm"],
@@ -245,7 +255,7 @@ def test_launch_image_serves_cleans_up_only_its_own_and_skips_a_second_load(
 
 @pytest.mark.docker
 @pytest.mark.engine
-def test_replicas_in_containers_behind_the_router_of_this_host(cpu_image_tarball, tmp_path):
+def test_replicas_in_containers_behind_the_router_of_this_host(cpu_image, tmp_path):
     """--replicas with --image: each replica's server in its own container, vllm-router on the
     host in front; the two replicas start together and load the missing image once between
     them; the health checks pass through the router; nothing is left when it stops."""
@@ -253,9 +263,10 @@ def test_replicas_in_containers_behind_the_router_of_this_host(cpu_image_tarball
 
     from .engine import cpu_engine_env, free_port
 
+    cpu_image_tarball, tag = cpu_image
     model = create_model_dir("qwen3-tiny", tmp_path / "qwen3-tiny")
     env = cpu_engine_env(tmp_path)
-    subprocess.run(["docker", "image", "rm", "pyserve-cpu:latest"], capture_output=True)
+    subprocess.run(["docker", "image", "rm", tag], capture_output=True)
     port = free_port()
     ws = tmp_path / "ws"
     done = subprocess.run(
@@ -266,10 +277,10 @@ def test_replicas_in_containers_behind_the_router_of_this_host(cpu_image_tarball
          f"{sys.executable} -m pyservecli health --host 127.0.0.1 --port {port}"],
         env=env, capture_output=True, text=True, timeout=1500)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert re.search(r"health: (\d+) of \1 checks passed", done.stdout)
+    assert "health: 14 of 14 checks passed" in done.stdout
     record = json.loads((ws / "latest.json").read_text())
     replicas = record["roles"]["replicas"]
-    assert len(replicas) == 2 and record["image"]["tag"] == "pyserve-cpu:latest"
+    assert len(replicas) == 2 and record["image"]["tag"] == tag
     logs = []
     for replica in replicas:
         launch = json.loads((ws / "logs" / replica["launch_id"] / "launch.json").read_text())
@@ -277,6 +288,6 @@ def test_replicas_in_containers_behind_the_router_of_this_host(cpu_image_tarball
                      f"{launch['plan']['nodes'][0]['host']}.log").read_text())
         assert f"container pyserve-{replica['launch_id']}-r0" in logs[-1]
     # Loaded by one replica; the other waited on the node's lock and found it present.
-    assert sum("pyserve: loading pyserve-cpu:latest" in log for log in logs) == 1, logs
+    assert sum(f"pyserve: loading {tag}" in log for log in logs) == 1, logs
     assert sum("already present" in log for log in logs) == 1
     assert containers("pyserve.job") == []
