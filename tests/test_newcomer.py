@@ -14,8 +14,6 @@ from click.testing import CliRunner
 from pyservecli.cli import main
 from pyservecli.models.dummy import create_model_dir
 
-from .conftest import run_pyserve
-
 ROOT = Path(__file__).resolve().parent.parent
 # What the README's example models stand for here: config-only copies of the same shapes.
 MODELS = {"./Qwen3-8B": "qwen3-8b", "Qwen/Qwen3-8B": "qwen3-8b", "./tiny": "qwen3-tiny",
@@ -25,6 +23,19 @@ RUNS_HERE = (("plan", "--gpus-per-node"), ("launch", "--dry-run"), ("offline", "
              ("perf", "show"), ("perf", "list"), ("perf", "export"))
 # Lines that run here as a dry run: what they would start, planned on this GPU-less machine.
 DRY_RUN_HERE = ("launch",)
+
+
+class _Ran:
+    def __init__(self, result):
+        self.returncode = result.exit_code
+        self.stdout = result.stdout
+        self.stderr = result.stderr
+
+
+def cli(*args) -> _Ran:
+    """The CLI in this process (no interpreter start per call: these tests are many and
+    small); exit status, standard output and standard error as a subprocess would give."""
+    return _Ran(CliRunner().invoke(main, list(args)))
 
 
 def readme_commands() -> list[str]:
@@ -99,10 +110,10 @@ def test_readme_example(line, tmp_path, monkeypatch):
 
 def test_renamed_options_keep_working_with_a_note(tmp_path):
     model = create_model_dir("qwen3-tiny", tmp_path / "tiny")
-    old = run_pyserve("offline", str(model), "--dp", "2", "--input-len", "32", "--output-len",
+    old = cli("offline", str(model), "--dp", "2", "--input-len", "32", "--output-len",
                       "16", "--load-format", "dummy", "--dry-run", "--format", "json",
                       "--workspace", str(tmp_path / "ws"))
-    new = run_pyserve("offline", str(model), "--dp", "2", "--isl", "32", "--osl", "16",
+    new = cli("offline", str(model), "--dp", "2", "--isl", "32", "--osl", "16",
                       "--load-format", "dummy", "--dry-run", "--format", "json",
                       "--workspace", str(tmp_path / "ws"))
     assert old.returncode == new.returncode == 0, old.stderr + new.stderr
@@ -113,19 +124,19 @@ def test_renamed_options_keep_working_with_a_note(tmp_path):
         plan.pop("job_id", None)
     assert json.dumps(planned[0], sort_keys=True).count('"32"') == json.dumps(
         planned[1], sort_keys=True).count('"32"')
-    helped = run_pyserve("offline", "--help").stdout
+    helped = cli("offline", "--help").stdout
     assert "--isl" in helped and "--input-len" not in helped
-    bench = run_pyserve("bench", "--help").stdout
+    bench = cli("bench", "--help").stdout
     assert "--suite" in bench and "--type" not in bench
     # The old name reaches the same option: an unknown suite is refused by name either way.
     for flag in ("--type", "--suite"):
-        refused = run_pyserve("bench", "--host", "127.0.0.1", "--port", "1", flag, "nope")
+        refused = cli("bench", "--host", "127.0.0.1", "--port", "1", flag, "nope")
         assert refused.returncode == 2 and "nope" in refused.stderr
 
 
 def test_plan_without_gpus_names_the_command_that_fixes_it(tmp_path):
     model = create_model_dir("qwen3-8b", tmp_path / "qwen3-8b")
-    out = run_pyserve("plan", str(model), "--workspace", str(tmp_path / "ws"))
+    out = cli("plan", str(model), "--workspace", str(tmp_path / "ws"))
     assert out.returncode == 2
     line = out.stderr.strip()
     assert line.count("\n") == 0 and line.startswith("pyserve: error: no GPU found here")
@@ -137,21 +148,21 @@ def test_top_shortens_the_plan_table_and_json(tmp_path):
     model = create_model_dir("qwen3-30b-a3b", tmp_path / "moe")
     args = ["plan", str(model), "--gpus-per-node", "2", "--gpu-type", "H200", "--workspace",
             str(tmp_path / "ws")]
-    full = json.loads(run_pyserve(*args, "--format", "json").stdout)
-    short = json.loads(run_pyserve(*args, "--top", "2", "--format", "json").stdout)
+    full = json.loads(cli(*args, "--format", "json").stdout)
+    short = json.loads(cli(*args, "--top", "2", "--format", "json").stdout)
     assert [c["label"] for c in short["candidates"]] == [c["label"] for c in
                                                           full["candidates"]][:2]
     assert short["left_out"] == len(full["candidates"]) - 2
-    text = run_pyserve(*args, "--top", "2").stdout
+    text = cli(*args, "--top", "2").stdout
     rows = [line for line in text.splitlines() if re.match(r"^\d+\s+TP", line)]
     assert len(rows) == 2 and "more candidate(s) not shown (--top)" in text
-    refused = run_pyserve(*args, "--top", "0")
+    refused = cli(*args, "--top", "0")
     assert refused.returncode == 2
 
 
 def test_health_says_what_the_key_file_is():
     for command in ("health", "bench", "sweep"):
-        helped = run_pyserve(command, "--help").stdout
+        helped = cli(command, "--help").stdout
         assert "--api-key-file" in helped and "bearer token" in " ".join(helped.split())
 
 
@@ -163,17 +174,17 @@ def test_tables_come_as_csv_for_scripts(tmp_path):
     model = create_model_dir("qwen3-8b", tmp_path / "qwen3-8b")
     args = ["plan", str(model), "--gpus-per-node", "2", "--gpu-type", "H200", "--workspace",
             str(tmp_path / "ws")]
-    data = json.loads(run_pyserve(*args, "--format", "json").stdout)
-    rows = list(csv.DictReader(io.StringIO(run_pyserve(*args, "--format", "csv").stdout)))
+    data = json.loads(cli(*args, "--format", "json").stdout)
+    rows = list(csv.DictReader(io.StringIO(cli(*args, "--format", "csv").stdout)))
     assert [r["topology"] for r in rows] == [c["label"] for c in data["candidates"]]
     assert rows[0]["source"] == data["candidates"][0]["figure"]["source"]
     assert float(rows[0]["output_tok_s"]) == data["candidates"][0]["figure"]["output_tok_s"]
-    listed = run_pyserve("perf", "list", "--seed", "--format", "csv", "--workspace",
+    listed = cli("perf", "list", "--seed", "--format", "csv", "--workspace",
                          str(tmp_path / "ws"))
     points = list(csv.DictReader(io.StringIO(listed.stdout)))
     assert len(points) >= 25 and {"model", "gpu", "output_tok_s"} <= set(points[0])
     for command in ("bench", "sweep", "health"):
-        helped = " ".join(run_pyserve(command, "--help").stdout.split())
+        helped = " ".join(cli(command, "--help").stdout.split())
         assert "[text|json|csv]" in helped, command
 
 
@@ -185,14 +196,14 @@ def test_offline_takes_the_dataset_folder_as_bench_does(tmp_path):
     data.mkdir()
     base = ["offline", str(model), "--dp", "2", "--load-format", "dummy", "--dry-run",
             "--format", "json", "--workspace", str(tmp_path / "ws")]
-    missing = run_pyserve(*base, "--dataset-dir", str(data))
+    missing = cli(*base, "--dataset-dir", str(data))
     assert missing.returncode == 2
     assert str(data / "ShareGPT_V3_unfiltered_cleaned_split.json") in missing.stderr
     (data / "ShareGPT_V3_unfiltered_cleaned_split.json").write_text(json.dumps([
         {"conversations": [{"from": "human", "value": "hi there"},
                            {"from": "gpt", "value": "hello"}]}] * 4))
-    found = run_pyserve(*base, "--dataset-dir", str(data))
+    found = cli(*base, "--dataset-dir", str(data))
     assert found.returncode == 0, found.stderr
     assert "ShareGPT_V3_unfiltered_cleaned_split.json" in found.stdout
-    both = run_pyserve(*base, "--dataset-dir", str(data), "--dataset-path", "x.json")
+    both = cli(*base, "--dataset-dir", str(data), "--dataset-path", "x.json")
     assert both.returncode == 2 and "not both" in both.stderr
