@@ -366,6 +366,14 @@ def test_a_failed_rerun_keeps_the_good_result(tmp_path):
     assert result.status == "failed" and "kept the earlier result" in result.note
     assert json.loads(path.read_text()) == good
     assert (path.parent / f"{point.name}.failed.json").is_file()
+    # The same with --repeats: every repeat failed, the good median file stays.
+    [result] = _run_points([point], ServerInfo("http://127.0.0.1:1", "m", None), tmp_path,
+                           FailingClient(), {}, None, None, False, False, lambda _m: None,
+                           repeats=3)
+    assert result.status == "failed" and "kept the earlier result" in result.note
+    assert json.loads(path.read_text()) == good
+    failed = json.loads((path.parent / f"{point.name}.failed.json").read_text())
+    assert failed["pyserve"]["repeats"]["n"] == 3 and failed["pyserve"]["repeats"]["ok"] == 0
 
 
 def test_model_create_force_replaces_only_its_own_directories(tmp_path):

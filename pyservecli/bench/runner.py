@@ -419,9 +419,15 @@ def _run_points(points, server, out_dir, runner, origin, tokenizer, dataset_dir,
                          f"{label} repeat {k}/{times}") for k in range(1, times + 1)]
         combined = combine_repeats([(r.status, r.note, r.result, f"{repeat_stem(point.name, k)}"
                                      ".json") for k, r in enumerate(parts, 1)], run_seed)
-        _write_json(path, combined)
         status = combined["pyserve"]["status"]
         note = combined["pyserve"]["note"]
+        if status == "failed" and (stored or {}).get("pyserve", {}).get("status") == "ok":
+            # As for one run: a good earlier result is never lost to a rerun that failed.
+            _write_json(suite_dir / f"{point.name}.failed.json", combined)
+            note += f"; kept the earlier result in {path.name}"
+        else:
+            _write_json(path, combined)
+            (suite_dir / f"{point.name}.failed.json").unlink(missing_ok=True)
         spread = combined["pyserve"]["repeats"].get("output_tok_s") or {}
         if spread:
             say(f"{label}: {status}, median {spread['median']:,.1f} output tok/s over "
