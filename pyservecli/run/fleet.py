@@ -178,38 +178,21 @@ class Fleet:
             self.api_key = replica.launch.api_key
             replica.launch.start()
         self.record("starting")
-        self._wait_all_ready()
+        # One after another: following both start-ups at once in threads (so the second's
+        # phases are said as they happen) made the CPU 1P1D engine test hang in a NIXL KV pull
+        # twice out of two, and pass without; the cause is not found, so not yet (#26 item 6).
+        for replica in self.replicas:
+            try:
+                replica.launch.wait_ready()
+            except NodeFailed as failure:
+                raise PyserveError(f"{self.plan.label(replica.index)} failed before READY: "
+                                   f"{replica.launch.report_failure(failure)}; logs in "
+                                   f"{replica.launch.files.log_dir}") from None
+            replica.state = "serving"
+            self.say(f"pyserve: {self.plan.label(replica.index)} READY at {replica.url} "
+                     f"({replica.launch.times['ready_s']:.1f}s)")
         self.start_router()
         self.record("ready", ready_s=round(time.monotonic() - self.t0, 2))
-
-    def _wait_all_ready(self) -> None:
-        """Every server's start-up followed at once, each in a thread of its own: their phases
-        are said as they happen, not the second's all at once after the first is READY (#26).
-        The first failure cancels the others' waits and is raised."""
-        from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-
-        with ThreadPoolExecutor(max_workers=len(self.replicas)) as pool:
-            waiting = {pool.submit(r.launch.wait_ready): r for r in self.replicas}
-            pending = set(waiting)
-            try:
-                while pending:
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        replica = waiting[future]
-                        try:
-                            future.result()
-                        except NodeFailed as failure:
-                            raise PyserveError(
-                                f"{self.plan.label(replica.index)} failed before READY: "
-                                f"{replica.launch.report_failure(failure)}; logs in "
-                                f"{replica.launch.files.log_dir}") from None
-                        replica.state = "serving"
-                        self.say(f"pyserve: {self.plan.label(replica.index)} READY at "
-                                 f"{replica.url} ({replica.launch.times['ready_s']:.1f}s)")
-            except BaseException:
-                for future in pending:  # Ctrl-C or a failure: the other waits end too
-                    waiting[future].launch.cancelled.set()
-                raise
 
     def _tethered(self, argv: list[str], log_path, env: dict) -> subprocess.Popen:
         """A process of this launcher's own host that ends with it, even by SIGKILL."""
