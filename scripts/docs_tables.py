@@ -31,6 +31,21 @@ def _n(value: float, digits: int = 0) -> str:
     return f"{value:,.{digits}f}"
 
 
+def _head(caption: list[str], columns: list[str]) -> list[str]:
+    """A list-table's directive, caption lines and header row."""
+    return ([f".. list-table:: {caption[0]}", *(f"   {line}" for line in caption[1:]),
+             "   :header-rows: 1", "", f"   * - {columns[0]}"]
+            + [f"     - {column}" for column in columns[1:]])
+
+
+def _first_per_model(rows: list[tuple]) -> dict:
+    """Model -> the topology of its first row (rows come best first: it is set in bold)."""
+    best: dict = {}
+    for row in rows:
+        best.setdefault(row[0], row[1])
+    return best
+
+
 def repeats_2026_11_30() -> list[str]:
     """2x H200, warm, three repeats per topology: median, spread, latency, cache, power."""
     base = RESULTS / "2026-11-30-2xh200-repeats"
@@ -44,16 +59,12 @@ def repeats_2026_11_30() -> list[str]:
                      result["median_ttft_ms"], result["median_tpot_ms"],
                      info["prefix_cache"]["hit_rate"], info["power"]["avg_watts_per_gpu"]))
     rows.sort(key=lambda r: (r[0], -r[2]["median"]))
-    lines = [".. list-table:: output tok/s at 128 x 1024/256, median of 3 repeats (min - max);",
-             "   p50 TTFT / TPOT, each the median over the repeats; prompt tokens found in the",
-             "   prefix cache; GPU power in the measured windows",
-             "   :header-rows: 1",
-             "",
-             "   * - model", "     - topology", "     - output tok/s", "     - min - max",
-             "     - TTFT ms / TPOT ms", "     - cached", "     - W per GPU"]
-    best = {}
-    for row in rows:
-        best.setdefault(row[0], row[1])
+    lines = _head(["output tok/s at 128 x 1024/256, median of 3 repeats (min - max);",
+                   "p50 TTFT / TPOT, each the median over the repeats; prompt tokens found in the",
+                   "prefix cache; GPU power in the measured windows"],
+                  ["model", "topology", "output tok/s", "min - max", "TTFT ms / TPOT ms",
+                   "cached", "W per GPU"])
+    best = _first_per_model(rows)
     for model, topology, spread, ttft, tpot, cached, watts in rows:
         bold = "**" if best[model] == topology else ""
         lines += [f"   * - {model}", f"     - {bold}{topology}{bold}",
@@ -81,15 +92,10 @@ def planner_2026_11_23() -> list[str]:
             mine.append((model, label, estimated[label], tok_s, result["median_ttft_ms"],
                          result["median_tpot_ms"]))
         rows += sorted(mine, key=lambda r: -r[3])
-    lines = [".. list-table:: output tok/s at 128 x 1024/256 (p50 TTFT / TPOT in ms), estimate "
-             "and error",
-             "   :header-rows: 1",
-             "",
-             "   * - model", "     - topology", "     - estimated tok/s", "     - measured tok/s",
-             "     - TTFT", "     - TPOT", "     - error"]
-    best = {}
-    for row in rows:
-        best.setdefault(row[0], row[1])
+    lines = _head(["output tok/s at 128 x 1024/256 (p50 TTFT / TPOT in ms), estimate and error"],
+                  ["model", "topology", "estimated tok/s", "measured tok/s", "TTFT", "TPOT",
+                   "error"])
+    best = _first_per_model(rows)
     for model, label, estimate, tok_s, ttft, tpot in rows:
         bold = "**" if best[model] == label else ""
         lines += [f"   * - {model}", f"     - {bold}{TOPOLOGIES[label]}{bold}",
