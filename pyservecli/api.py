@@ -812,7 +812,7 @@ def measure_plan(topology_plan: TopologyPlan, *, top: int = 3, out: str | Path |
 
     from pyservecli.bench.planreport import PLAN_FILE
     from pyservecli.bench.results import PointRecord
-    from pyservecli.bench.suites import _random
+    from pyservecli.bench.suites import WARMUP_SUITE, _random
     from pyservecli.run.jobfiles import write_private
 
     if top < 1:
@@ -822,7 +822,7 @@ def measure_plan(topology_plan: TopologyPlan, *, top: int = 3, out: str | Path |
     slo = plan_.ttft_ms is not None or plan_.tpot_ms is not None
 
     point = _plan_point(w, w.concurrency, num_prompts)
-    warmup = _random("warmup", w.isl, min(w.osl, 16), "inf", max(1, min(w.concurrency, 64)),
+    warmup = _random(WARMUP_SUITE, w.isl, min(w.osl, 16), "inf", max(1, min(w.concurrency, 64)),
                      max(1, min(w.concurrency, 64)))
     ws = _workspace(workspace)
     out_dir = Path(out) if out else ws / "plans" / _plan_label(plan_, point.name)

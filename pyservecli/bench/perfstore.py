@@ -28,6 +28,7 @@ from importlib import resources
 from pathlib import Path
 
 from pyservecli.bench.results import _number, repeats_of
+from pyservecli.bench.suites import WARMUP_SUITE
 from pyservecli.errors import PyserveError
 from pyservecli.plan.vllm_args import option_value
 
@@ -495,7 +496,7 @@ def import_dir(root: Path, *, given: Given = Given(), find_config=None,
             continue  # not a benchmark result (records, plans)
         if repeats_of(result) > 1:
             continue  # the median of --repeats: its repeats' own files are rows each
-        if (result.get("pyserve") or {}).get("suite") == "warmup":
+        if (result.get("pyserve") or {}).get("suite") == WARMUP_SUITE:
             continue  # a cold throw-away point by design (plan --measure): never a figure
         point, why = point_from_result(result, path, source=source, given=given,
                                        find_config=find_config)

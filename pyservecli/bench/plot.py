@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pyservecli.bench.results import PointRecord, is_repeat_file
+from pyservecli.bench.suites import WARMUP_SUITE
 from pyservecli.errors import PyserveError
 
 
@@ -139,7 +140,7 @@ def load_results(dirs: list[Path], gpus: int | None = None) -> Loaded:
             info = result.get("pyserve") if isinstance(result, dict) else None
             if not isinstance(info, dict) or info.get("status") != "ok":
                 continue
-            if info.get("suite") == "warmup":
+            if info.get("suite") == WARMUP_SUITE:
                 continue  # plan --measure's throw-away first point: cold by design
             record = PointRecord.from_result(result, suite=suite, point=path.stem)
             samples.append(Sample(config=root.name, record=record))

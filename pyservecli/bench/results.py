@@ -137,7 +137,6 @@ class PointRecord:
         }
 
 
-
 # --repeats: each run of a point is SUITE/POINT.repeat-K.json; POINT.json holds their medians
 # and spread. Readers that want points (plot) skip the repeat files; the performance store
 # takes the repeats and skips the median file (its figures are theirs).

@@ -37,6 +37,7 @@ from pyservecli.bench.sonnet import write_dataset
 from pyservecli.bench.suites import (
     DATASET_FILES,
     SEED,
+    WARMUP_SUITE,
     BenchPoint,
     bench_argv,
     point_seed,
@@ -291,7 +292,8 @@ def _record(results: list[PointResult], perf_db: Path, source: str,
     # Each repeat is a row of its own (the store averages a key's rows); never their median too.
     for r in [part for each in results for part in (each.parts or [each])]:
         # A warm-up point is a cold measurement by design: never a figure to plan with.
-        if r.status == "ok" and r.result and r.path is not None and r.point.suite != "warmup":
+        if r.status == "ok" and r.result and r.path is not None and \
+                r.point.suite != WARMUP_SUITE:
             problem = record_result(store, r.result, r.path, source)
             if problem:
                 say(f"{r.point.suite}/{r.point.name}: {problem}")
@@ -387,10 +389,10 @@ def _run_points(points, server, out_dir, runner, origin, tokenizer, dataset_dir,
         path = suite_dir / point.result_name
         label = f"[{index}/{len(points)}] {point.suite}/{point.name}"
         stored = _read_result(path)
+        # A warm-up point is thrown away: once is enough.
+        times = 1 if point.suite == WARMUP_SUITE else repeats
         if resume and stored is not None:
-            kept = stored.get("pyserve", {})
-            if kept.get("status") == "ok" and repeats_of(stored) == (
-                    1 if point.suite == "warmup" else repeats):
+            if _is_good(stored) and repeats_of(stored) == times:
                 say(f"{label}: done before, skipped (--resume)")
                 results.append(PointResult(point, "resumed", "", stored))
                 continue
@@ -408,26 +410,18 @@ def _run_points(points, server, out_dir, runner, origin, tokenizer, dataset_dir,
                                  run_seed, metrics)
 
         seed = point_seed(point, run_seed)
-        # A warm-up point is thrown away: once is enough.
-        times = 1 if point.suite == "warmup" else repeats
         if times == 1:
             results.append(measure(point.name, seed, label))
             continue
         # Each repeat on prompts of its own (another seed), so no repeat finds the prompts of
         # an earlier one in the prefix cache; the point's own file is their median (#29).
-        parts = [measure(repeat_stem(point.name, k), (seed + k - 1) % 2**31,
-                         f"{label} repeat {k}/{times}") for k in range(1, times + 1)]
-        combined = combine_repeats([(r.status, r.note, r.result, f"{repeat_stem(point.name, k)}"
-                                     ".json") for k, r in enumerate(parts, 1)], run_seed)
+        stems = [repeat_stem(point.name, k) for k in range(1, times + 1)]
+        parts = [measure(stem, (seed + k) % 2**31, f"{label} repeat {k + 1}/{times}")
+                 for k, stem in enumerate(stems)]
+        combined = combine_repeats([(r.status, r.note, r.result, f"{stem}.json")
+                                    for r, stem in zip(parts, stems, strict=True)], run_seed)
         status = combined["pyserve"]["status"]
-        note = combined["pyserve"]["note"]
-        if status == "failed" and (stored or {}).get("pyserve", {}).get("status") == "ok":
-            # As for one run: a good earlier result is never lost to a rerun that failed.
-            _write_json(suite_dir / f"{point.name}.failed.json", combined)
-            note += f"; kept the earlier result in {path.name}"
-        else:
-            _write_json(path, combined)
-            (suite_dir / f"{point.name}.failed.json").unlink(missing_ok=True)
+        note = combined["pyserve"]["note"] + _keep_or_write(path, combined, stored)
         spread = combined["pyserve"]["repeats"].get("output_tok_s") or {}
         if spread:
             say(f"{label}: {status}, median {spread['median']:,.1f} output tok/s over "
@@ -478,12 +472,7 @@ def _measure_once(point, stem, seed, label, server, suite_dir, runner, origin, t
         note = f"vllm bench serve exited {code}: {tail.strip().splitlines()[-1:]}"
         failure = {"pyserve": {"status": "failed", "note": note, "seed": seed,
                                "run_seed": run_seed, "provenance": origin}}
-        if stored is not None and stored.get("pyserve", {}).get("status") == "ok":
-            # A good earlier result is never lost to a failed rerun.
-            _write_json(suite_dir / f"{stem}.failed.json", failure)
-            note += f"; kept the earlier result in {path.name}"
-        else:
-            _write_json(path, failure)
+        note += _keep_or_write(path, failure, stored)
         say(f"{label}: FAILED ({note})")
         return PointResult(point, "failed", note, failure)
     status, note = judge(result)
@@ -501,10 +490,26 @@ def _measure_once(point, stem, seed, label, server, suite_dir, runner, origin, t
                                 finished - (_seconds(result.get("duration")) or wall),
                                 finished, result.get("output_throughput")),
     }
-    _write_json(path, result)
-    (suite_dir / f"{stem}.failed.json").unlink(missing_ok=True)
+    _keep_or_write(path, result, stored)
     say(f"{label}: {status} {note}".rstrip())
     return PointResult(point, status, note, result, path=path)
+
+
+def _is_good(result: dict | None) -> bool:
+    return (result or {}).get("pyserve", {}).get("status") == "ok"
+
+
+def _keep_or_write(path: Path, result: dict, stored: dict | None) -> str:
+    """Write ``result`` as ``path``, unless it failed and ``path`` holds a good earlier result:
+    that is never lost to a failed rerun; the failure goes beside it (POINT.failed.json).
+    Returns what the point's note then says (nothing, or where the earlier result is)."""
+    failed = path.with_name(f"{path.stem}.failed.json")
+    if result.get("pyserve", {}).get("status") == "failed" and _is_good(stored):
+        _write_json(failed, result)
+        return f"; kept the earlier result in {path.name}"
+    _write_json(path, result)
+    failed.unlink(missing_ok=True)
+    return ""
 
 
 def _seconds(value) -> float | None:

@@ -64,6 +64,9 @@ SUITES: dict[str, tuple[BenchPoint, ...]] = {
     "sonnet": tuple(BenchPoint("sonnet", f"sonnet-i550-o150-p200-r{r}", "sonnet", 550, 150,
                                request_rate=r, prefix_len=200) for r in ("inf", "4")),
 }
+# plan --measure's throw-away first point on each new server (cold by design): run once, never
+# stored, plotted or planned with.
+WARMUP_SUITE = "warmup"
 DATASET_FILES = {"sharegpt": "ShareGPT_V3_unfiltered_cleaned_split.json", "sonnet": "sonnet.txt"}
 
 

@@ -11,6 +11,7 @@ import click
 
 from pyservecli.cli import (
     KEY_FILE_HELP,
+    emit_rows,
     main,
     perf_db_option,
     print_summary,
@@ -150,8 +151,6 @@ def sweep(suites, host, port, serve_cmds, num_prompts, tokenizer, out_dir, resum
                      api_key=read_key(api_key_file), workspace=workspace, perf_db=perf_db,
                      repeats=repeats)
     if fmt != "text":  # one list of rows, each naming its server configuration
-        from pyservecli.cli import emit_rows
-
         emit_rows([{"server": run.label, **summary_row(r, server_gpus(run.results))}
                    for run in runs for r in run.results], fmt)
         sys.exit(0 if all(r.valid for run in runs for r in run.results) else 1)

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from pyservecli.cli import main, perf_db_option, repeats_option, workspace_option
+from pyservecli.cli import emit_rows, main, perf_db_option, repeats_option, workspace_option
 from pyservecli.errors import PyserveError
 
 PLAN_EXAMPLES = """
@@ -109,8 +109,6 @@ def plan(model, goal, isl, osl, concurrency, ttft_ms, tpot_ms, nodelist, gpus_pe
         click.echo(json.dumps(data, indent=2))
         return
     if fmt == "csv":
-        from pyservecli.cli import emit_rows
-
         emit_rows([candidate_row(c) for c in data["candidates"]], fmt)
         return
     alloc, load = data["allocation"], data["workload"]

@@ -47,9 +47,7 @@ def health(host, port, model, api_key_file, only, timeout, fmt):
     results = [r for m in models for r in api.health(base, model=m, api_key=key,
                                                      timeout=timeout, only=list(only) or None)]
     failed = [r for r in results if not r.passed]
-    if fmt == "json":
-        click.echo(json.dumps([r.__dict__ for r in results], indent=2))
-    elif fmt == "csv":
+    if fmt != "text":
         emit_rows([r.__dict__ for r in results], fmt)
     else:
         from rich.console import Console

@@ -481,35 +481,29 @@ def explain(ranked: list[Candidate], goal: str, preferred: Shape | None) -> list
                 f"{100 * max(_resolution(best), _resolution(first)):.0f} %, the resolution of "
                 f"those figures, and {reason} wins such ties")
     if goal == "throughput" and first.goodput is None:
-        # An estimate ranked above a better measured figure (both one-server or both P/D):
-        # said once, the first time it happens.
-        for upper, lower in zip(valid, valid[1:], strict=False):
-            up, low = upper.value, lower.value
-            if upper.shape.is_pd == lower.shape.is_pd and up.output_tok_s < low.output_tok_s \
-                    and getattr(up, "source", "estimated") == "estimated" \
-                    and getattr(low, "source", "estimated") != "estimated":
-                lines.append(
+        # Pairs in the wrong order by figure (both one-server or both P/D), each kind said
+        # once, the first time it happens: an estimate above a better measured figure; else
+        # (below rank 1, which the line above covers) two of a kind, ordered simpler first.
+        above_measured = simpler_first = None
+        for number, (upper, lower) in enumerate(zip(valid, valid[1:], strict=False), 1):
+            if upper.shape.is_pd != lower.shape.is_pd or \
+                    upper.value.output_tok_s >= lower.value.output_tok_s:
+                continue
+            if _estimated(upper) and not _estimated(lower):
+                above_measured = above_measured or (
                     f"{upper.shape.describe()} ({_fig(upper)}) ranks above "
                     f"{lower.shape.describe()} ({_fig(lower)}): an estimate ranks beside the "
                     f"best figure within its resolution ({100 * _resolution(upper):.0f} %), "
                     "so it may stand above a measured figure it could equal")
-                break
-    if goal == "throughput" and first.goodput is None:
-        # Any other pair in the wrong order by figure: ordered by the simpler-first rule.
-        for number, (upper, lower) in enumerate(zip(valid, valid[1:], strict=False), 1):
-            up, low = upper.value, lower.value
-            same_source = (getattr(up, "source", "estimated") == "estimated") == (
-                getattr(low, "source", "estimated") == "estimated")
-            if number > 1 and upper.shape.is_pd == lower.shape.is_pd and same_source \
-                    and up.output_tok_s < low.output_tok_s:
-                lines.append(
+            elif number > 1 and _estimated(upper) == _estimated(lower):
+                simpler_first = simpler_first or (
                     f"rank {ranked.index(upper) + 1} {upper.shape.describe()} ({_fig(upper)}) "
                     f"stands above rank {ranked.index(lower) + 1} {lower.shape.describe()} "
                     f"({_fig(lower)}): within "
                     f"{100 * max(_resolution(upper), _resolution(lower)):.0f} %, the "
                     "resolution of those figures, the simpler shape (fewer pipeline stages, "
                     "then smaller TP, then no EP) comes first")
-                break
+        lines += [line for line in (above_measured, simpler_first) if line]
     if preferred is not None and first.shape != preferred:
         rule = next((c for c in valid if c.shape == preferred), None)
         if rule is not None:
@@ -527,3 +521,8 @@ def _fig(c: Candidate) -> str:
     v = c.value
     source = getattr(v, "source", "estimated")
     return f"{v.output_tok_s:,.0f} tok/s {source}"
+
+
+def _estimated(c: Candidate) -> bool:
+    """Whether the candidate's figure is the estimator's (corrected or not), not measured."""
+    return getattr(c.value, "source", "estimated") == "estimated"

@@ -25,6 +25,19 @@ def _stat_fields(pid: int | str) -> list[str] | None:
     return fields if len(fields) > 3 else None
 
 
+def pid_runs(pid: int) -> bool:
+    """Whether process ``pid`` runs: a zombie (ended, its parent not told yet) counts as gone;
+    one of another user's that cannot be read counts as running."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    fields = _stat_fields(pid)
+    return fields is None or fields[0] != "Z"
+
+
 def session_members(sid: int) -> list[int]:
     """PIDs whose session id is ``sid`` (Linux /proc); the leader included while alive."""
     members = []

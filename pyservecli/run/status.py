@@ -19,6 +19,7 @@ import requests
 
 from pyservecli.errors import PyserveError
 from pyservecli.run.jobfiles import heartbeat_timeout
+from pyservecli.run.procs import pid_runs
 
 
 def _run(argv: list[str]) -> str | None:
@@ -144,20 +145,6 @@ def live_launches(workspace: Path) -> list[dict]:
     return live
 
 
-def _pid_runs(pid: int) -> bool:
-    """Whether process ``pid`` runs (a zombie child of ours counts as gone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1] != "Z"
-    except OSError:
-        return True
-
-
 def launcher_alive(record: dict) -> bool | None:
     """Whether the launch's launcher still runs: its heartbeat file fresh (the launcher touches
     it every few seconds from any host), and on this host its PID too; None when the record
@@ -171,7 +158,7 @@ def launcher_alive(record: dict) -> bool | None:
             fresh = False
     pid = record.get("launcher_pid")
     if record.get("launcher_host") == socket.gethostname() and isinstance(pid, int) and \
-            not _pid_runs(pid):
+            not pid_runs(pid):
         return False  # exited (or a zombie waiting for its parent): its heartbeat is no word
     return fresh
 
@@ -233,7 +220,7 @@ def stop_launch(workspace: Path, launch: str | None = None, grace: float = 120.0
             if record.get("state") not in LIVE_STATES:
                 # The record says it ended a moment before the launcher exits: wait for that,
                 # so a `pyserve status` right after shows the launcher gone (#26).
-                while time.monotonic() < deadline and _pid_runs(pid):
+                while time.monotonic() < deadline and pid_runs(pid):
                     time.sleep(0.1)
                 state = record.get("state")
                 say("pyserve: stopped" if state == "stopped" else f"pyserve: ended ({state})")
