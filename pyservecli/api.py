@@ -77,6 +77,7 @@ def prepare_launch(model: str | None, *, tp: int | None = None, pp: int | None =
                    workspace: str | Path | None = None, ready_timeout: float = 1800.0,
                    then: Sequence[str] | None = None, nsys: bool = False,
                    profile_dir: str | Path | None = None, image: str | None = None,
+                   runtime: str | None = None,
                    container_mounts: Sequence[str] = (), force: bool = False,
                    privileged: bool = False, cache_dir: str | Path | None = None,
                    compile_cache: bool = True, gpu_memory: float | str | None = None,
@@ -125,13 +126,15 @@ def prepare_launch(model: str | None, *, tp: int | None = None, pp: int | None =
     if not ready_timeout > 0:
         raise PyserveError(f"--ready-timeout must be a positive number of seconds, got "
                            f"{ready_timeout}")
-    if (container_mounts or force or privileged) and not image:
-        raise PyserveError("--container-mount, --force and --privileged need --image")
+    if (container_mounts or force or privileged or runtime) and not image:
+        raise PyserveError("--runtime, --container-mount, --force and --privileged need --image")
     container = None
     if image:
         from pyservecli.run.container import make_spec
+        from pyservecli.run.runtimes import DEFAULT_RUNTIME
 
-        container = make_spec(image, list(container_mounts), force, privileged)
+        container = make_spec(image, list(container_mounts), force, privileged,
+                              runtime or DEFAULT_RUNTIME)
     request = LaunchRequest(model=model, tp=tp, pp=pp, dp=dp, ep=ep, backend=backend, port=port,
                             nodelist=nodelist, gpus_per_node=gpus_per_node,
                             vllm_args=vllm_args, env=dict(env or {}),
@@ -368,12 +371,14 @@ def launch_argv(model: str, *, tp: int | None = None, pp: int | None = None,
                 dp: int | None = None, ep: bool | None = None, backend: str | None = None,
                 nodelist: str | None = None, gpus_per_node: int | None = None,
                 env: dict[str, str] | None = None, api_key_file: str | Path | None = None,
-                image: str | None = None, vllm_args: Sequence[str] = ()) -> list[str]:
+                image: str | None = None, runtime: str | None = None,
+                vllm_args: Sequence[str] = ()) -> list[str]:
     """``pyserve launch`` arguments for these settings (e.g. for an sbatch line)."""
     argv = [model]
     for flag, value in (("--tp", tp), ("--pp", pp), ("--dp", dp), ("--backend", backend),
                         ("--nodelist", nodelist), ("--gpus-per-node", gpus_per_node),
-                        ("--api-key-file", api_key_file), ("--image", image)):
+                        ("--api-key-file", api_key_file), ("--image", image),
+                        ("--runtime", runtime)):
         if value is not None:
             argv += [flag, str(value)]
     if ep is not None:

@@ -19,7 +19,7 @@ import pytest
 
 from pyservecli import __version__
 from pyservecli.errors import PyserveError
-from pyservecli.run.container import ContainerSpec, make_spec, run_options, tarball_tag
+from pyservecli.run.container import make_spec, tarball_tag
 
 from .conftest import run_pyserve
 from .engine import must_have
@@ -90,28 +90,6 @@ def test_dockerfiles_pass_hadolint():
     result = subprocess.run([hadolint, str(GPU_DOCKERFILE), str(CPU_DOCKERFILE)], cwd=ROOT,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
-
-
-def test_run_options_label_everything_and_keep_secrets_off_argv(tmp_path):
-    spec = ContainerSpec(tag="img:1", mounts=["/data", "/scratch:/mnt/s"])
-    argv = run_options(spec, "4242", 1, tmp_path / "ws", tmp_path / "model", "/keys/k",
-                       gpus=True, environ={"NCCL_DEBUG": "INFO", "VLLM_API_KEY": "sekrit",
-                                           "HOME": "/root", "FI_PROVIDER": "efa"})
-    joined = " ".join(argv)
-    for label in ("pyserve.job=4242", "pyserve.rank=1", f"pyserve.version={__version__}"):
-        assert label in argv
-    assert "--privileged" not in argv
-    assert ["--network", "host"] == argv[argv.index("--network"):argv.index("--network") + 2]
-    assert "--ipc" in argv and "--gpus" in argv
-    volumes = [argv[i + 1] for i, a in enumerate(argv) if a == "--volume"]
-    assert volumes == [f"{tmp_path}/ws:{tmp_path}/ws", f"{tmp_path}/model:{tmp_path}/model:ro",
-                       "/keys/k:/keys/k:ro", "/data:/data", "/scratch:/mnt/s"]
-    forwarded = [argv[i + 1] for i, a in enumerate(argv) if a == "--env"]
-    assert forwarded == ["FI_PROVIDER", "NCCL_DEBUG"]  # names only; never the API key
-    assert "sekrit" not in joined and "INFO" not in joined
-    privileged = run_options(ContainerSpec(tag="i", privileged=True), "1", 0,
-                             tmp_path, None, None, gpus=False, environ={})
-    assert "--privileged" in privileged and "--gpus" not in privileged
 
 
 def test_tarball_tag_and_clear_errors(tmp_path):
@@ -291,3 +269,61 @@ def test_replicas_in_containers_behind_the_router_of_this_host(cpu_image, tmp_pa
     assert sum(f"pyserve: loading {tag}" in log for log in logs) == 1, logs
     assert sum("already present" in log for log in logs) == 1
     assert containers("pyserve.job") == []
+
+
+def podman_unavailable() -> str | None:
+    if shutil.which("podman") is None:
+        return "podman is not installed (scripts/install-system-deps.sh --docker installs it)"
+    return None
+
+
+@pytest.mark.docker
+@pytest.mark.engine
+def test_podman_runs_the_same_image_two_replicas_behind_the_router(cpu_image, tmp_path):
+    """--runtime podman with the `docker save` tarball the Docker tests use: both replicas'
+    servers in podman containers (the image loaded once between them, under the host's own
+    limits), the 14 health checks through the router, the podman image listed by `pyserve
+    image --runtime podman ls`, and no container left after the stop."""
+    from pyservecli.models.dummy import create_model_dir
+
+    from .engine import cpu_engine_env, free_port
+
+    reason = podman_unavailable()
+    if reason:
+        if must_have():
+            pytest.fail(reason)
+        pytest.skip(reason)
+    cpu_image_tarball, tag = cpu_image
+    model = create_model_dir("qwen3-tiny", tmp_path / "qwen3-tiny")
+    env = cpu_engine_env(tmp_path)
+    subprocess.run(["podman", "image", "rm", tag], capture_output=True)
+    port = free_port()
+    ws = tmp_path / "ws"
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "pyservecli", "launch", str(model), "--replicas", "2",
+             "--image", str(cpu_image_tarball), "--runtime", "podman", "--workspace", str(ws),
+             "--port", str(port), "--env", "VLLM_CPU_KVCACHE_SPACE=1", "--load-format",
+             "dummy", "--enforce-eager", "--dtype", "bfloat16", "--max-model-len", "512",
+             "--ready-timeout", "900", "--then",
+             f"{sys.executable} -m pyservecli health --host 127.0.0.1 --port {port}"],
+            env=env, capture_output=True, text=True, timeout=1500)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "health: 14 of 14 checks passed" in done.stdout
+        record = json.loads((ws / "latest.json").read_text())
+        assert record["image"]["runtime"] == "podman" and record["image"]["tag"] == tag
+        logs = []
+        for replica in record["roles"]["replicas"]:
+            launch = json.loads((ws / "logs" / replica["launch_id"] / "launch.json").read_text())
+            logs.append((Path(launch["log_dir"]) /
+                         f"{launch['plan']['nodes'][0]['host']}.log").read_text())
+            assert f"container pyserve-{replica['launch_id']}-r0" in logs[-1]
+        assert sum(f"pyserve: loading {tag}" in log and "(podman)" in log for log in logs) == 1
+        assert sum("already present" in log for log in logs) == 1
+        left = subprocess.run(["podman", "ps", "-a", "--filter", "label=pyserve.job",
+                               "--format", "{{.Names}}"], capture_output=True, text=True)
+        assert left.returncode == 0 and left.stdout.split() == []
+        listed = run_pyserve("image", "--runtime", "podman", "ls")
+        assert listed.returncode == 0 and tag in listed.stdout
+    finally:
+        subprocess.run(["podman", "image", "rm", "-f", tag], capture_output=True)

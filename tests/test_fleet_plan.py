@@ -216,7 +216,7 @@ def test_nsys_wraps_every_server_of_a_fleet_with_its_own_report_and_images_run_t
     # In containers: the same servers, each node script running in the image.
     image = run_pyserve("launch", *args, "--image", "img:1", "--nodelist", "n1",
                         "--gpus-per-node", "2", "--dry-run")
-    assert image.returncode == 0 and image.stdout.rstrip().endswith("image img:1"), image.stderr
+    assert image.returncode == 0 and image.stdout.rstrip().endswith("image img:1, runtime docker"), image.stderr
     # --force would have each server's node script replace the image under the others.
     refused = run_pyserve("launch", *args, "--image", "img:1", "--force", "--nodelist", "n1",
                           "--gpus-per-node", "2", "--dry-run")

@@ -118,7 +118,7 @@ def test_image_launch_runs_each_node_script_in_a_labelled_container(tmp_path):
     shellcheck(*files.node_scripts, *files.script_dir.glob("node-*.sh"), files.dispatch)
     wrapper = files.node_scripts[1].read_text()
     assert "--label pyserve.job=99 --label pyserve.rank=1" in wrapper
-    assert "pyservecli.workers.image load /img/v.tar.gz pyserve:latest" in wrapper
+    assert "pyservecli.workers.image load --runtime docker /img/v.tar.gz pyserve:latest" in wrapper
     assert "--privileged" not in wrapper
     inner = (files.script_dir / "node-1.sh").read_text()
     # Inside the image: the image's python and PATH, not this host's virtualenv.

@@ -203,8 +203,8 @@ def test_rendered_scripts_never_expand_a_value(tmp_path):
     assert not marker.exists()
     from pyservecli.run.jobfiles import write_container_script  # noqa: F401 (import check)
 
-    container = render("container.sh.j2", job_id="j", rank=0, host=hostile,
-                       tag=f"reg/x:1$(touch {marker})", name="c", tarball=None,
+    container = render("container.sh.j2", cli="docker", host_limits=True, job_id="j", rank=0,
+                       host=hostile, tag=f"reg/x:1$(touch {marker})", name="c", tarball=None,
                        load=["false"], pull=["false"], options=[], node_script="/n.sh",
                        log_file=str(tmp_path / "c.log"), exit_file=str(tmp_path / "c.exit"))
     (tmp_path / "c.sh").write_text(container)

@@ -12,6 +12,7 @@ import click
 from pyservecli.cli import main, workspace_option
 from pyservecli.errors import PyserveError
 from pyservecli.plan.fleet import MAX_REPLICAS
+from pyservecli.run.runtimes import RUNTIMES
 
 LAUNCH_EXAMPLES = """
 \b
@@ -60,8 +61,12 @@ Examples:
 @click.option("--profile", "profile_dir", is_flag=False, flag_value="", default=None,
               metavar="[DIR]", help="vLLM's torch profiler, traces into DIR [default: "
               "WORKSPACE/profiles]; capture with `pyserve bench --profile`.")
-@click.option("--image", metavar="TARBALL|REF", help="Run every node's server in this image: a "
-              "`docker save` tarball (loaded where its tag is missing) or a registry reference.")
+@click.option("--image", metavar="TARBALL|REF|FILE", help="Run every node's server in this "
+              "image: a `docker save` tarball (loaded or converted where missing), a registry "
+              "reference, or a file the runtime runs as is (apptainer .sif, enroot .sqsh).")
+@click.option("--runtime", type=click.Choice(list(RUNTIMES)), default=None,
+              help="With --image: the container runtime [default: docker]; pyxis runs the "
+              "srun step itself in the container (needs an allocation).")
 @click.option("--container-mount", "container_mounts", multiple=True, metavar="DIR[:DEST]",
               help="Extra bind mount for --image (repeatable); the workspace and a local model "
               "directory are mounted already.")
@@ -104,7 +109,8 @@ Examples:
 @workspace_option
 @click.argument("vllm_args", nargs=-1, type=click.UNPROCESSED)
 def launch(model, tp, pp, dp, ep, backend, port, nodelist, gpus_per_node, gpu_memory, env_pairs,
-           api_key_file, ready_timeout, then_cmd, nsys, profile_dir, image, container_mounts,
+           api_key_file, ready_timeout, then_cmd, nsys, profile_dir, image, runtime,
+           container_mounts,
            force, privileged, cache_dir, no_cache, replicas, router_policy, router_host, restart,
            serve_lines, prefill, decode, prefill_tp, decode_tp, dry_run, fmt, workspace, vllm_args):
     """Launch `vllm serve` for MODEL across the allocation and wait until it is READY.
@@ -125,7 +131,8 @@ def launch(model, tp, pp, dp, ep, backend, port, nodelist, gpus_per_node, gpu_me
         gpus_per_node=gpus_per_node, gpu_memory=gpu_memory, env_pairs=env_pairs,
         api_key_file=api_key_file,
         ready_timeout=ready_timeout, then_cmd=then_cmd, nsys=nsys, profile_dir=profile_dir,
-        image=image, container_mounts=container_mounts, force=force, privileged=privileged,
+        image=image, runtime=runtime, container_mounts=container_mounts, force=force,
+        privileged=privileged,
         cache_dir=cache_dir, no_cache=no_cache, replicas=replicas, router_policy=router_policy,
         router_host=router_host, restart=restart, workspace=workspace, vllm_args=vllm_args,
         serve=[parse_serve_line(line) for line in serve_lines] or None, prefill=prefill,
@@ -140,7 +147,9 @@ def launch(model, tp, pp, dp, ep, backend, port, nodelist, gpus_per_node, gpu_me
             click.echo(describe_plan(prepared.plan))
         spec = prepared.container
         if spec is not None and fmt == "text":
-            click.echo(f"image {spec.tag}" + (f" (from {spec.tarball})" if spec.tarball else ""))
+            source = spec.tarball or spec.image_file
+            click.echo(f"image {spec.tag}" + (f" (from {source})" if source else "") +
+                       f", runtime {spec.runtime}")
         return
     sys.exit(api.launch(**settings))
 
@@ -355,12 +364,18 @@ Examples:
   pyserve image load vllm-serve-latest.tar.gz      # on every node of the allocation
   pyserve image ls
   pyserve image rm pyserve:latest
+  pyserve image --runtime podman load vllm-serve-latest.tar.gz
 """)
-def image():
+@click.option("--runtime", type=click.Choice(["docker", "podman"]), default="docker",
+              show_default=True, help="Whose image store (apptainer and pyxis launches "
+              "convert their image into WORKSPACE/images themselves).")
+@click.pass_context
+def image(ctx, runtime):
     """Manage the serving image on the allocation's nodes (or this host outside SLURM).
 
     Only images carrying the pyserve.version label are ever removed or replaced.
     """
+    ctx.obj = runtime
 
 
 def _on_every_node(*helper_args: str) -> int:
@@ -369,7 +384,8 @@ def _on_every_node(*helper_args: str) -> int:
     from pyservecli.run import cluster as cluster_mod
     from pyservecli.run.procs import srun_per_node
 
-    argv = [sys.executable, "-m", "pyservecli.workers.image", *helper_args]
+    runtime = click.get_current_context().obj
+    argv = [sys.executable, "-m", "pyservecli.workers.image", "--runtime", runtime, *helper_args]
     found = cluster_mod.detect()
     if found.in_slurm:
         argv = [*srun_per_node(found.nodes), *argv]

@@ -17,8 +17,10 @@ from pyservecli import __version__
 from pyservecli.plan.backends import NODE_RANK_PLACEHOLDER, get_backend
 from pyservecli.plan.launch import LaunchPlan
 from pyservecli.run.render import render, shjoin
+from pyservecli.run.runtimes import NodeContainer, forwarded_names, get_runtime
 
 if TYPE_CHECKING:
+    from pyservecli.run.container import ContainerSpec
     from pyservecli.run.launcher import LaunchOptions
 
 
@@ -30,6 +32,7 @@ class JobFiles:
     heartbeat: Path
     node_scripts: list[Path] = field(default_factory=list)
     dispatch: Path | None = None
+    containers: list[NodeContainer] = field(default_factory=list)  # --image: one per node
 
     def log(self, host: str) -> Path:
         return self.log_dir / f"{host}.log"
@@ -131,10 +134,11 @@ def write_job_files(plan: LaunchPlan, options: LaunchOptions) -> JobFiles:
             path = write_container_script(plan, options, files, node, path, api_key_file)
         files.node_scripts.append(path)
     if plan.in_slurm:
+        entry = files.node_scripts[0].name.rsplit("-", 1)[0]  # "node", or "container"
         files.dispatch = files.script_dir / "dispatch.sh"
         files.dispatch.write_text(render("dispatch.sh.j2", job_id=plan.launch_id,
                                          script_dir=str(files.script_dir),
-                                         entry="container" if spec else "node"))
+                                         entry=entry))
     return files
 
 
@@ -164,29 +168,33 @@ def write_record(plan: LaunchPlan, files: JobFiles, options: LaunchOptions, **st
         write_private(options.workspace / "latest.json", text)
 
 
-def image_record(spec) -> dict | None:
-    """What a launch record says of ``--image`` (a container.ContainerSpec), or None."""
-    return None if spec is None else {"tag": spec.tag, "tarball": spec.tarball}
+def image_record(spec: ContainerSpec | None) -> dict | None:
+    """What a launch record says of ``--image``, or None."""
+    return None if spec is None else {"tag": spec.tag, "tarball": spec.tarball,
+                                      "image_file": spec.image_file, "runtime": spec.runtime}
 
 
 def write_container_script(plan: LaunchPlan, options: LaunchOptions, files: JobFiles, node,
                            node_script: Path, api_key_file: str | None) -> Path:
-    """The host-side entrypoint that runs ``node_script`` in the image (``--image``)."""
-    from pyservecli.run.container import container_name, run_options
-
-    spec = options.container
-    helper = [sys.executable, "-m", "pyservecli.workers.image"]
-    script = render(
-        "container.sh.j2", job_id=plan.launch_id, rank=node.rank, host=node.host, tag=spec.tag,
-        name=container_name(plan.launch_id, node.rank), tarball=spec.tarball,
-        load=[*helper, "load", spec.tarball or "", spec.tag, *(["--force"] if spec.force else [])],
-        pull=[*helper, "pull", spec.tag],
-        options=run_options(spec, plan.launch_id, node.rank, options.workspace, plan.model_dir,
-                            api_key_file, gpus=plan.has_gpus,
-                            environ=dict(os.environ)),
-        node_script=str(node_script), log_file=str(files.log(node.host)),
-        exit_file=str(files.exit_file(node.host)))
+    """The host-side entrypoint that runs ``node_script`` in the image (``--image``), or the
+    node script itself where the srun step is the container (pyxis)."""
+    runtime = get_runtime(options.container.runtime)
+    container = node_container(plan, options, node, node_script, api_key_file, files)
+    files.containers.append(container)
+    script = runtime.entry_script(container)
+    if script is None:
+        return node_script
     path = files.script_dir / f"container-{node.rank}.sh"
     path.write_text(script)
     path.chmod(0o755)
     return path
+
+
+def node_container(plan: LaunchPlan, options: LaunchOptions, node, node_script: Path,
+                   api_key_file: str | None, files: JobFiles) -> NodeContainer:
+    return NodeContainer(
+        spec=options.container, job_id=plan.launch_id, rank=node.rank, host=node.host,
+        workspace=options.workspace, model_dir=plan.model_dir, api_key_file=api_key_file,
+        gpus=plan.has_gpus, forwarded=tuple(forwarded_names(dict(os.environ))),
+        node_script=str(node_script), log_file=str(files.log(node.host)),
+        exit_file=str(files.exit_file(node.host)))

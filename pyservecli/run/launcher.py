@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pyservecli.errors import PyserveError
 from pyservecli.plan.backends import get_backend
@@ -29,7 +30,7 @@ from pyservecli.run.jobfiles import (
     write_job_files,
     write_record,
 )
-from pyservecli.run.procs import NodeProcess, start_local, start_srun
+from pyservecli.run.procs import NodeProcess, srun_per_node, start_local, start_srun
 from pyservecli.run.readiness import (
     API_STARTING,
     LogFollower,
@@ -38,6 +39,10 @@ from pyservecli.run.readiness import (
     probe_ready,
 )
 from pyservecli.run.render import shjoin
+from pyservecli.run.runtimes import get_runtime
+
+if TYPE_CHECKING:
+    from pyservecli.run.container import ContainerSpec
 
 
 class StopRequested(Exception):
@@ -54,7 +59,7 @@ class LaunchOptions:
     then: list[str] | None = None
     stop_grace: float = 60.0
     poll_interval: float = 0.25
-    container: object | None = None  # container.ContainerSpec for --image launches
+    container: ContainerSpec | None = None  # --image launches
     cache_dir: Path | None = None  # compile caches' base (per vLLM version and GPU); None: off
     # Whether the launch's record is also the workspace's latest.json (a fleet's replicas leave
     # that file to the fleet's own record).
@@ -79,10 +84,15 @@ def check_can_launch(plan: LaunchPlan, options: LaunchOptions) -> None:
     elif shutil.which("srun") is None:
         raise PyserveError("inside a SLURM job but `srun` is not on PATH")
     if options.container is not None:
-        # vLLM and Ray come from the image; the host needs docker (checked here for local
+        # vLLM and Ray come from the image; the host needs the runtime (checked here for local
         # launches; each node's entrypoint checks its own).
-        if not plan.in_slurm and shutil.which("docker") is None:
-            raise PyserveError("--image needs `docker` on this host (not found on PATH)")
+        runtime = get_runtime(options.container.runtime)
+        if runtime.needs_slurm and not plan.in_slurm:
+            raise PyserveError(f"--runtime {runtime.name} starts containers through srun: "
+                               "launch inside a SLURM allocation (salloc/sbatch)")
+        if not plan.in_slurm and shutil.which(runtime.tool) is None:
+            raise PyserveError(f"--image with --runtime {runtime.name} needs `{runtime.tool}` "
+                               "on this host (not found on PATH)")
         tools = set()
     else:
         tools = set(get_backend(plan.topology.backend).tools)
@@ -205,6 +215,25 @@ class Launch:
             return f"{reason}: {cause}"
         return reason
 
+    def container_step_options(self) -> list[str]:
+        """Options of the srun step for a runtime whose step is itself the container (pyxis),
+        after the image's one-time preparation on the head node; [] for the others."""
+        spec = self.options.container
+        if spec is None:
+            return []
+        runtime = get_runtime(spec.runtime)
+        prepare = runtime.prepare_argv(spec, self.options.workspace)
+        if prepare:
+            self.say(f"pyserve: preparing image {spec.tag} for {runtime.name} on "
+                     f"{self.plan.head_host}")
+            done = subprocess.run([*srun_per_node([self.plan.head_host]), *prepare],
+                                  stdin=subprocess.DEVNULL, capture_output=True, text=True)
+            if done.returncode != 0:
+                lines = (done.stderr or done.stdout).strip().splitlines()
+                raise PyserveError(f"--runtime {runtime.name}: could not prepare {spec.tag}: "
+                                   f"{lines[-1] if lines else f'exit status {done.returncode}'}")
+        return runtime.srun_options(self.files.containers[0])
+
     # -- phases ----------------------------------------------------------------------------
     def start(self) -> None:
         if self.cancelled.is_set():
@@ -224,7 +253,7 @@ class Launch:
             self.say(f"pyserve: warning: {line}")
         if self.plan.in_slurm:
             self.process = start_srun(self.files.dispatch, [n.host for n in self.plan.nodes],
-                                      self.files.log_dir)
+                                      self.files.log_dir, self.container_step_options())
         else:
             node = self.plan.nodes[0]
             self.process = start_local(node.host, self.files.node_scripts[0],
@@ -300,9 +329,8 @@ class Launch:
         if self.options.container is not None and not self.plan.in_slurm:
             # Each node's entrypoint removes its container; this catches one whose entrypoint
             # was killed. By this job's label only.
-            from pyservecli.run.container import remove_job_containers
-
-            for name in remove_job_containers(self.plan.launch_id):
+            runtime = get_runtime(self.options.container.runtime)
+            for name in runtime.remove_job_containers(self.plan.launch_id):
                 self.say(f"pyserve: removed leftover container {name}")
 
     def bring_up(self) -> None:

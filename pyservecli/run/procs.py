@@ -135,12 +135,14 @@ def srun_per_node(nodes: list[str] | tuple[str, ...], *options: str) -> list[str
             f"--nodelist={','.join(nodes)}", "--overlap", *options]
 
 
-def start_srun(dispatch: Path, nodes: list[str] | tuple[str, ...], log_dir: Path) -> NodeProcess:
-    """One srun step over the allocation's nodes, one task each, a log per host."""
+def start_srun(dispatch: Path, nodes: list[str] | tuple[str, ...], log_dir: Path,
+               step_options: list[str] | tuple[str, ...] = ()) -> NodeProcess:
+    """One srun step over the allocation's nodes, one task each, a log per host;
+    ``step_options`` are a container runtime's (pyxis) for the step."""
     log_dir.mkdir(parents=True, exist_ok=True)
     # Each node script writes its own <host>.log; srun.log catches srun's own complaints.
     argv = [*srun_per_node(nodes, "--kill-on-bad-exit=0", f"--output={log_dir}/srun.log",
-                           "--open-mode=append"), "bash", str(dispatch)]
+                           "--open-mode=append", *step_options), "bash", str(dispatch)]
     srun_log = log_dir / "srun.log"
     with open(srun_log, "ab") as log:
         popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,

@@ -17,6 +17,10 @@ import requests
 PHASES: tuple[tuple[str, re.Pattern], ...] = tuple(
     (name, re.compile(pattern))
     for name, pattern in (
+        # --image: the node's entrypoint loads, pulls or converts the image first (minutes for
+        # a large one), then starts the container.
+        ("preparing image", r"^pyserve: (loading \S+ from|building \S+ on)"),
+        ("container started", r"^pyserve: node \d+ \(.*\) (container|apptainer) "),
         ("starting engine", r"Initializing a V1 LLM engine"),
         ("loading weights", r"Starting to load model|Loading weights|Loading safetensors"),
         ("weights loaded", r"Loading weights took|Model loading took|Initializing model took"),
