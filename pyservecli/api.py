@@ -28,10 +28,21 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pyservecli import default_workspace
 from pyservecli.bench.health import DEFAULT_TIMEOUT_S
 from pyservecli.errors import PyserveError
+
+if TYPE_CHECKING:  # real types without importing the planner and the runners at start-up
+    from pyservecli.plan.auto import Choice
+    from pyservecli.plan.estimate import Workload
+    from pyservecli.plan.fleet import FleetPlan
+    from pyservecli.plan.hosts import Cluster
+    from pyservecli.plan.launch import LaunchPlan
+    from pyservecli.plan.modelconfig import ModelFacts
+    from pyservecli.run.container import ContainerSpec
+    from pyservecli.run.launcher import LaunchOptions, Runner
 
 Say = Callable[[str], None]
 
@@ -49,16 +60,18 @@ def _workspace(workspace: str | Path | None) -> Path:
 class PreparedLaunch:
     """A checked plan and the launcher's options: what ``launch``/``serve`` run."""
 
-    plan: object  # plan.launch.LaunchPlan, or plan.fleet.FleetPlan with replicas
-    options: object  # run.launcher.LaunchOptions
-    container: object | None = None  # run.container.ContainerSpec for --image
+    plan: LaunchPlan | FleetPlan  # a FleetPlan with replicas, several models or P/D
+    options: LaunchOptions
+    container: ContainerSpec | None = None  # --image
     restart: bool = False  # replicas: restart one that dies
 
     @property
     def is_fleet(self) -> bool:
-        return hasattr(self.plan, "router")
+        from pyservecli.plan.fleet import FleetPlan
 
-    def runner(self, say: Say):
+        return isinstance(self.plan, FleetPlan)
+
+    def runner(self, say: Say) -> Runner:
         """The launcher for this plan: a ``Launch``, or a ``Fleet`` for replicas."""
         if self.is_fleet:
             from pyservecli.run.fleet import Fleet
@@ -558,7 +571,7 @@ def run_offline(offline_plan, *, say: Say = lambda _line: None,
                 perf_db: str | Path | None = None) -> dict:
     """Run every rank of ``offline_plan``, merge; returns the result (also OUT/result.json),
     added to the performance store ``perf_db`` when given (``perf_store_path``)."""
-    from pyservecli.run.offline import execute
+    from pyservecli.bench.offline_run import execute
     from pyservecli.run.tools import require_nsys, require_viztracer
 
     if offline_plan.nsys:
@@ -590,11 +603,11 @@ class TopologyPlan:
 
     model: str
     goal: str
-    workload: object  # plan.estimate.Workload
-    facts: object  # plan.modelconfig.ModelFacts
-    cluster: object  # plan.hosts.Cluster
+    workload: Workload
+    facts: ModelFacts
+    cluster: Cluster
     ranked: list  # plan.auto.Candidate, best first; invalid ones last
-    choice: object  # plan.auto.Choice: what `pyserve launch MODEL` with no flags picks
+    choice: Choice  # what `pyserve launch MODEL` with no flags picks
     ttft_ms: float | None = None
     tpot_ms: float | None = None
     measured: list | None = None  # bench.planreport.MeasuredRow after measure_plan

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from pyservecli.errors import PyserveError
 from pyservecli.plan.estimate import Estimate, Workload, estimate, estimate_pd
@@ -24,6 +25,9 @@ from pyservecli.plan.gpus import GIB, GpuInfo
 from pyservecli.plan.memory import DEFAULT_GPU_MEMORY_UTILIZATION, Fit, ModelMemory, fit
 from pyservecli.plan.modelconfig import ModelFacts, check_model_fits
 from pyservecli.plan.topology import Topology, plan_topology
+
+if TYPE_CHECKING:  # perfmodel imports this module
+    from pyservecli.plan.perfmodel import Figure
 
 # Narrower expert slices than this run far below peak in the fused MoE kernels.
 MIN_EXPERT_SLICE = 256
@@ -221,7 +225,7 @@ class Goodput:
     """The highest load (concurrency) at which every SLO holds, and the figure there."""
 
     concurrency: int
-    figure: object  # plan.perfmodel.Figure
+    figure: Figure
 
     def as_dict(self) -> dict:
         return {"concurrency": self.concurrency, "output_tok_s":

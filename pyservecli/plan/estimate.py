@@ -17,6 +17,7 @@ for ranking topologies, not for quoting: ``pyserve plan --measure`` measures the
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pyservecli.plan.gpus import GpuSpec
@@ -91,8 +92,9 @@ FULL_SPEED_SLICE = 512
 class _Server:
     """The cost functions of one server of the topology (seconds)."""
 
-    prefill_s: object  # (requests) -> seconds to prefill that many prompts
-    step_s: object  # (batch) -> seconds of one decode step of `batch` sequences per DP rank
+    prefill_s: Callable[[float], float]  # (requests) -> seconds to prefill that many prompts
+    step_s: Callable[[float], float]  # (batch) -> seconds of one decode step of `batch`
+    # sequences per DP rank
 
 
 def _server(memory: ModelMemory, gpu: GpuSpec, *, tp: int, pp: int, dp: int, ep: bool,

@@ -2,7 +2,7 @@
 
 Pure. The same placement as ``pyserve launch`` (topology rules, model checks, node addresses),
 torchrun's rendezvous on the head at a port from the job's window. Each rank runs
-``pyservecli.workers.offline_worker``; ``run.offline`` executes the plan and ``bench.offline``
+``pyservecli.workers.offline_worker``; ``bench.offline_run`` executes the plan and ``bench.offline``
 merges what the ranks measured.
 """
 

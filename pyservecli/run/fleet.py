@@ -17,8 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from urllib.parse import quote
 
@@ -33,9 +32,7 @@ from pyservecli.run.launcher import (
     Launch,
     LaunchOptions,
     NodeFailed,
-    StopRequested,
-    _stop_on_signals,
-    shield_stop,
+    Runner,
     supervise,
     tail,
 )
@@ -69,7 +66,9 @@ class Replica:
         return worker_url(self.plan)
 
 
-class Fleet:
+class Fleet(Runner):
+    """Servers behind vllm-router: replicas, several models, or prefill/decode."""
+
     def __init__(self, plan: FleetPlan, options: LaunchOptions, restart: bool = False,
                  say: Say = lambda m: print(m, file=sys.stderr, flush=True)):
         self.plan = plan
@@ -521,56 +520,26 @@ class Fleet:
                 thread.join()
             self.record(state, exit_status=code)
 
-    def run(self) -> int:
-        code, state = 1, "failed"
-        ready = False
-        with _stop_on_signals():
-            try:
-                self.bring_up()
-                ready = True
-                print(f"READY {self.plan.endpoint} model={','.join(self.plan.models)}",
-                      flush=True)
-                code = self.supervise()
-                state = "finished"
-            except StopRequested as stop:
-                self.say(f"pyserve: {stop} received")
-                code, state = 0, "stopped"
-            except PyserveError as exc:
-                if not ready:
-                    raise  # the CLI's one error line, as for a launch that fails to start
-                self.say(f"pyserve: {exc}")
-            finally:
-                shield_stop()
-                self.say("pyserve: stopping the router and every server")
-                self.stop(state, code)
-        return code
+    def ready_line(self) -> str:
+        return f"{self.plan.endpoint} model={','.join(self.plan.models)}"
 
-    @contextmanager
-    def serving(self) -> Iterator[Fleet]:
-        """The API's fleet: READY on entry; a supervisor thread takes dead replicas out (and
-        restarts them with ``restart``); everything stopped on leaving."""
-        state, code = "failed", 1
+    def finish(self, state: str, code: int) -> None:
+        self.say("pyserve: stopping the router and every server")
+        self.stop(state, code)
+
+    def watch(self) -> Callable[[], None]:
+        """The API's fleet: a supervisor thread takes dead replicas out (and restarts them with
+        ``restart``) while the caller's block runs."""
         done = threading.Event()
-        with _stop_on_signals(interrupt=False):
-            try:
-                self.bring_up()
 
-                def watch() -> None:
-                    while not done.wait(self.options.poll_interval):
-                        try:
-                            self.check_replicas()
-                        except PyserveError as exc:
-                            self.say(f"pyserve: {exc}")
-                            return
+        def watch() -> None:
+            while not done.wait(self.options.poll_interval):
+                try:
+                    self.check_replicas()
+                except PyserveError as exc:
+                    self.say(f"pyserve: {exc}")
+                    return
 
-                watcher = threading.Thread(target=watch, name="pyserve-fleet", daemon=True)
-                watcher.start()
-                yield self
-                state, code = "finished", 0
-            except (StopRequested, KeyboardInterrupt):
-                state, code = "stopped", 0
-                raise
-            finally:
-                done.set()
-                shield_stop(interrupt=False)
-                self.stop(state, code)
+        watcher = threading.Thread(target=watch, name="pyserve-fleet", daemon=True)
+        watcher.start()
+        return done.set

@@ -154,7 +154,97 @@ def tail(path: Path, lines: int = 30) -> str:
         return "(no log written)"
 
 
-class Launch:
+class Runner:
+    """What ``pyserve launch`` runs: one server (``Launch``) or servers behind a router
+    (``run.fleet.Fleet``). Both go through the same ``run()`` (the CLI) and ``serving()`` (the
+    Python API): signals, bring-up, READY, supervise, stop; each says how it does those."""
+
+    say: Callable[[str], None]
+
+    def bring_up(self) -> None:
+        """Start everything and wait for READY (raises NodeFailed, PyserveError)."""
+        raise NotImplementedError
+
+    def ready_line(self) -> str:
+        """What follows READY on stdout: the endpoint and the model(s)."""
+        raise NotImplementedError
+
+    def supervise(self) -> int:
+        """Serve until stopped or until --then's command ends (its status)."""
+        raise NotImplementedError
+
+    def finish(self, state: str, code: int) -> None:
+        """Stop everything started and write the final record, whatever happened."""
+        raise NotImplementedError
+
+    def report_failure(self, failure: NodeFailed) -> str:
+        self.say(f"pyserve: {failure}")
+        return str(failure)
+
+    def watch(self) -> Callable[[], None] | None:
+        """For ``serving()``: start watching what serves in the background; returns how to
+        stop watching (None: nothing to watch)."""
+        return None
+
+    def run(self) -> int:
+        """The CLI's launch: READY, then serve (or run --then) until stopped; the exit status.
+        A failure before READY reaches the caller (the CLI's one error line)."""
+        code, state, ready = 1, "failed", False
+        with _stop_on_signals():
+            try:
+                self.bring_up()
+                ready = True
+                print(f"READY {self.ready_line()}", flush=True)
+                code = self.supervise()
+                state = "finished"
+            except StopRequested as stop:
+                self.say(f"pyserve: {stop} received")
+                code, state = 0, "stopped"
+            except NodeFailed as failure:
+                self.report_failure(failure)
+            except PyserveError as exc:
+                if not ready:
+                    raise
+                self.say(f"pyserve: {exc}")
+            finally:
+                shield_stop()
+                self.finish(state, code)
+        return code
+
+    @contextmanager
+    def serving(self) -> Iterator[Runner]:
+        """The Python API's launch: READY on entry, everything stopped on leaving the block.
+
+        A server that ends before READY raises PyserveError with its cause. SIGTERM/SIGHUP
+        during the block (from the main thread) stop it, then reach the caller as
+        StopRequested; Ctrl+C as KeyboardInterrupt does the same."""
+        state, code = "failed", 1
+        with _stop_on_signals(interrupt=False):
+            try:
+                try:
+                    self.bring_up()
+                except NodeFailed as failure:
+                    raise PyserveError(self.failure_message(failure)) from None
+                stop_watching = self.watch()
+                try:
+                    yield self
+                finally:
+                    if stop_watching is not None:
+                        stop_watching()
+                state, code = "finished", 0
+            except (StopRequested, KeyboardInterrupt) as stop:
+                self.say(f"pyserve: {type(stop).__name__} {stop} received".rstrip())
+                state, code = "stopped", 0
+                raise
+            finally:
+                shield_stop(interrupt=False)
+                self.finish(state, code)
+
+    def failure_message(self, failure: NodeFailed) -> str:
+        return self.report_failure(failure)
+
+
+class Launch(Runner):
     """One running launch. ``run()`` returns the process exit status."""
 
     def __init__(self, plan: LaunchPlan, options: LaunchOptions,
@@ -357,52 +447,15 @@ class Launch:
                              exit_status=code, ended_at=time.time(), startup=self.startup,
                              **self.times)
 
-    def run(self) -> int:
-        """The CLI's launch: READY, then serve (or run --then) until stopped; the exit status."""
-        code = 1
-        state = "failed"
-        with _stop_on_signals():
-            try:
-                self.bring_up()
-                print(f"READY {self.plan.endpoint} model={self.plan.served_model_name}",
-                      flush=True)
-                code = self.supervise()
-                state = "finished"
-            except StopRequested as stop:
-                self.say(f"pyserve: {stop} received")
-                code, state = 0, "stopped"
-            except NodeFailed as failure:
-                self.report_failure(failure)
-            finally:
-                shield_stop()
-                self.shut_down(state, code)
-        return code
+    def ready_line(self) -> str:
+        return f"{self.plan.endpoint} model={self.plan.served_model_name}"
 
-    @contextmanager
-    def serving(self) -> Iterator[Launch]:
-        """The Python API's launch: READY on entry, every rank stopped on leaving the block.
+    def finish(self, state: str, code: int) -> None:
+        self.shut_down(state, code)
 
-        A node that ends before READY raises PyserveError with its cause. SIGTERM/SIGHUP during
-        the block (from the main thread) stop the server, then reach the caller as
-        StopRequested; Ctrl+C as KeyboardInterrupt does the same."""
-        state, code = "failed", 1
-        with _stop_on_signals(interrupt=False):
-            try:
-                try:
-                    self.bring_up()
-                except NodeFailed as failure:
-                    raise PyserveError(f"launch of {self.plan.model} failed: "
-                                       f"{self.report_failure(failure)}; logs in "
-                                       f"{self.files.log_dir}") from None
-                yield self
-                state, code = "finished", 0
-            except (StopRequested, KeyboardInterrupt) as stop:
-                self.say(f"pyserve: {type(stop).__name__} {stop} received".rstrip())
-                state, code = "stopped", 0
-                raise
-            finally:
-                shield_stop(interrupt=False)
-                self.shut_down(state, code)
+    def failure_message(self, failure: NodeFailed) -> str:
+        return (f"launch of {self.plan.model} failed: {self.report_failure(failure)}; logs in "
+                f"{self.files.log_dir}")
 
 
 def supervise(options: LaunchOptions, endpoint: str, base_url: str, model: str,

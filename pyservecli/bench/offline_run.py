@@ -1,5 +1,6 @@
 """Run an offline plan: every node's torchrun (one srun step inside SLURM), progress while it
-runs, a clean stop on Ctrl+C, then the merged result with provenance."""
+runs, a clean stop on Ctrl+C, then the merged result with provenance. A measurement, so in
+bench/ (which starts its processes through run/, never the other way round)."""
 
 from __future__ import annotations
 
