@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 from pyservecli import default_workspace
 from pyservecli.bench.health import DEFAULT_TIMEOUT_S
 from pyservecli.errors import PyserveError
+from pyservecli.plan.spec import LaunchSpec
 
 if TYPE_CHECKING:  # real types without importing the planner and the runners at start-up
     from pyservecli.plan.auto import Choice
@@ -82,25 +83,13 @@ class PreparedLaunch:
         return Launch(self.plan, self.options, say=say)
 
 
-def prepare_launch(model: str | None, *, tp: int | None = None, pp: int | None = None,
-                   dp: int | None = None, ep: bool | None = None, backend: str | None = None,
-                   port: int = 8000, nodelist: str | None = None,
-                   gpus_per_node: int | None = None, vllm_args: Sequence[str] = (),
-                   env: dict[str, str] | None = None, api_key_file: str | Path | None = None,
-                   workspace: str | Path | None = None, ready_timeout: float = 1800.0,
-                   then: Sequence[str] | None = None, nsys: bool = False,
-                   profile_dir: str | Path | None = None, image: str | None = None,
-                   runtime: str | None = None,
-                   container_mounts: Sequence[str] = (), force: bool = False,
-                   privileged: bool = False, cache_dir: str | Path | None = None,
-                   compile_cache: bool = True, gpu_memory: float | str | None = None,
-                   replicas: int | None = None, router_policy: str = "round_robin",
-                   restart: bool = False, serve: Sequence[dict] | None = None,
-                   prefill: int | None = None, decode: int | None = None,
-                   prefill_tp: int | None = None, decode_tp: int | None = None,
-                   router_host: str | None = None, perf_db: str | Path | None = None,
-                   dry_run: bool = False) -> PreparedLaunch:
+def prepare_launch(model: str | None = None, *, spec: LaunchSpec | None = None,
+                   dry_run: bool = False, **settings) -> PreparedLaunch:
     """Every check ``pyserve launch`` makes before starting anything, and the plan.
+
+    ``spec``: the launch (``plan.spec.LaunchSpec``); or ``model`` and ``settings``, the
+    keywords of the same names as the spec's fields (``tp=2``, ``image=...``), which are
+    ``pyserve launch``'s options. Given both, ``settings`` change the spec.
 
     ``profile_dir``: vLLM's torch profiler into this directory ("" for WORKSPACE/profiles).
     ``cache_dir``: the base of the compile caches (default WORKSPACE/cache; one directory per
@@ -118,6 +107,12 @@ def prepare_launch(model: str | None, *, tp: int | None = None, pp: int | None =
     ``perf_db``: the performance store whose measurements can overrule the automatic choice
     (default $PYSERVE_PERF_DB, else WORKSPACE/perf.db).
     ``dry_run``: a plan for anywhere (ports are not probed, nsys need not be installed)."""
+    if spec is None:
+        spec = LaunchSpec.from_settings(model=model, **settings)
+    elif settings or model is not None:
+        spec = spec.replace(**settings, **({"model": model} if model is not None else {}))
+    m, t, fl, c, pr, r = (spec.model, spec.topology, spec.fleet, spec.container,
+                          spec.profiling, spec.run)
     from pyservecli.plan.launch import LaunchRequest, make_plan
     from pyservecli.plan.profiling import NSYS_FINALIZE_GRACE_S, torch_profiler_config
     from pyservecli.plan.vllm_args import option_value
@@ -127,32 +122,34 @@ def prepare_launch(model: str | None, *, tp: int | None = None, pp: int | None =
     from pyservecli.run.portreserve import is_free_here, reserve
     from pyservecli.run.tools import require_nsys
 
-    ws = _workspace(workspace)
-    vllm_args = list(vllm_args)
-    if profile_dir is not None:
+    ws = _workspace(r.workspace)
+    vllm_args = list(m.vllm_args)
+    router_host = fl.router_host
+    if pr.profile_dir is not None:
         if option_value(vllm_args, "--profiler-config"):
             raise PyserveError("give either --profile or vLLM's --profiler-config, not both")
-        target = Path(profile_dir) if profile_dir else ws / "profiles"
+        target = Path(pr.profile_dir) if pr.profile_dir else ws / "profiles"
         vllm_args += ["--profiler-config", torch_profiler_config(target.resolve())]
-    if nsys and not dry_run:
+    if pr.nsys and not dry_run:
         require_nsys()  # before anything starts
-    if not ready_timeout > 0:
+    if not r.ready_timeout > 0:
         raise PyserveError(f"--ready-timeout must be a positive number of seconds, got "
-                           f"{ready_timeout}")
-    if (container_mounts or force or privileged or runtime) and not image:
+                           f"{r.ready_timeout}")
+    if (c.container_mounts or c.force or c.privileged or c.runtime) and not c.image:
         raise PyserveError("--runtime, --container-mount, --force and --privileged need --image")
     container = None
-    if image:
+    if c.image:
         from pyservecli.run.container import make_spec
         from pyservecli.run.runtimes import DEFAULT_RUNTIME
 
-        container = make_spec(image, list(container_mounts), force, privileged,
-                              runtime or DEFAULT_RUNTIME)
-    request = LaunchRequest(model=model, tp=tp, pp=pp, dp=dp, ep=ep, backend=backend, port=port,
-                            nodelist=nodelist, gpus_per_node=gpus_per_node,
-                            vllm_args=vllm_args, env=dict(env or {}),
-                            nsys_dir=(ws / "nsys").resolve() if nsys else None)
-    cluster = detect(None, nodelist, gpus_per_node, gpu_memory=_gib(gpu_memory))
+        container = make_spec(c.image, list(c.container_mounts), c.force, c.privileged,
+                              c.runtime or DEFAULT_RUNTIME)
+    request = LaunchRequest(model=m.model, tp=t.tp, pp=t.pp, dp=t.dp, ep=t.ep,
+                            backend=t.backend, port=t.port, nodelist=t.nodelist,
+                            gpus_per_node=t.gpus_per_node, vllm_args=vllm_args,
+                            env=dict(m.env),
+                            nsys_dir=(ws / "nsys").resolve() if pr.nsys else None)
+    cluster = detect(None, t.nodelist, t.gpus_per_node, gpu_memory=_gib(m.gpu_memory))
     # Inside SLURM the head may be another machine: the launcher asks it about its ports.
     probe = not dry_run and not cluster.in_slurm
 
@@ -161,29 +158,29 @@ def prepare_launch(model: str | None, *, tp: int | None = None, pp: int | None =
         # yet (two launches started side by side).
         return not probe or is_free_here(port)
 
-    if replicas is None and not serve and prefill is None and (
-            restart or router_policy != "round_robin"):
+    if fl.replicas is None and not fl.serve and fl.prefill is None and (
+            fl.restart or fl.router_policy != "round_robin"):
         raise PyserveError("--restart and --router-policy go with --replicas, --serve or "
                            "--prefill/--decode")
-    if serve and (model or replicas is not None):
+    if fl.serve and (m.model or fl.replicas is not None):
         raise PyserveError("give MODEL (with --replicas), or one --serve line per model")
-    if (prefill is None) != (decode is None):
+    if (fl.prefill is None) != (fl.decode is None):
         raise PyserveError("--prefill and --decode go together")
-    if prefill is not None and (replicas is not None or serve):
+    if fl.prefill is not None and (fl.replicas is not None or fl.serve):
         raise PyserveError("--prefill/--decode do not combine with --replicas or --serve (yet)")
-    if (prefill_tp or decode_tp) and prefill is None:
+    if (fl.prefill_tp or fl.decode_tp) and fl.prefill is None:
         raise PyserveError("--prefill-tp and --decode-tp go with --prefill/--decode")
-    fleet = replicas is not None or bool(serve) or prefill is not None
+    fleet = fl.replicas is not None or bool(fl.serve) or fl.prefill is not None
     if router_host is not None and not fleet:
         raise PyserveError("--router-host goes with --replicas, --serve or --prefill/--decode")
     if router_host is not None:
         router_host = _check_router_host(router_host, probe)
-    if api_key_file and dry_run:
+    if r.api_key_file and dry_run:
         from pyservecli.run.launcher import read_api_key
 
-        read_api_key(Path(api_key_file))  # refused now as the launch would refuse it
+        read_api_key(Path(r.api_key_file))  # refused now as the launch would refuse it
     if fleet:
-        if force:
+        if c.force:
             # Each server's node script would replace the image under the servers already
             # running from it.
             raise PyserveError("--force with several servers: reload the image once with "
@@ -193,26 +190,25 @@ def prepare_launch(model: str | None, *, tp: int | None = None, pp: int | None =
         from pyservecli.plan.fleet import ServeGroup, make_fleet
 
         groups = None
-        if serve:
+        if fl.serve:
             groups = [ServeGroup(request=LaunchRequest(
-                model=line["model"], tp=line.get("tp"), pp=line.get("pp"), dp=line.get("dp"),
-                ep=line.get("ep"), backend=line.get("backend"), port=port,
-                nodelist=nodelist, gpus_per_node=gpus_per_node,
-                vllm_args=list(line.get("vllm_args", ())) + list(vllm_args),
-                env={**dict(env or {}), **dict(line.get("env") or {})},
-                nsys_dir=request.nsys_dir),
-                replicas=line.get("replicas", 1), gpus=line.get("gpus")) for line in serve]
-        if prefill is not None:
+                model=line.model, tp=line.tp, pp=line.pp, dp=line.dp, ep=line.ep,
+                backend=line.backend, port=t.port, nodelist=t.nodelist,
+                gpus_per_node=t.gpus_per_node, vllm_args=[*line.vllm_args, *vllm_args],
+                env={**m.env, **line.env}, nsys_dir=request.nsys_dir),
+                replicas=line.replicas, gpus=line.gpus) for line in fl.serve]
+        if fl.prefill is not None:
             from pyservecli.plan.fleet import pd_groups
 
             total = None if cluster.gpus_per_node is None \
                 else len(cluster.nodes) * cluster.gpus_per_node
-            groups = pd_groups(request, prefill, decode, prefill_tp, decode_tp, total)
+            groups = pd_groups(request, fl.prefill, fl.decode, fl.prefill_tp, fl.decode_tp,
+                               total)
 
         def make() -> object:
-            return make_fleet(request, cluster, 1 if replicas is None else replicas,
+            return make_fleet(request, cluster, 1 if fl.replicas is None else fl.replicas,
                               is_free=is_free, resolve=resolve_ip,
-                              launch_suffix=secrets.token_hex(3), policy=router_policy,
+                              launch_suffix=secrets.token_hex(3), policy=fl.router_policy,
                               find_config=find_config,
                               router_host=resolve_ip(socket.gethostname()),
                               listen=router_host or "0.0.0.0",
@@ -224,7 +220,7 @@ def prepare_launch(model: str | None, *, tp: int | None = None, pp: int | None =
             return make_plan(request, cluster, is_free=is_free, resolve=resolve_ip,
                              launch_suffix=secrets.token_hex(3), find_config=find_config,
                              rank_auto=lambda facts, found, choice, args: ranked_choice(
-                                 facts, found, choice, args, ws, perf_db))
+                                 facts, found, choice, args, ws, r.perf_db))
     plan = make()
     if not dry_run:
         # Held for this launcher until it exits; lost to a launch planned at the same moment:
@@ -237,17 +233,17 @@ def prepare_launch(model: str | None, *, tp: int | None = None, pp: int | None =
             raise PyserveError("the planned ports kept being taken by other launches on this "
                                "host; try again, or give another --port")
         _check_writable(ws, "--workspace")
-        if cache_dir and compile_cache:
+        if r.cache_dir and r.compile_cache:
             # Given explicitly: refused here rather than each node quietly going without it.
-            _check_writable(Path(cache_dir), "--cache-dir")
+            _check_writable(Path(r.cache_dir), "--cache-dir")
     options = LaunchOptions(workspace=ws.resolve(),
-                            api_key_file=Path(api_key_file) if api_key_file else None,
-                            ready_timeout=ready_timeout, then=list(then) if then else None,
-                            stop_grace=NSYS_FINALIZE_GRACE_S if nsys else 60.0,
+                            api_key_file=Path(r.api_key_file) if r.api_key_file else None,
+                            ready_timeout=r.ready_timeout, then=list(r.then) if r.then else None,
+                            stop_grace=NSYS_FINALIZE_GRACE_S if pr.nsys else 60.0,
                             container=container,
-                            cache_dir=Path(cache_dir or ws / "cache").resolve()
-                            if compile_cache else None)
-    return PreparedLaunch(plan=plan, options=options, container=container, restart=restart)
+                            cache_dir=Path(r.cache_dir or ws / "cache").resolve()
+                            if r.compile_cache else None)
+    return PreparedLaunch(plan=plan, options=options, container=container, restart=fl.restart)
 
 
 def planned_ports(plan, here_only: bool = False) -> set[int]:
@@ -309,13 +305,13 @@ def _check_writable(directory: Path, option: str) -> None:
         raise PyserveError(f"{option} {directory} is not writable")
 
 
-def plan(model: str, **settings):
+def plan(model: str | None = None, **settings):
     """The plan ``pyserve launch --dry-run`` prints (a ``LaunchPlan``; ``.to_json()``).
     ``settings``: those of ``prepare_launch``."""
     return prepare_launch(model, dry_run=True, **settings).plan
 
 
-def launch(model: str, *, say: Say = _stderr, **settings) -> int:
+def launch(model: str | None = None, *, say: Say = _stderr, **settings) -> int:
     """``pyserve launch``: READY, then serve until stopped (or run ``then``); the exit status."""
     prepared = prepare_launch(model, **settings)
     return prepared.runner(say).run()
@@ -347,7 +343,8 @@ class Server:
 
 
 @contextmanager
-def serve(model: str, *, say: Say | None = None, log_path: str | Path | None = None,
+def serve(model: str | None = None, *, say: Say | None = None,
+          log_path: str | Path | None = None,
           **settings) -> Iterator[Server]:
     """``pyserve launch`` as a context: yields a ``Server`` once READY, stops every rank on
     leaving. Progress lines go to ``say`` (default: stderr), and are appended to ``log_path``
@@ -380,25 +377,10 @@ def _tee(say: Say, path: Path) -> Say:
     return both
 
 
-def launch_argv(model: str, *, tp: int | None = None, pp: int | None = None,
-                dp: int | None = None, ep: bool | None = None, backend: str | None = None,
-                nodelist: str | None = None, gpus_per_node: int | None = None,
-                env: dict[str, str] | None = None, api_key_file: str | Path | None = None,
-                image: str | None = None, runtime: str | None = None,
-                vllm_args: Sequence[str] = ()) -> list[str]:
-    """``pyserve launch`` arguments for these settings (e.g. for an sbatch line)."""
-    argv = [model]
-    for flag, value in (("--tp", tp), ("--pp", pp), ("--dp", dp), ("--backend", backend),
-                        ("--nodelist", nodelist), ("--gpus-per-node", gpus_per_node),
-                        ("--api-key-file", api_key_file), ("--image", image),
-                        ("--runtime", runtime)):
-        if value is not None:
-            argv += [flag, str(value)]
-    if ep is not None:
-        argv.append("--ep" if ep else "--no-ep")
-    for key, value in (env or {}).items():
-        argv += ["--env", f"{key}={value}"]
-    return argv + list(vllm_args)
+def launch_argv(model: str | None = None, **settings) -> list[str]:
+    """``pyserve launch`` arguments for these settings (e.g. for an sbatch line): the same
+    keywords as ``launch``."""
+    return LaunchSpec.from_settings(model=model, **settings).to_argv()
 
 
 def health(base_url: str, *, model: str | None = None, api_key: str | None = None,
@@ -467,7 +449,8 @@ class SweepRun:
 
 
 def sweep(suites: Sequence[str] = ("rate", "concurrency"), *, base_url: str | None = None,
-          servers: Sequence[tuple[str, dict]] = (), num_prompts: int | None = None,
+          servers: Sequence[tuple[str, LaunchSpec | dict]] = (),
+          num_prompts: int | None = None,
           tokenizer: str | None = None, out: str | Path | None = None, resume: bool = False,
           api_key: str | None = None, workspace: str | Path | None = None,
           say: Say = _stderr, points: Sequence | None = None,
@@ -529,7 +512,9 @@ def sweep(suites: Sequence[str] = ("rate", "concurrency"), *, base_url: str | No
             results, wall = run_all(base_url)
         else:
             launched = time.monotonic()
-            with serve(**{"workspace": ws, **settings}, say=say,
+            spec = settings if isinstance(settings, LaunchSpec) else \
+                LaunchSpec.from_settings(**settings)
+            with serve(spec=spec.replace(workspace=spec.run.workspace or ws), say=say,
                        log_path=target / "launch.log") as server:
                 server_start = time.monotonic() - launched
                 results, wall = run_all(server.base_url)

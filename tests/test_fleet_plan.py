@@ -152,10 +152,10 @@ def test_sweep_serve_lines_plan_like_launch(config_dir):
     from pyservecli.cli.serve import parse_launch_line
 
     model = str(config_dir("qwen3-8b"))
-    one = api.prepare_launch(dry_run=True, **parse_launch_line(
+    one = api.prepare_launch(dry_run=True, spec=parse_launch_line(
         f"{model} --tp 2 --nodelist n1 --gpus-per-node 2 --max-model-len 4096"))
     assert not one.is_fleet and one.plan.topology.tp == 2
-    fleet = api.prepare_launch(dry_run=True, **parse_launch_line(
+    fleet = api.prepare_launch(dry_run=True, spec=parse_launch_line(
         f"{model} --replicas 2 --nodelist n1 --gpus-per-node 2"))
     assert fleet.is_fleet and len(fleet.plan.replicas) == 2
 
@@ -216,7 +216,8 @@ def test_nsys_wraps_every_server_of_a_fleet_with_its_own_report_and_images_run_t
     # In containers: the same servers, each node script running in the image.
     image = run_pyserve("launch", *args, "--image", "img:1", "--nodelist", "n1",
                         "--gpus-per-node", "2", "--dry-run")
-    assert image.returncode == 0 and image.stdout.rstrip().endswith("image img:1, runtime docker"), image.stderr
+    assert image.returncode == 0, image.stderr
+    assert image.stdout.rstrip().endswith("image img:1, runtime docker")
     # --force would have each server's node script replace the image under the others.
     refused = run_pyserve("launch", *args, "--image", "img:1", "--force", "--nodelist", "n1",
                           "--gpus-per-node", "2", "--dry-run")

@@ -138,8 +138,7 @@ def sweep(suites, host, port, serve_cmds, num_prompts, tokenizer, out_dir, resum
 
     servers = []
     for line in serve_cmds:
-        settings = parse_launch_line(line)
-        settings.update(port=port, workspace=workspace)
+        settings = parse_launch_line(line).replace(port=port, workspace=workspace)
         label = serve_label(shlex.split(line))
         if any(label == other for other, _ in servers):
             raise PyserveError(f"--serve {line!r}: the same server as an earlier --serve line "

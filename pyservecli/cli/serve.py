@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import click
@@ -12,6 +13,7 @@ import click
 from pyservecli.cli import main, workspace_option
 from pyservecli.errors import PyserveError
 from pyservecli.plan.fleet import MAX_REPLICAS
+from pyservecli.plan.spec import FIELDS, GROUPS, LaunchSpec, ServeLine
 from pyservecli.run.runtimes import RUNTIMES
 
 LAUNCH_EXAMPLES = """
@@ -28,91 +30,66 @@ Examples:
 """
 
 
+def _choices(declared) -> list[str]:
+    # A registry's names where the spec names one (plan/ cannot import run/'s registries).
+    return list(RUNTIMES) if declared == "container runtimes" else list(declared)
+
+
+def spec_option(name: str, decl: dict):
+    """The click option of one LaunchSpec field, from its declaration (plan/spec.py)."""
+    from dataclasses import MISSING
+
+    group = GROUPS[FIELDS[name][0]]
+    default = next(f for f in fields(group) if f.name == name)
+    default = None if default.default is MISSING else default.default
+    kind, flag = decl["kind"], decl["flag"]
+    kw = {"help": decl["help"]}
+    for key in ("metavar", "show_default"):
+        if key in decl:
+            kw[key] = decl[key]
+    if kind == "argument":
+        return click.argument(name, required=False)
+    if kind == "args":
+        return click.argument(name, nargs=-1, type=click.UNPROCESSED)
+    if kind == "workspace":
+        return workspace_option
+    types = {"int": int, "float": float,
+             "path": click.Path(dir_okay=False, path_type=Path),
+             "dir": click.Path(file_okay=False, path_type=Path)}
+    if kind in types:
+        return click.option(flag, name, type=types[kind], default=default, **kw)
+    if kind == "flag":
+        return click.option(flag, name, is_flag=True, **kw)
+    if kind == "negated_flag":
+        return click.option(flag, name, flag_value=not default, default=default, **kw)
+    if kind == "bool_pair":
+        return click.option(f"{flag}/--no-{flag[2:]}", name, default=None, **kw)
+    if kind == "choice":
+        return click.option(flag, name, type=click.Choice(_choices(decl["choices"])),
+                            default=default, **kw)
+    if kind in ("pairs", "multiple", "serve"):
+        return click.option(flag, name, multiple=True, **kw)
+    if kind == "optional_value":
+        return click.option(flag, name, is_flag=False, flag_value="", default=None, **kw)
+    return click.option(flag, name, default=default, **kw)  # str, command
+
+
+def launch_options(func):
+    """Every LaunchSpec field as the command's option (MODEL first, vLLM's arguments last)."""
+    for name, (_group, decl) in reversed(FIELDS.items()):
+        func = spec_option(name, decl)(func)
+    return func
+
+
 @main.command(
     context_settings={"ignore_unknown_options": True, "allow_interspersed_args": True},
     epilog=LAUNCH_EXAMPLES,
 )
-@click.argument("model", required=False)
-@click.option("--tp", type=int, help="Tensor-parallel size (also -tp / --tensor-parallel-size).")
-@click.option("--pp", type=int, help="Pipeline-parallel size; selects the mp backend.")
-@click.option("--dp", type=int, help="Data-parallel size [default: all GPUs / (TP x PP)].")
-@click.option("--ep/--no-ep", default=None, help="Expert parallelism (EP = DP x TP).")
-@click.option("--backend", type=click.Choice(["single", "rpc", "mp", "ray"]),
-              help="How ranks are started across nodes [default: from the topology].")
-@click.option("--port", type=int, default=8000, show_default=True, help="API server port.")
-@click.option("--nodelist", help="Plan for these hosts (SLURM hostlist syntax) instead of the "
-              "allocation's.")
-@click.option("--gpus-per-node", type=int, help="Override GPU detection.")
-@click.option("--gpu-memory", metavar="GIB", help="Memory per GPU to size the model for (80, "
-              "141GiB) [default: nvidia-smi, else SLURM's GPU type, else 80 assumed].")
-@click.option("--env", "env_pairs", multiple=True, metavar="KEY=VALUE",
-              help="Environment variable for every node (repeatable); {node_rank} in VALUE "
-              "becomes each node's rank.")
-@click.option("--api-key-file", type=click.Path(dir_okay=False, path_type=Path),
-              help="File holding the API key; it reaches vLLM as VLLM_API_KEY, never in argv.")
-@click.option("--ready-timeout", type=float, default=1800.0, show_default=True,
-              help="Seconds to wait for READY.")
-@click.option("--then", "then_cmd", metavar="COMMAND",
-              help="Run COMMAND once READY (env: PYSERVE_ENDPOINT, PYSERVE_BASE_URL, "
-              "PYSERVE_MODEL, PYSERVE_WORKSPACE), then stop the server and exit with its "
-              "status.")
-@click.option("--nsys", is_flag=True, help="Run each node's `vllm serve` under `nsys profile` "
-              "(capture range: cudaProfilerApi); one report per node in WORKSPACE/nsys.")
-@click.option("--profile", "profile_dir", is_flag=False, flag_value="", default=None,
-              metavar="[DIR]", help="vLLM's torch profiler, traces into DIR [default: "
-              "WORKSPACE/profiles]; capture with `pyserve bench --profile`.")
-@click.option("--image", metavar="TARBALL|REF|FILE", help="Run every node's server in this "
-              "image: a `docker save` tarball (loaded or converted where missing), a registry "
-              "reference, or a file the runtime runs as is (apptainer .sif, enroot .sqsh).")
-@click.option("--runtime", type=click.Choice(list(RUNTIMES)), default=None,
-              help="With --image: the container runtime [default: docker]; pyxis runs the "
-              "srun step itself in the container (needs an allocation).")
-@click.option("--container-mount", "container_mounts", multiple=True, metavar="DIR[:DEST]",
-              help="Extra bind mount for --image (repeatable); the workspace and a local model "
-              "directory are mounted already.")
-@click.option("--force", is_flag=True, help="With --image: reload the image even if present "
-              "(only a pyserve-labelled image is replaced).")
-@click.option("--privileged", is_flag=True, help="With --image: run privileged containers "
-              "(off by default; GPUs and EFA/IB devices are passed through without it).")
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Base of vLLM's compile caches, one per vLLM version and GPU type, shared "
-              "by every node and later launch [default: WORKSPACE/cache].")
-@click.option("--no-cache", "no_cache", is_flag=True,
-              help="Leave vLLM's compile cache where vLLM puts it (each node's home).")
-@click.option("--replicas", type=int, help="Serve N independent replicas over equal shares of "
-              "the allocation behind vllm-router on --port (each replica: the usual topology "
-              "of its share).")
-@click.option("--router-policy", default="round_robin", show_default=True,
-              type=click.Choice(["round_robin", "power_of_two", "cache_aware", "random",
-                                 "consistent_hash"]),
-              help="With a fleet (--replicas, --serve, --prefill/--decode): how the router "
-              "picks a server among those of the requested model (and role).")
-@click.option("--router-host", metavar="ADDRESS", help="With a fleet: the interface of the "
-              "public port [default: every interface]; the router's management API is on "
-              "127.0.0.1 only, whatever this says.")
-@click.option("--restart", is_flag=True, help="With --replicas, --serve or --prefill/--decode: "
-              "restart a server that dies, at most 3 times (it is taken out of rotation "
-              "either way).")
-@click.option("--serve", "serve_lines", multiple=True, metavar="'MODEL [OPTIONS]'",
-              help="Several models behind one router endpoint, one --serve each (instead of "
-              "MODEL): its --tp/--pp/--dp/--ep, --replicas N, --gpus N (its share; default "
-              "equal), --env and vLLM flags.")
-@click.option("--prefill", type=int, metavar="N", help="Disaggregated serving: N prefill "
-              "servers (with --decode M), KV cache moved over NIXL, the router in P/D mode.")
-@click.option("--decode", type=int, metavar="M", help="With --prefill: M decode servers.")
-@click.option("--prefill-tp", type=int, help="TP of each prefill server [default: an equal "
-              "share of the allocation, topology as usual].")
-@click.option("--decode-tp", type=int, help="TP of each decode server.")
+@launch_options
 @click.option("--dry-run", is_flag=True, help="Print the plan; launch nothing.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True, help="Dry-run output format.")
-@workspace_option
-@click.argument("vllm_args", nargs=-1, type=click.UNPROCESSED)
-def launch(model, tp, pp, dp, ep, backend, port, nodelist, gpus_per_node, gpu_memory, env_pairs,
-           api_key_file, ready_timeout, then_cmd, nsys, profile_dir, image, runtime,
-           container_mounts,
-           force, privileged, cache_dir, no_cache, replicas, router_policy, router_host, restart,
-           serve_lines, prefill, decode, prefill_tp, decode_tp, dry_run, fmt, workspace, vllm_args):
+def launch(dry_run, fmt, **params):
     """Launch `vllm serve` for MODEL across the allocation and wait until it is READY.
 
     Arguments pyserve does not know are passed to `vllm serve` unchanged. READY means /health
@@ -121,37 +98,28 @@ def launch(model, tp, pp, dp, ep, backend, port, nodelist, gpus_per_node, gpu_me
     """
     from pyservecli import api
 
-    if serve_lines and model and model.startswith("-"):
+    model = params["model"]
+    if params["serve"] and model and model.startswith("-"):
         # No MODEL with --serve: the first vLLM flag (for every model) landed in its place.
-        model, vllm_args = None, (model, *vllm_args)
-    if bool(model) == bool(serve_lines):
+        params.update(model=None, vllm_args=(model, *params["vllm_args"]))
+    if bool(params["model"]) == bool(params["serve"]):
         raise PyserveError("give MODEL, or one --serve line per model (not both)")
-    settings = launch_settings(
-        model=model, tp=tp, pp=pp, dp=dp, ep=ep, backend=backend, port=port, nodelist=nodelist,
-        gpus_per_node=gpus_per_node, gpu_memory=gpu_memory, env_pairs=env_pairs,
-        api_key_file=api_key_file,
-        ready_timeout=ready_timeout, then_cmd=then_cmd, nsys=nsys, profile_dir=profile_dir,
-        image=image, runtime=runtime, container_mounts=container_mounts, force=force,
-        privileged=privileged,
-        cache_dir=cache_dir, no_cache=no_cache, replicas=replicas, router_policy=router_policy,
-        router_host=router_host, restart=restart, workspace=workspace, vllm_args=vllm_args,
-        serve=[parse_serve_line(line) for line in serve_lines] or None, prefill=prefill,
-        decode=decode, prefill_tp=prefill_tp, decode_tp=decode_tp)
+    spec = spec_from_params(params)
     if dry_run:
-        prepared = api.prepare_launch(dry_run=True, **settings)
+        prepared = api.prepare_launch(spec=spec, dry_run=True)
         if fmt == "json":
             click.echo(prepared.plan.to_json())
         elif prepared.is_fleet:
             click.echo(describe_fleet(prepared.plan))
         else:
             click.echo(describe_plan(prepared.plan))
-        spec = prepared.container
-        if spec is not None and fmt == "text":
-            source = spec.tarball or spec.image_file
-            click.echo(f"image {spec.tag}" + (f" (from {source})" if source else "") +
-                       f", runtime {spec.runtime}")
+        container = prepared.container
+        if container is not None and fmt == "text":
+            source = container.tarball or container.image_file
+            click.echo(f"image {container.tag}" + (f" (from {source})" if source else "") +
+                       f", runtime {container.runtime}")
         return
-    sys.exit(api.launch(**settings))
+    sys.exit(api.launch(spec=spec))
 
 
 def _then_argv(then_cmd: str | None) -> list[str] | None:
@@ -166,14 +134,13 @@ def _then_argv(then_cmd: str | None) -> list[str] | None:
     return argv
 
 
-def launch_settings(*, env_pairs, then_cmd, no_cache=False, **params) -> dict:
-    """``api.prepare_launch`` settings from the launch command's parameters (also how
-    ``pyserve sweep --serve '...'`` reads its launch lines)."""
-    return {**params, "vllm_args": list(params.get("vllm_args", ())),
-            "env": parse_env_pairs(env_pairs),
-            "compile_cache": not no_cache,
-            "then": _then_argv(then_cmd),
-            "container_mounts": list(params.get("container_mounts", ()))}
+def spec_from_params(params: dict) -> LaunchSpec:
+    """The LaunchSpec of the launch command's parameters (also how ``pyserve sweep --serve
+    '...'`` reads its launch lines): the command-line forms (KEY=VALUE pairs, a --then string,
+    --serve lines) become the spec's."""
+    return LaunchSpec.from_settings(**{
+        **params, "env": parse_env_pairs(params["env"]), "then": _then_argv(params["then"]),
+        "serve": [parse_serve_line(line) for line in params["serve"]]})
 
 
 def parse_env_pairs(env_pairs) -> dict[str, str]:
@@ -187,14 +154,9 @@ def parse_env_pairs(env_pairs) -> dict[str, str]:
     return env
 
 
-# What a --serve line may set: its model and how that model is served. The rest (ports,
-# allocation, workspace, key, image) is the launch's, given once outside the lines.
-SERVE_LINE_KEYS = ("model", "tp", "pp", "dp", "ep", "backend", "env_pairs", "vllm_args")
-
-
-def parse_serve_line(line: str) -> dict:
-    """One ``--serve 'MODEL [OPTIONS]'`` line: ``{"model", "tp", ..., "replicas", "gpus",
-    "env", "vllm_args"}`` for ``api.prepare_launch(serve=[...])``."""
+def parse_serve_line(line: str) -> ServeLine:
+    """One ``--serve 'MODEL [OPTIONS]'`` line: its model and how that model is served
+    (``serve_line`` fields of the spec, --replicas, --gpus); anything else is the launch's."""
     try:
         tokens = shlex.split(line)
     except ValueError as exc:  # an unbalanced quote
@@ -222,17 +184,20 @@ def parse_serve_line(line: str) -> dict:
         raise PyserveError(f"--serve {line!r}: the line starts with the model")
     # Anything a bare "MODEL" line would not set is the launch's.
     defaults = launch.make_context("launch", [ctx.params["model"]]).params
+    per_model = [name for name, (_g, decl) in FIELDS.items() if decl.get("serve_line")]
     for key, value in ctx.params.items():
-        if key not in SERVE_LINE_KEYS and value != defaults.get(key):
-            raise PyserveError(f"--serve {line!r}: --{key.replace('_', '-')} belongs outside "
-                               "the --serve lines (it is the launch's)")
-    return {**{k: ctx.params[k] for k in ("model", "tp", "pp", "dp", "ep", "backend")},
-            "env": parse_env_pairs(ctx.params["env_pairs"]),
-            "vllm_args": list(ctx.params["vllm_args"]), **extra}
+        if key not in (*per_model, "model") and value != defaults.get(key):
+            flag = FIELDS[key][1]["flag"] if key in FIELDS else f"--{key.replace('_', '-')}"
+            raise PyserveError(f"--serve {line!r}: {flag} belongs outside the --serve lines "
+                               "(it is the launch's)")
+    return ServeLine(model=ctx.params["model"], **{
+        name: ctx.params[name] for name in per_model if name not in ("env", "vllm_args")},
+        env=parse_env_pairs(ctx.params["env"]), vllm_args=tuple(ctx.params["vllm_args"]),
+        **extra)
 
 
-def parse_launch_line(line: str) -> dict:
-    """``api.prepare_launch`` settings from a ``pyserve launch`` argument string such as
+def parse_launch_line(line: str) -> LaunchSpec:
+    """The LaunchSpec of a ``pyserve launch`` argument string such as
     "Qwen/Qwen3-8B --tp 2 --max-model-len 4096" (pyserve sweep --serve)."""
     try:
         ctx = launch.make_context("launch", shlex.split(line))
@@ -243,9 +208,7 @@ def parse_launch_line(line: str) -> dict:
     params = dict(ctx.params)
     for unused in ("dry_run", "fmt"):
         params.pop(unused)
-    lines = params.pop("serve_lines")
-    params["serve"] = [parse_serve_line(line) for line in lines] or None
-    return launch_settings(**params)
+    return spec_from_params(params)
 
 
 def describe_plan(plan) -> str:
