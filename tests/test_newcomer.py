@@ -60,8 +60,14 @@ def readme_commands() -> list[str]:
 
 def command_of(argv: list[str]) -> tuple[click.Command, list[str]]:
     """The click command a pyserve argv names, and the arguments left for it."""
-    command, rest = main, argv
-    while isinstance(command, click.Group) and rest and rest[0] in command.commands:
+    command, rest = main, list(argv)
+    while isinstance(command, click.Group) and rest:
+        # A group's own options come before its subcommand (`pyserve image --runtime podman ls`).
+        options = {opt: p for p in command.params for opt in p.opts}
+        while rest and rest[0] in options:
+            rest = rest[1 if options[rest[0]].is_flag else 2:]
+        if not rest or rest[0] not in command.commands:
+            break
         command, rest = command.commands[rest[0]], rest[1:]
     return command, rest
 
