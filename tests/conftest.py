@@ -81,6 +81,17 @@ def light_pyserve():
     return run
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _own_engine_mark(tmp_path_factory):
+    """Engines this pytest starts carry its temporary base directory in their environment (see
+    tests/engine.py:engine_leftovers)."""
+    from . import engine
+
+    engine.OWN_MARK = str(tmp_path_factory.getbasetemp())
+    yield
+    engine.OWN_MARK = None
+
+
 @pytest.fixture(autouse=True)
 def _foreign_engines():
     """The vLLM engine processes already running when a test starts are not its own (see

@@ -143,17 +143,33 @@ def read_record(workspace: Path) -> dict:
 # vLLM engine processes that ran before the current test started (another user's server on a
 # shared machine, say): never counted as this test's leftovers (tests/conftest.py fills it).
 FOREIGN_ENGINES: set[int] = set()
+# This pytest process's temporary base directory (tests/conftest.py sets it): every engine a
+# test starts runs with it in its environment (cpu_engine_env's TMPDIR and VLLM_CACHE_ROOT),
+# so an engine started during the test by someone else (another suite beside this one) is told
+# apart from this test's own.
+OWN_MARK: str | None = None
 
 
 def renamed_engines() -> set[int]:
     return {pid for pid, cmd in processes_mentioning("VLLM::") if cmd.startswith("VLLM::")}
 
 
+def started_here(pid: int) -> bool:
+    """Whether process ``pid`` runs with this pytest's temporary directory in its environment
+    (without a mark set, every process counts)."""
+    if OWN_MARK is None:
+        return True
+    try:
+        return OWN_MARK.encode() in Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:  # gone, or another user's
+        return False
+
+
 def engine_leftovers(model: Path) -> list[tuple[int, str]]:
     """Processes of a served model still alive: those naming it, and vLLM's engine processes,
-    which rename themselves (VLLM::EngineCore...) and so no longer name it. Tests run one
-    server at a time, so such a process that was not there when the test began is a leftover
-    of it; one that was is someone else's."""
+    which rename themselves (VLLM::EngineCore...) and so no longer name it: those not running
+    when the test began and started from this pytest's environment are its leftovers; the
+    others are someone else's."""
     renamed = [(pid, cmd) for pid, cmd in processes_mentioning("VLLM::")
-               if cmd.startswith("VLLM::") and pid not in FOREIGN_ENGINES]
+               if cmd.startswith("VLLM::") and pid not in FOREIGN_ENGINES and started_here(pid)]
     return processes_mentioning(str(model)) + renamed

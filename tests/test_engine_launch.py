@@ -5,6 +5,7 @@ One server at a time (about 3 GB and 45 s each on two cores).
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -12,6 +13,7 @@ import sys
 import time
 
 import pytest
+import requests
 
 from pyservecli.models.dummy import create_model_dir
 
@@ -21,6 +23,7 @@ from .engine import (
     cpu_engine_env,
     engine_leftovers,
     free_port,
+    must_have,
     processes_mentioning,
     read_record,
     require_engine,
@@ -73,6 +76,12 @@ def test_launch_ready_health_status_and_clean_stop(tiny_model, work):
         status = pyserve("status", "--workspace", str(work / "ws"), "--format", "json")
         info = json.loads(status.stdout)
         assert (info["state"], info["answering"]) == ("ready", True)
+
+        # A real Prometheus finds the server through the launch's file_sd list and scrapes
+        # vLLM's metrics, labelled with the launch and the role.
+        scraped = prometheus_scrape(work, work / "ws" / "prometheus")
+        assert scraped["up"] == [("server", record["launch_id"], "1")]
+        assert scraped["vllm_series"] > 0
     finally:
         server.terminate()
         code = server.wait(timeout=120)
@@ -82,6 +91,50 @@ def test_launch_ready_health_status_and_clean_stop(tiny_model, work):
     record = read_record(work / "ws")
     assert record["state"] == "stopped"
     assert log.exists()  # logs stay after the stop
+    assert list((work / "ws" / "prometheus").iterdir()) == []  # nothing left to scrape
+
+
+def prometheus_scrape(work, sd_dir, timeout: float = 90.0) -> dict:
+    """Run Debian's prometheus with a file_sd job on ``sd_dir``/*.json until it has scraped a
+    target: {"up": [(role, launch, value)], "vllm_series": count of vllm:* series scraped}."""
+    binary = shutil.which("prometheus")
+    if binary is None:
+        if must_have():
+            pytest.fail("prometheus is not installed (scripts/install-system-deps.sh does it)")
+        pytest.skip("prometheus not installed")
+    port = free_port()
+    config = work / "prometheus.yml"
+    config.write_text(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+        "scrape_configs:\n  - job_name: pyserve\n    file_sd_configs:\n"
+        f"      - files: ['{sd_dir}/*.json']\n        refresh_interval: 1s\n")
+    log = open(work / "prometheus.log", "w")
+    proc = subprocess.Popen([binary, f"--config.file={config}",
+                             f"--storage.tsdb.path={work / 'tsdb'}",
+                             f"--web.listen-address=127.0.0.1:{port}"],
+                            stdout=log, stderr=subprocess.STDOUT)
+    api = f"http://127.0.0.1:{port}/api/v1/query"
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            time.sleep(1)
+            try:
+                up = requests.get(api, params={"query": "up"}, timeout=5).json()["data"]["result"]
+                series = requests.get(api, params={"query": 'count({__name__=~"vllm:.*", '
+                                                   'pyserve_role="server"})'},
+                                      timeout=5).json()["data"]["result"]
+            except (requests.RequestException, ValueError, KeyError):
+                continue
+            if up and series:
+                return {"up": [(r["metric"].get("pyserve_role"), r["metric"].get(
+                    "pyserve_launch"), r["value"][1]) for r in up],
+                        "vllm_series": int(series[0]["value"][1])}
+        raise AssertionError("prometheus scraped nothing in time: "
+                             + (work / "prometheus.log").read_text()[-2000:])
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
 
 
 def test_then_command_runs_against_the_live_server_and_sets_the_exit_status(tiny_model, work):

@@ -208,3 +208,41 @@ def test_a_replica_that_keeps_dying_is_restarted_three_times_then_left_dead(tmp_
     assert said.count("replica 1 restarted and back in rotation") == 3, said
     assert "replica 1 died 4 times; not restarted again" in said, said
 
+
+
+def test_prometheus_targets_follow_the_fleet_serving_servers_only(tmp_path):
+    """WORKSPACE/prometheus/FLEET.json (Prometheus file_sd) lists each serving server with its
+    role and the router's loopback exporter; a dead server leaves the list, and the file goes
+    when the fleet stops (nothing dead is scraped)."""
+    proc, _model, _base = start_fleet(tmp_path, "--replicas", "2")
+    try:
+        fleet_id = record(tmp_path)["launch_id"]
+        targets = tmp_path / "ws" / "prometheus" / f"{fleet_id}.json"
+        urls = [r["url"] for r in record(tmp_path)["roles"]["replicas"]]
+        groups = json.loads(targets.read_text())
+        servers = [g for g in groups if g["labels"]["pyserve_role"] == "replica"]
+        assert sorted(g["targets"][0] for g in servers) == sorted(
+            u.removeprefix("http://") for u in urls)
+        router = [g for g in groups if g["labels"]["pyserve_role"] == "router"]
+        metrics_port = record(tmp_path)["roles"]["router"]["metrics_port"]
+        assert [g["targets"] for g in router] == [[f"127.0.0.1:{metrics_port}"]]
+        assert router[0]["labels"]["pyserve_scope"] == "local"
+        assert all(g["labels"]["__metrics_path__"] == "/metrics" and
+                   g["labels"]["pyserve_launch"] == fleet_id for g in groups)
+        assert targets.stat().st_mode & 0o777 == 0o644  # for the site's Prometheus user
+
+        kill_server_on(urls[1])
+
+        def one_server_left():
+            listed = json.loads(targets.read_text())
+            return [g["targets"][0] for g in listed
+                    if g["labels"]["pyserve_role"] == "replica"] == [
+                urls[0].removeprefix("http://")]
+
+        wait_for(one_server_left, 30, "the dead server to leave the scrape targets")
+        stopped = run_pyserve("stop", "--workspace", str(tmp_path / "ws"))
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+        assert proc.wait(timeout=60) == 0
+    finally:
+        stop(proc)
+    assert not targets.exists()

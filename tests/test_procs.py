@@ -112,30 +112,39 @@ def test_entrypoint_reaper_stops_renamed_processes_of_its_own_session(tmp_path):
 
 def test_the_leftover_check_ignores_a_foreign_engine_and_catches_its_own(tmp_path):
     """#28: engine_leftovers counted every VLLM:: process on the machine, so another user's
-    server failed the test and a real leftover could not be told from it."""
+    server failed the test and a real leftover could not be told from it. Foreign: one running
+    before the test began, and one another suite starts during the test (seen when a CI run
+    and a developer's run shared the machine); own: one started with this run's environment."""
+    import os
     import subprocess
 
-    from .engine import FOREIGN_ENGINES, engine_leftovers, renamed_engines
+    from . import engine as engine_mod
+    from .engine import FOREIGN_ENGINES, cpu_engine_env, engine_leftovers, renamed_engines
 
-    def engine(name):  # a process that renamed itself as vLLM's engine processes do
-        return subprocess.Popen(["bash", "-c", f"exec -a VLLM::{name} sleep 60"])
+    def engine(name, env=None):  # a process that renamed itself as vLLM's engine processes do
+        return subprocess.Popen(["bash", "-c", f"exec -a VLLM::{name} sleep 60"], env=env)
 
-    foreign = engine("ForeignCore")
-    try:
+    def seen(process):
         deadline = time.monotonic() + 10
-        while foreign.pid not in renamed_engines() and time.monotonic() < deadline:
+        while process.pid not in renamed_engines() and time.monotonic() < deadline:
             time.sleep(0.05)
+
+    assert engine_mod.OWN_MARK and str(tmp_path).startswith(engine_mod.OWN_MARK)
+    foreign = engine("ForeignCore")
+    other_suite = None
+    own = None
+    try:
+        seen(foreign)
         FOREIGN_ENGINES.update(renamed_engines())  # as when a test begins
         assert engine_leftovers(tmp_path / "m") == []
-        own = engine("EngineCore")
-        try:
-            deadline = time.monotonic() + 10
-            while not engine_leftovers(tmp_path / "m") and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert [pid for pid, _ in engine_leftovers(tmp_path / "m")] == [own.pid]
-        finally:
-            own.kill()
-            own.wait()
+        other_env = {**os.environ, "TMPDIR": "/tmp/pytest-of-someone/pytest-9/x"}
+        other_suite = engine("OtherSuiteCore", other_env)
+        own = engine("EngineCore", cpu_engine_env(tmp_path / "work"))
+        seen(other_suite)
+        seen(own)
+        assert [pid for pid, _ in engine_leftovers(tmp_path / "m")] == [own.pid]
     finally:
-        foreign.kill()
-        foreign.wait()
+        for process in (own, other_suite, foreign):
+            if process is not None:
+                process.kill()
+                process.wait()

@@ -36,6 +36,7 @@ from pyservecli.run.launcher import (
     supervise,
     tail,
 )
+from pyservecli.run.prometheus import remove_targets, sd_path, target_group, write_targets
 from pyservecli.run.readiness import auth_headers, probe_ready
 
 Say = Callable[[str], None]
@@ -157,6 +158,26 @@ class Fleet(Runner):
         text = json.dumps(record, indent=2) + "\n"
         write_private(self.record_path, text)
         write_private(self.options.workspace / "latest.json", text)
+        self.write_scrape_targets(state)
+
+    def write_scrape_targets(self, state: str) -> None:
+        """Prometheus' file_sd list: the servers serving now and the router; none once the
+        fleet has ended (run/prometheus)."""
+        path = sd_path(self.options.workspace, self.fleet_id)
+        if state in ("stopped", "failed", "finished"):
+            remove_targets(path)
+            return
+        host = socket.gethostname()
+        groups = [target_group(r.url.removeprefix("http://"), launch_id=self.fleet_id,
+                               role=self.plan.role(r.index), model=r.plan.served_model_name,
+                               host=r.plan.head_host)
+                  for r in self.replicas if r.state == "serving"]
+        if self.router is not None:
+            groups.append(target_group(f"127.0.0.1:{self.plan.router.metrics_port}",
+                                       launch_id=self.fleet_id, role="router",
+                                       model=",".join(self.plan.models), host=host,
+                                       scope="local"))
+        write_targets(path, groups)
 
     # -- phases ----------------------------------------------------------------------------
     def _new_launch(self, replica: Replica, attempt: int) -> Launch:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from pyservecli.errors import PyserveError
 from pyservecli.plan.backends import get_backend
+from pyservecli.plan.fleet import worker_url
 from pyservecli.plan.launch import LaunchPlan
 from pyservecli.plan.ports import job_window
 from pyservecli.run.jobfiles import (
@@ -31,6 +32,7 @@ from pyservecli.run.jobfiles import (
     write_record,
 )
 from pyservecli.run.procs import NodeProcess, srun_per_node, start_local, start_srun
+from pyservecli.run.prometheus import remove_targets, sd_path, target_group, write_targets
 from pyservecli.run.readiness import (
     API_STARTING,
     LogFollower,
@@ -437,8 +439,18 @@ class Launch(Runner):
             self.say(f"pyserve: compile cache {'/'.join(sorted(cache))}")
         write_record(self.plan, self.files, self.options, state="ready",
                      ready_at=time.time(), startup=self.startup, **self.times)
+        if self.options.workspace_record:  # a fleet's servers are listed in the fleet's file
+            write_targets(self.targets_file, [target_group(
+                worker_url(self.plan).removeprefix("http://"), launch_id=self.plan.launch_id,
+                role="server", model=self.plan.served_model_name, host=self.plan.head_host)])
+
+    @property
+    def targets_file(self) -> Path:
+        """Prometheus' file_sd list of this launch while it serves (run/prometheus)."""
+        return sd_path(self.options.workspace, self.plan.launch_id)
 
     def shut_down(self, state: str, code: int) -> None:
+        remove_targets(self.targets_file)  # nothing to scrape from here on
         try:
             self.stop()
         finally:
