@@ -383,6 +383,18 @@ def launch_argv(model: str | None = None, **settings) -> list[str]:
     return LaunchSpec.from_settings(model=model, **settings).to_argv()
 
 
+def top(workspace: str | Path | None = None, launch: str | None = None):
+    """``pyserve top``: a ``run.top.Top`` over the launch (the workspace's latest, or the id
+    ``launch``); each ``.snapshot()`` reads every server, the router and the GPU telemetry
+    again (rates are per second since the previous snapshot)."""
+    from pyservecli.run.status import find_record
+    from pyservecli.run.top import Top
+
+    ws = _workspace(workspace)
+    find_record(ws, launch)  # a missing launch is refused now, not at the first snapshot
+    return Top(ws, launch)
+
+
 def health(base_url: str, *, model: str | None = None, api_key: str | None = None,
            timeout: float = DEFAULT_TIMEOUT_S, only: Sequence[str] | None = None):
     """``pyserve health``: the list of ``CheckResult`` (``.name``, ``.passed``, ``.detail``)."""

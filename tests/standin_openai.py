@@ -55,6 +55,9 @@ def make_handler(faults: set[str], api_key: str | None, models: list[str] | None
     """``models``: serve these names and list them as vllm-router's gateway mode does
     (``{"models": [...]}``); default: MODEL, in OpenAI's list."""
     counter = [0]
+    # What vLLM's /metrics would say (its names): tokens served so far, requests in flight.
+    served = {"prompt": 0, "generation": 0, "running": 0}
+    served_lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *_args):  # quiet
@@ -77,6 +80,23 @@ def make_handler(faults: set[str], api_key: str | None, models: list[str] | None
         def do_GET(self):
             if self.path == "/health":
                 return self._send(200, {})
+            if self.path == "/metrics":  # unauthenticated, as vLLM's
+                with served_lock:
+                    text = (f'vllm:num_requests_running{{model_name="{MODEL}"}} '
+                            f'{served["running"]}\n'
+                            f'vllm:num_requests_waiting{{model_name="{MODEL}"}} 0\n'
+                            f'vllm:kv_cache_usage_perc{{model_name="{MODEL}"}} 0.25\n'
+                            f'vllm:num_preemptions_total{{model_name="{MODEL}"}} 0\n'
+                            f'vllm:prompt_tokens_total{{model_name="{MODEL}"}} '
+                            f'{served["prompt"]}\n'
+                            f'vllm:generation_tokens_total{{model_name="{MODEL}"}} '
+                            f'{served["generation"]}\n').encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(text)))
+                self.end_headers()
+                self.wfile.write(text)
+                return None
             if not self._authorised():
                 return None
             if self.path == "/v1/models":
@@ -92,7 +112,15 @@ def make_handler(faults: set[str], api_key: str | None, models: list[str] | None
             if body.get("model") not in (models or [MODEL]):
                 return self._send(404, {"error": f"model {body.get('model')} not served"})
             if self.path == "/v1/completions":
-                return self._completions(body)
+                with served_lock:
+                    served["running"] += 1
+                try:
+                    return self._completions(body)
+                finally:
+                    with served_lock:
+                        served["running"] -= 1
+                        served["prompt"] += len(str(body.get("prompt", "")).split())
+                        served["generation"] += min(body.get("max_tokens", 16), 3)
             if self.path == "/v1/chat/completions":
                 return self._chat(body)
             return self._send(404, {"error": self.path})

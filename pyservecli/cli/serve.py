@@ -252,6 +252,102 @@ def describe_fleet(fleet) -> str:
     return "\n".join(lines)
 
 
+def render_top(snap: dict):
+    """The screen of `pyserve top`: one table of servers, the router's line, one of GPUs."""
+    from rich.console import Group
+    from rich.table import Table
+
+    def num(value, digits=0, scale=1.0):
+        return "-" if value is None else f"{value * scale:,.{digits}f}"
+
+    servers = Table(title=f"pyserve top: {snap['launch']} ({snap['state']}) "
+                          f"{snap['endpoint']}", title_justify="left")
+    for column in ("server", "model", "state", "router", "running", "waiting",
+                   "prompt tok/s", "gen tok/s", "KV %", "preempt", "deaths"):
+        servers.add_column(column, overflow="fold")
+    for row in snap["servers"]:
+        seen = row.get("router")
+        router = "-" if seen is None else (
+            ("healthy" if seen.get("healthy") else "unhealthy") +
+            (f", {seen['requests']} sent" if "requests" in seen else "") +
+            (f", circuit {seen['circuit']}" if seen.get("circuit", "closed") != "closed"
+             else ""))
+        state = row["state"] + ("" if row["answering"] else " (no metrics)")
+        # A local directory by its name (the path is in the record); a hub id as it is.
+        model = Path(row["model"]).name if row["model"].startswith(("/", ".")) else row["model"]
+        servers.add_row(row["label"], model, state, router, num(row.get("running")),
+                        num(row.get("waiting")), num(row.get("prompt_tok_s"), 1),
+                        num(row.get("generation_tok_s"), 1), num(row.get("kv_cache"), 1, 100),
+                        num(row.get("preemptions")), str(row["deaths"]))
+    parts = [servers]
+    router = snap.get("router")
+    if router is not None:
+        parts.append(f"router {router['url']}: " + (
+            f"{router.get('active_workers', '?')} servers in rotation, "
+            f"{router.get('requests', 0)} requests" if router["answering"] else
+            "not answering") + f", restarts {router['deaths']}")
+    if snap["gpus"]:
+        gpus = Table(title="GPUs", title_justify="left")
+        for column in ("node", "gpu", "util %", "memory MiB", "power W", "temp C"):
+            gpus.add_column(column)
+        for g in snap["gpus"]:
+            gpus.add_row(g["node"], str(g["index"]), num(g["util_pct"]),
+                         f"{num(g['memory_used_mib'])} / {num(g['memory_total_mib'])}",
+                         num(g["power_w"]), num(g["temp_c"]))
+        parts.append(gpus)
+    else:
+        parts.append("GPUs: no telemetry (CPU nodes, or no nvidia-smi)")
+    return Group(*parts)
+
+
+@main.command(epilog="""
+\b
+Examples:
+  pyserve top                                # the workspace's latest launch or fleet
+  pyserve top local-20261130-101500-4242-ab12cd --interval 5
+  pyserve top --once --format json | jq '.servers[].generation_tok_s'
+""")
+@click.argument("launch", required=False)
+@workspace_option
+@click.option("--interval", type=click.FloatRange(0.5, 60), default=2.0, show_default=True,
+              help="Seconds between two reads.")
+@click.option("--once", is_flag=True, help="One snapshot, then exit (rates need two reads: "
+              "it reads twice, --interval apart).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="json: the snapshot for scripts (with --once).")
+def top(launch, workspace, interval, once, fmt):
+    """A live view of a launch or fleet: per server its role, state, the router's view of it,
+    requests running and waiting, prompt and generation tokens/s, KV-cache use and
+    preemptions (vLLM's /metrics); per GPU utilisation, memory, power and temperature."""
+    import time
+
+    from pyservecli import api
+
+    if fmt == "json" and not once:
+        raise PyserveError("--format json goes with --once")
+    watcher = api.top(workspace, launch)
+    if once:
+        watcher.snapshot()
+        time.sleep(interval)
+        snap = watcher.snapshot()
+        if fmt == "json":
+            click.echo(json.dumps(snap, indent=2))
+        else:
+            from rich.console import Console
+
+            Console(width=None if sys.stdout.isatty() else 200).print(render_top(snap))
+        return
+    from rich.live import Live
+
+    try:
+        with Live(render_top(watcher.snapshot()), auto_refresh=False) as live:
+            while True:
+                time.sleep(interval)
+                live.update(render_top(watcher.snapshot()), refresh=True)
+    except KeyboardInterrupt:
+        pass
+
+
 @main.command(epilog="""
 \b
 Examples:

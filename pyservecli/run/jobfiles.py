@@ -120,6 +120,7 @@ def write_job_files(plan: LaunchPlan, options: LaunchOptions) -> JobFiles:
             stop_grace=int(options.stop_grace),
             api_key_file=api_key_file, exit_file=str(files.exit_file(node.host)),
             log_file=str(files.log(node.host)),
+            telemetry_file=str(files.log_dir / f"gpu-{node.host}.csv"),
             argv=node.argv, display=shjoin(node.argv), setup=setup, backend=backend.name,
             gloo_ifname=[python, "-m", "pyservecli.workers.gloo_ifname"],
             cache_base=str(options.cache_dir) if options.cache_dir else None,
