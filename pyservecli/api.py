@@ -777,7 +777,7 @@ def ranked_choice(facts, cluster, choice, serve_args: Sequence[str],
     """``pyserve launch MODEL`` with no parallel flag: the automatic rules' ``choice``, unless
     ``pyserve plan``'s ranking (the same figures, throughput at its default load) puts another
     one-server shape first; the decisions say which and why."""
-    from pyservecli.plan.auto import Choice, explain, measured_backing
+    from pyservecli.plan.auto import Choice, explain, overrules_rules
     from pyservecli.plan.estimate import Workload
 
     if choice.shape is None or facts.memory is None or cluster.gpus_per_node is None:
@@ -792,10 +792,7 @@ def ranked_choice(facts, cluster, choice, serve_args: Sequence[str],
         return Choice(choice.shape, choice.decisions,
                       choice.warnings + [f"{exc}; the automatic rules decide"], choice.fit)
     first = next((c for c in ranked if c.valid), None)
-    # Only a figure measured on this model overrules the rules: the bare estimator has been up
-    # to 1.4x wrong between two topologies of one MoE model.
-    if first is None or first.shape == choice.shape or not measured_backing(first) or not (
-            first.fit is None or first.fit.holds_one_sequence):
+    if not overrules_rules(first, choice.shape):
         return choice
     lines = explain(ranked, "throughput", choice.shape)[-1:]
     return Choice(first.shape, lines + [f"without that the rules would take "

@@ -20,7 +20,14 @@ import statistics
 import sys
 
 from pyservecli.bench.perfstore import figure_source, seed_points
-from pyservecli.plan.auto import Shape, candidates, choose, rank, with_figures
+from pyservecli.plan.auto import (
+    Shape,
+    candidates,
+    choose,
+    overrules_rules,
+    rank,
+    with_figures,
+)
 from pyservecli.plan.estimate import Workload
 from pyservecli.plan.gpus import GpuInfo, find_gpu
 from pyservecli.plan.modelconfig import ModelFacts
@@ -81,7 +88,9 @@ def main() -> int:
                   f"{cand.figure.note}")
         first = ranked[0].shape
         rank1 = measured.get((first.tp, first.pp, first.dp, first.ep))
-        auto = rules.shape or Shape(1, 1, args.gpus, False)
+        # What `pyserve launch MODEL` takes: the rules, unless the ranking overrules them.
+        auto = ranked[0].shape if overrules_rules(ranked[0], rules.shape) else (
+            rules.shape or Shape(1, 1, args.gpus, False))
         chosen = measured.get((auto.tp, auto.pp, auto.dp, auto.ep))
         scores.append({"model": name, "plan_rank1": first.label,
                        "plan_rank1_vs_best": None if rank1 is None else round(rank1 / best, 3),

@@ -208,8 +208,9 @@ def test_seed_ships_the_gpu_results_and_matches_docs_results(tmp_path):
     from pyservecli.bench.perfstore import find_model_config
 
     fresh, _skipped = import_dir(out, find_config=find_model_config)
-    # Every repeat is a row (3 per topology), never the median files or the warm-up points.
-    assert len(fresh) == 21 and {p.concurrency for p in fresh} == {128}
+    # Every repeat is a row (3 per topology; Qwen3-32B at TP 2 has 2), never the median files
+    # or the warm-up points: 7 MoE topologies and 4 dense ones.
+    assert len(fresh) == 7 * 3 + 4 * 3 - 1 and {p.concurrency for p in fresh} == {128}
     in_seed = {(p.shape, p.tp, p.dp, p.ep, p.concurrency, p.output_tok_s) for p in seed}
     assert all((p.shape, p.tp, p.dp, p.ep, p.concurrency, p.output_tok_s) in in_seed
                for p in fresh)
@@ -259,15 +260,17 @@ def test_plan_answers_from_the_store_and_labels_sources(tmp_path):
     sources = {c["figure"]["source"] for c in json.loads(other.stdout)["candidates"]
                if "figure" in c}
     assert sources == {"estimated"}
-    # Qwen3-14B (no seed points): the team's store measured TP 2 well above DP 2.
+    # A dense shape with no seed points (Qwen3-14B's, 36 layers instead of 40): the team's
+    # store measured TP 2 well above DP 2.
     db = tmp_path / "team.db"
-    shape = model_shape(builtin_config("qwen3-14b"))
+    config = {**builtin_config("qwen3-14b"), "num_hidden_layers": 36}
+    shape = model_shape(config)
     PerfStore(db).add([point(shape=shape.fingerprint, shape_json=json.dumps(
         shape.fields, sort_keys=True), model="qwen3-14b", tp=tp, dp=dp, output_tok_s=tok_s,
         result=f"/r/{tp}.json") for tp, dp, tok_s in ((2, 1, 7000.0), (1, 2, 5400.0))])
     dense = tmp_path / "qwen3-14b"
     dense.mkdir()
-    (dense / "config.json").write_text(json.dumps(builtin_config("qwen3-14b")))
+    (dense / "config.json").write_text(json.dumps(config))
     team = {"PYSERVE_PERF_DB": str(db)}  # a team's store, shared by the environment
     planned = json.loads(run_pyserve("plan", str(dense), *args[1:], "--format", "json",
                                      env=team).stdout)
@@ -388,3 +391,60 @@ def test_offline_runs_never_correct_served_figures():
     served = figure_source(None, shape, "H200", 2, "{}", 2, model_memory(QWEN3_8B), H200,
                            points=[point(concurrency=64)])
     assert served(Shape(1, 1, 2, False), Workload(1024, 256, 128)).correction is not None
+
+
+def test_resolution_comes_from_the_stores_pairs_of_topologies_and_repeats_tell_apart():
+    """#24 out of sample (Qwen3-32B, 2x H200): the estimator ordered TP 2 above DP 2 right, but
+    the constant 15 % resolution let the simpler DP 2 win. The resolution is now the largest
+    error the estimator made between two topologies of one model in the store (capped at the
+    constant), and measured figures with repeats are told apart by whether their runs overlap."""
+    from pyservecli.plan.auto import Candidate, Shape, overrules_rules, rank
+    from pyservecli.plan.estimate import Estimate, Workload
+    from pyservecli.plan.perfmodel import ESTIMATED, MEASURED, Figure, figure, topology_spread
+
+    def estimate_of(p):  # a stand-in estimator: 10,000 tok/s for every topology
+        return Estimate(output_tok_s=10000.0, ttft_ms=1000.0, tpot_ms=10.0, gpus=2)
+
+    # Model A: two topologies measured 9,700 and 9,200 (ratios 0.97, 0.92: 5.4 % apart);
+    # model B: 9,900 and 9,800 (1.0 %). Another workload of A does not pair with these.
+    pool = [point(shape="a", tp=1, dp=2, output_tok_s=9700.0),
+            point(shape="a", tp=2, dp=1, output_tok_s=9200.0),
+            point(shape="b", tp=1, dp=2, output_tok_s=9900.0),
+            point(shape="b", tp=2, dp=1, output_tok_s=9800.0),
+            point(shape="a", tp=2, dp=1, concurrency=64, output_tok_s=5000.0)]
+    assert round(topology_spread(pool, estimate_of), 4) == round(0.97 / 0.92 - 1, 4)
+    assert topology_spread(pool[:1] + pool[2:3], estimate_of) is None  # no pair: no evidence
+    est = Estimate(output_tok_s=2600.0, ttft_ms=1000.0, tpot_ms=40.0, gpus=2)
+    fig = figure(Shape(2, 1, 1, False), Workload(1024, 256, 128), est, [], estimate_of,
+                 family_points=pool, family="dense")
+    assert fig.source == ESTIMATED and abs(fig.resolution - 0.0543) < 0.001
+    assert fig.evidence_backed and not fig.own
+    wide = [point(shape="c", tp=1, dp=2, output_tok_s=9000.0),
+            point(shape="c", tp=2, dp=1, output_tok_s=5000.0)]  # 80 % apart: capped
+    capped = figure(Shape(2, 1, 1, False), Workload(1024, 256, 128), est, [], estimate_of,
+                    family_points=wide, family="dense")
+    assert capped.resolution == 0.15 and not capped.evidence_backed
+
+    def cand(shape, tok_s, source=ESTIMATED, runs=(), spread=None):
+        value = Estimate(output_tok_s=tok_s, ttft_ms=1000.0, tpot_ms=40.0, gpus=2)
+        return Candidate(shape=shape, topology=object(), fit=None, estimate=value,
+                         figure=Figure(tok_s, 1000.0, 40.0, None, None, source,
+                                       "x0.99 from 9 measured points of shapes of this family"
+                                       if source == ESTIMATED else "3 runs",
+                                       family="dense", spread=spread, runs=runs,
+                                       own=source == MEASURED))
+
+    dp2, tp2 = Shape(1, 1, 2, False), Shape(2, 1, 1, False)
+    # Estimates 5.5 % apart: told apart at 5.4 % (the store's evidence), tied at 15 %.
+    by_evidence = rank([cand(dp2, 2493.0, spread=0.054), cand(tp2, 2638.0, spread=0.054)],
+                       "throughput", preferred=dp2)
+    assert by_evidence[0].shape == tp2 and overrules_rules(by_evidence[0], dp2)
+    no_evidence = rank([cand(dp2, 2493.0), cand(tp2, 2638.0)], "throughput", preferred=dp2)
+    assert no_evidence[0].shape == dp2 and not overrules_rules(no_evidence[1], dp2)
+    # Measured, 5.0 % apart: repeats that do not overlap decide; overlapping ones tie.
+    apart = rank([cand(dp2, 2573.0, MEASURED, (2567.4, 2573.0, 2579.5)),
+                  cand(tp2, 2708.0, MEASURED, (2700.0, 2716.5))], "throughput", preferred=dp2)
+    assert apart[0].shape == tp2 and overrules_rules(apart[0], dp2)
+    overlap = rank([cand(dp2, 2573.0, MEASURED, (2500.0, 2650.0)),
+                    cand(tp2, 2708.0, MEASURED, (2600.0, 2800.0))], "throughput", preferred=dp2)
+    assert overlap[0].shape == dp2

@@ -524,7 +524,12 @@ def figure_source(store: PerfStore | None, shape, gpu_name: str, gpus: int, flag
     from pyservecli.plan.estimate import Workload
     from pyservecli.plan.gpus import DEFAULT_GPU, find_gpu
     from pyservecli.plan.perfkey import shape_from_json
-    from pyservecli.plan.perfmodel import correction_ratios, figure, shape_of_point
+    from pyservecli.plan.perfmodel import (
+        correction_ratios,
+        figure,
+        shape_of_point,
+        topology_spread,
+    )
 
     found = all_points(store, gpu=gpu_name) if points is None else points
     pool = [p for p in found if p.gpu == gpu_name and p.gpus == gpus and p.flags == flags]
@@ -564,10 +569,18 @@ def figure_source(store: PerfStore | None, shape, gpu_name: str, gpus: int, flag
             cached[key] = correction_ratios(pool, estimate_of)
         return cached[key]
 
+    spreads: dict[tuple, float | None] = {}
+
+    def spread_of(pool) -> float | None:
+        key = tuple(id(p) for p in pool)
+        if key not in spreads:
+            spreads[key] = topology_spread(pool, estimate_of)
+        return spreads[key]
+
     def figure_of(cand, workload):
         est = estimate_shape(memory, spec, cand, gpus_per_node, workload)
         return figure(cand, workload, est, mine, estimate_of, family,
-                      shape.family, ratios)
+                      shape.family, ratios, spread_of)
 
     figure_of.points = len(mine)  # type: ignore[attr-defined]
     figure_of.family_points = len(family)  # type: ignore[attr-defined]

@@ -411,6 +411,24 @@ def measured_backing(c: Candidate) -> bool:
     return c.figure is not None and bool(getattr(c.figure, "own", False))
 
 
+def overrules_rules(first: Candidate | None, rules_shape: Shape | None) -> bool:
+    """Whether the ranking's first candidate replaces the automatic rules' choice for
+    ``pyserve launch MODEL`` with no parallel flag: another one-server shape, that holds a
+    sequence, whose figure is backed by measurements (this model's own, or a margin wider than
+    the estimator's error between two topologies of one model of this family in the store;
+    the bare estimator has been up to 1.4x wrong between two topologies of one MoE model)."""
+    return (first is not None and first.shape != rules_shape and not first.shape.is_pd
+            and (measured_backing(first) or evidence_backed(first))
+            and (first.fit is None or first.fit.holds_one_sequence))
+
+
+def evidence_backed(c: Candidate) -> bool:
+    """Whether the candidate's figure is told apart at a resolution the store's measurements
+    set: its own points, or pairs of topologies of other models of its family on this GPU whose
+    estimates were that close to right (``perfmodel.topology_spread``)."""
+    return c.figure is not None and bool(getattr(c.figure, "evidence_backed", False))
+
+
 def rank(found: list[Candidate], goal: str, ttft_ms: float | None = None,
          tpot_ms: float | None = None, preferred: Shape | None = None) -> list[Candidate]:
     """Valid candidates first; then those meeting the SLOs (with SLOs: by goodput, the most
@@ -449,13 +467,35 @@ def rank(found: list[Candidate], goal: str, ttft_ms: float | None = None,
         top = badness(best)
         # Within the resolution of the best of this tier: one group, preferred and simplest
         # first.
-        near = [c for c in ordered if tier(c) == tier(best)
-                and _within(badness(c), top, goal if not slo else "throughput",
-                            max(_resolution(best), _resolution(c)))]
+        def indistinct(c: Candidate, best: Candidate = best, top: float = top) -> bool:
+            apart = None if slo or goal != "throughput" else runs_apart(best, c)
+            if apart is not None:
+                return not apart
+            return _within(badness(c), top, goal if not slo else "throughput",
+                           max(_resolution(best), _resolution(c)))
+
+        near = [c for c in ordered if tier(c) == tier(best) and indistinct(c)]
         near.sort(key=simple)
         ranked += near
         ordered = [c for c in ordered if c not in near]
     return ranked
+
+
+def runs_apart(a: Candidate, b: Candidate) -> bool | None:
+    """Whether two measured figures with repeated runs (two or more each) are told apart: none
+    of one's runs inside the other's range. None where either has fewer runs."""
+    ra = getattr(a.figure, "runs", ()) if a.figure is not None else ()
+    rb = getattr(b.figure, "runs", ()) if b.figure is not None else ()
+    if len(ra) < 2 or len(rb) < 2:
+        return None
+    return max(ra) < min(rb) or max(rb) < min(ra)
+
+
+def _tie_reason(a: Candidate, b: Candidate) -> str:
+    if runs_apart(a, b) is False:
+        return "their repeated runs overlap"
+    return (f"within {100 * max(_resolution(a), _resolution(b)):.0f} %, the resolution of "
+            "those figures")
 
 
 def _within(value: float, best: float, goal: str, resolution: float) -> bool:
@@ -481,9 +521,8 @@ def explain(ranked: list[Candidate], goal: str, preferred: Shape | None) -> list
                       else "the simpler shape")
             lines.append(
                 f"{first.shape.describe()} ranks first though {best.shape.describe()} has the "
-                f"higher figure ({_fig(best)} against {_fig(first)}): they are within "
-                f"{100 * max(_resolution(best), _resolution(first)):.0f} %, the resolution of "
-                f"those figures, and {reason} wins such ties")
+                f"higher figure ({_fig(best)} against {_fig(first)}): they are "
+                f"{_tie_reason(best, first)}, and {reason} wins such ties")
     if goal == "throughput" and first.goodput is None:
         # Pairs in the wrong order by figure (both one-server or both P/D), each kind said
         # once, the first time it happens: an estimate above a better measured figure; else
@@ -503,10 +542,8 @@ def explain(ranked: list[Candidate], goal: str, preferred: Shape | None) -> list
                 simpler_first = simpler_first or (
                     f"rank {ranked.index(upper) + 1} {upper.shape.describe()} ({_fig(upper)}) "
                     f"stands above rank {ranked.index(lower) + 1} {lower.shape.describe()} "
-                    f"({_fig(lower)}): within "
-                    f"{100 * max(_resolution(upper), _resolution(lower)):.0f} %, the "
-                    "resolution of those figures, the simpler shape (fewer pipeline stages, "
-                    "then smaller TP, then no EP) comes first")
+                    f"({_fig(lower)}): {_tie_reason(upper, lower)}, the simpler shape "
+                    "(fewer pipeline stages, then smaller TP, then no EP) comes first")
         lines += [line for line in (above_measured, simpler_first) if line]
     if preferred is not None and first.shape != preferred:
         rule = next((c for c in valid if c.shape == preferred), None)

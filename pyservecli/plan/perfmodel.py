@@ -26,10 +26,12 @@ MEASURED, INTERPOLATED, ESTIMATED = "measured", "interpolated", "estimated"
 # (2x H200 runs of one point differed by up to ~5 %), the interpolation's, and an estimate
 # corrected by this topology's own points at other loads.
 RESOLUTION = {MEASURED: 0.05, INTERPOLATED: 0.08, ESTIMATED: 0.08}
-# An estimate without this topology's own points: how far the estimator's error differed
-# between two topologies of one model on 2x H200 (2026-11-23 and 2026-11-30, 1024/256 at 128):
-# dense models +0..+8 % (15 % kept from before), MoE models +9..+77 %, up to 1.41x apart
-# between topologies of one model (Qwen3-30B-A3B: +23 % and +74 %), so 30 %.
+# An estimate without this topology's own points, when the store has no evidence of its own
+# (see ``topology_spread``): how far the estimator's error differed between two topologies of
+# one model on 2x H200 (2026-11-23 and 2026-11-30, 1024/256 at 128): dense models +0..+8 %
+# (15 % kept from before), MoE models +9..+77 %, up to 1.41x apart between topologies of one
+# model (Qwen3-30B-A3B: +23 % and +74 %), so 30 %. These are also the most the store's
+# evidence can make them.
 UNMEASURED_RESOLUTION = {"dense": 0.15, "moe": 0.30, "moe-mla": 0.30}
 
 
@@ -45,12 +47,28 @@ class Figure:
     correction: float | None = None  # the factor applied to the estimate
     family: str = "dense"  # the model's family (plan.perfkey.ModelShape.family)
     own: bool = False  # backed by this shape's own measured points
+    # How far the estimator's error has differed between two topologies of one model in the
+    # store (``topology_spread``), when it has such a pair: the evidence behind the resolution.
+    spread: float | None = None
+    # A measured figure's runs (output tok/s of each repeat): two figures with two runs or more
+    # each are told apart by whether their runs overlap, not by a resolution.
+    runs: tuple[float, ...] = ()
 
     @property
     def resolution(self) -> float:
         if self.source == ESTIMATED and "this topology" not in self.note:
-            return UNMEASURED_RESOLUTION.get(self.family, 0.30)
+            cap = UNMEASURED_RESOLUTION.get(self.family, 0.30)
+            if self.spread is not None:
+                return min(max(self.spread, RESOLUTION[MEASURED]), cap)
+            return cap
         return RESOLUTION[self.source]
+
+    @property
+    def evidence_backed(self) -> bool:
+        """Whether the resolution this figure is told apart at comes from measurements (its
+        own points, or the store's pairs of topologies of one model) rather than a constant."""
+        return self.own or (self.spread is not None and self.resolution < UNMEASURED_RESOLUTION
+                            .get(self.family, 0.30))
 
     def as_dict(self) -> dict:
         out = {"output_tok_s": round(self.output_tok_s, 1), "source": self.source,
@@ -60,6 +78,7 @@ class Figure:
             out[key] = None if value is None else round(value, 2)
         if self.correction is not None:
             out["correction"] = round(self.correction, 3)
+        out["resolution"] = round(self.resolution, 3)
         return out
 
 
@@ -98,13 +117,15 @@ def _lerp(low, high, attr: str, t: float) -> float | None:
 def figure(shape, workload: Workload, estimate: Estimate | None, points: Sequence,
            estimate_of: Callable[[object], Estimate | None],
            family_points: Sequence = (), family: str = "dense",
-           ratios: Callable[[Sequence], list[float]] | None = None) -> Figure | None:
+           ratios: Callable[[Sequence], list[float]] | None = None,
+           spread_of: Callable[[Sequence], float | None] | None = None) -> Figure | None:
     """The figure for candidate ``shape`` (``plan.auto.Shape``) at ``workload``. ``points``:
     the store's points of this model shape, GPU, GPU count and flags; ``family_points``: those
     of other shapes of the same family on this GPU; ``estimate_of(point)``: the analytic
     estimate of a stored point (its own shape, topology and workload), for the correction;
     ``ratios(pool)``: the measured / estimated ratios of a pool (default
-    ``correction_ratios``; a caller planning many candidates passes a cached one)."""
+    ``correction_ratios``; a caller planning many candidates passes a cached one);
+    ``spread_of(pool)`` likewise for ``topology_spread``."""
     same = [p for p in points if shape_of_point(p) == shape]
     mine = [p for p in same if _closed_loop(p, workload)]
     exact = [p for p in mine if p.concurrency == workload.concurrency]
@@ -113,7 +134,8 @@ def figure(shape, workload: Workload, estimate: Estimate | None, points: Sequenc
                       _mean([p.ttft_p50_ms for p in exact]), _mean([p.tpot_p50_ms for p in exact]),
                       _mean([p.ttft_p99_ms for p in exact]), _mean([p.tpot_p99_ms for p in exact]),
                       MEASURED, f"{len(exact)} run{'s' if len(exact) > 1 else ''}",
-                      family=family, own=True)
+                      family=family, own=True,
+                      runs=tuple(p.output_tok_s for p in exact if p.output_tok_s))
     below = [p for p in mine if p.concurrency < workload.concurrency]
     above = [p for p in mine if p.concurrency > workload.concurrency]
     if below and above:
@@ -128,6 +150,9 @@ def figure(shape, workload: Workload, estimate: Estimate | None, points: Sequenc
                       own=True)
     if estimate is None:
         return None
+    evidence = [*points, *family_points]
+    spread = spread_of(evidence) if spread_of is not None else \
+        topology_spread(evidence, estimate_of)
     for pool, what in ((same, "this topology at other loads"),
                        (list(points), "other topologies of this shape"),
                        (list(family_points), "shapes of this family")):
@@ -140,10 +165,38 @@ def figure(shape, workload: Workload, estimate: Estimate | None, points: Sequenc
                           f"x{factor:.2f} from {len(ratios_found)} measured point"
                           f"{'s' if len(ratios_found) > 1 else ''} of {what}",
                           correction=factor,
-                          family=family, own="this shape" in what or "this topology" in what)
+                          family=family, own="this shape" in what or "this topology" in what,
+                          spread=spread)
     return Figure(estimate.output_tok_s, estimate.ttft_ms, estimate.tpot_ms, None, None,
                   ESTIMATED, "no measured point of this shape or family on this GPU",
                   family=family)
+
+
+def topology_spread(pool: Sequence, estimate_of) -> float | None:
+    """How far the estimator's error differed between topologies of one model measured at one
+    workload: over every (model shape, ISL, OSL, concurrency) with two or more topologies, the
+    largest max / min of their measured / estimated ratios, minus one. Two estimates of one
+    model closer than this cannot be told apart; further apart, the store has seen the
+    estimator order such topologies right. None without such a pair."""
+    groups: dict[tuple, dict[object, list[float]]] = {}
+    for point in pool:
+        if not point.concurrency or point.rate is not None or not point.output_tok_s:
+            continue
+        topology = shape_of_point(point)
+        if topology is None:
+            continue
+        est = estimate_of(point)
+        if est is None or est.output_tok_s <= 0:
+            continue
+        key = (point.shape, point.isl, point.osl, point.concurrency)
+        groups.setdefault(key, {}).setdefault(topology, []).append(
+            point.output_tok_s / est.output_tok_s)
+    spreads = []
+    for by_topology in groups.values():
+        if len(by_topology) >= 2:
+            means = [statistics.fmean(values) for values in by_topology.values()]
+            spreads.append(max(means) / min(means) - 1)
+    return max(spreads) if spreads else None
 
 
 def correction_ratios(pool: Sequence, estimate_of) -> list[float]:
