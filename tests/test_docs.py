@@ -39,3 +39,20 @@ def test_generated_tables_match_their_raw_results():
     run = subprocess.run([sys.executable, str(ROOT / "scripts" / "docs_tables.py"), "--check"],
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_every_test_the_readme_names_exists():
+    """The README's guarantees name their tests (#28): a renamed or removed test fails here."""
+    import re
+
+    text = (ROOT / "README.rst").read_text()
+    last_file = None
+    checked = 0
+    for match in re.finditer(r"``(test_\w+\.py)?::(test_\w+)``", text):
+        path, name = match.group(1) or last_file, match.group(2)
+        last_file = path
+        assert path is not None, f"{name}: no file before it"
+        source = (ROOT / "tests" / path).read_text()
+        assert re.search(rf"^def {name}\(", source, re.M), f"{path}::{name} does not exist"
+        checked += 1
+    assert checked >= 15
