@@ -146,8 +146,77 @@ def dense_2026_11_30() -> list[str]:
     return lines
 
 
+def calibrate_2026_11_23() -> list[str]:
+    """One H200, TP 1: the two cached-prompt runs, the fresh-prompt run and pyserve plan's
+    estimate (the same in every run's predicted file) at each load."""
+    base = RESULTS / "2026-11-23-h200-calibrate"
+
+    def point(run: str, kind: str, load: int) -> str:
+        path = base / run / f"{kind}-c{load}" / "custom" / f"i1024-o256-rinf-c{load}.json"
+        if not path.is_file():
+            return "n/a"
+        result = json.loads(path.read_text())
+        return f"{_n(result['output_throughput'])} ({_n(result['median_ttft_ms'])})"
+
+    lines = _head(["output tok/s (p50 TTFT ms) at 1024/256, TP 1 on one H200"],
+                  ["model, in flight", "cached prompts, run 1", "run 2", "fresh prompts",
+                   "estimate", "estimate vs fresh"])
+    for kind, model in (("dense", "Qwen3-8B"), ("moe", "Qwen3-30B-A3B")):
+        for load in (32, 64, 128, 256):
+            plan = json.loads((base / "cached-run1" / f"predicted-{kind}-c{load}.json")
+                              .read_text())
+            estimate = plan["candidates"][0]["estimate"]
+            fresh = base / "fresh" / f"{kind}-c{load}" / "custom" / \
+                f"i1024-o256-rinf-c{load}.json"
+            error = ""
+            if fresh.is_file():
+                measured = json.loads(fresh.read_text())["output_throughput"]
+                error = f" {100 * (estimate['output_tok_s'] / measured - 1):+.0f} %"
+            lines += [f"   * - {model}, {load}", f"     - {point('cached-run1', kind, load)}",
+                      f"     - {point('cached-run2', kind, load)}",
+                      f"     - {point('fresh', kind, load)}",
+                      f"     - {_n(estimate['output_tok_s'])} ({_n(estimate['ttft_ms'])})",
+                      f"     -{error}"]
+    return lines
+
+
+def pd_2026_11_23() -> list[str]:
+    """2x H200, Qwen3-8B at 128 x 1024/256: 1P1D, two replicas, one DP 2 server. The 1P1D run
+    kept only its summary.csv (its JSON was never committed); the others' JSON."""
+    import csv
+
+    pd = next(csv.DictReader((RESULTS / "2026-11-23-2xh200-pd" / "bench-pd" / "summary.csv")
+                             .open()))
+    rows = [("1 prefill + 1 decode (NIXL)", float(pd["output_tok_s"]), float(pd["ttft_p50_ms"]),
+             float(pd["ttft_p99_ms"]), float(pd["tpot_p50_ms"]))]
+    for label, path in (
+            ("2 replicas behind the router",
+             "2026-11-23-2xh200-pd/bench-replicas/custom/i1024-o256-rinf-c128.json"),
+            ("``--dp 2`` (one server)",
+             "2026-11-23-2xh200-planner/measured-dense/tp1-dp2/plan/i1024-o256-rinf-c128.json")):
+        result = json.loads((RESULTS / path).read_text())
+        rows.append((label, result["output_throughput"], result["median_ttft_ms"],
+                     result["p99_ttft_ms"], result["median_tpot_ms"]))
+    best_tok = max(r[1] for r in rows)
+    best_ttft = min(r[2] for r in rows)
+    best_tpot = min(r[4] for r in rows)
+
+    def bold(text: str, on: bool) -> str:
+        return f"**{text}**" if on else text
+
+    lines = _head(["128 x 1024/256 on 2 GPUs (one per server), p50 unless noted"],
+                  ["serving", "output tok/s", "per GPU", "TTFT ms (p99)", "TPOT ms"])
+    for label, tok_s, ttft, ttft99, tpot in rows:
+        lines += [f"   * - {label}", f"     - {bold(_n(tok_s), tok_s == best_tok)}",
+                  f"     - {_n(tok_s / 2)}",
+                  f"     - {bold(_n(ttft), ttft == best_ttft)} ({_n(ttft99)})",
+                  f"     - {bold(_n(tpot, 2), tpot == best_tpot)}"]
+    return lines
+
+
 TABLES = {"repeats-2026-11-30": repeats_2026_11_30, "planner-2026-11-23": planner_2026_11_23,
-          "dense-2026-11-30": dense_2026_11_30}
+          "pd-2026-11-23": pd_2026_11_23,
+          "dense-2026-11-30": dense_2026_11_30, "calibrate-2026-11-23": calibrate_2026_11_23}
 _BLOCK = re.compile(r"^(\.\. generated-table: (\S+)\n\n)(.*?)^\.\. end-generated-table$",
                     re.S | re.M)
 
