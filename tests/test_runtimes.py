@@ -253,3 +253,12 @@ def test_image_verbs_say_which_stores_they_manage():
     assert out.returncode == 2 and out.stderr.startswith("usage:")
     out = run_pyserve("image", "--runtime", "apptainer", "ls")
     assert out.returncode == 2 and "'apptainer' is not one of 'docker', 'podman'" in out.stderr
+
+
+def test_an_image_verb_without_its_runtime_installed_is_one_clear_line(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "pyservecli.workers.image", "--runtime",
+                          "podman", "ls"], capture_output=True, text=True,
+                         env={"PATH": str(tmp_path)})
+    assert out.returncode == 2
+    assert out.stderr.strip().startswith("pyserve: error: podman is not installed on ")
+    assert "Traceback" not in out.stderr

@@ -6,6 +6,8 @@ workspace."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 
 from pyservecli.errors import PyserveError
@@ -48,6 +50,11 @@ def main(argv: list[str] | None = None) -> int:
              "enroot-import": (3, lambda a: enroot_import(a[0], a[1], a[2], force))}
     if not args or args[0] not in verbs or len(args) - 1 != verbs[args[0]][0]:
         print(USAGE, file=sys.stderr)
+        return 2
+    needs = runtime.tool if args[0] in ("load", "pull", "ls", "rm") else None
+    if needs and runtime.name in ("docker", "podman") and shutil.which(needs) is None:
+        print(f"pyserve: error: {needs} is not installed on {os.uname().nodename}",
+              file=sys.stderr)
         return 2
     return verbs[args[0]][1](args[1:])
 
