@@ -383,6 +383,71 @@ def launch_argv(model: str | None = None, **settings) -> list[str]:
     return LaunchSpec.from_settings(model=model, **settings).to_argv()
 
 
+def status(workspace: str | Path | None = None, launch: str | None = None) -> dict:
+    """``pyserve status``: the launch's record (the workspace's latest, or the id ``launch``),
+    with whether it answers now, whether its launcher lives and its SLURM state."""
+    from pyservecli.run.status import latest_status
+
+    return latest_status(_workspace(workspace), launch)
+
+
+def stop(workspace: str | Path | None = None, launch: str | None = None, *,
+         grace: float = 120.0, say: Say = _stderr) -> None:
+    """``pyserve stop``: the launch's launcher stops every rank; a launcher that is gone or on
+    another host has its heartbeat expired, and the nodes stop themselves."""
+    from pyservecli.run.status import stop_launch
+
+    stop_launch(_workspace(workspace), launch, grace=grace, say=say)
+
+
+def image(verb: str, *args: str, runtime: str = "docker") -> int:
+    """``pyserve image VERB``: ``load TARBALL [--force]``, ``ls`` or ``rm REF`` on every node
+    of the allocation (one srun step), or on this host outside SLURM; the exit status."""
+    import subprocess
+
+    from pyservecli.run import cluster
+    from pyservecli.run.container import tarball_tag
+    from pyservecli.run.procs import srun_per_node
+
+    args = list(args)
+    if verb == "load":
+        tarball = Path(args[0]).resolve()
+        args = [str(tarball), tarball_tag(tarball), *args[1:]]
+    argv = [sys.executable, "-m", "pyservecli.workers.image", "--runtime", runtime, verb, *args]
+    found = cluster.detect()
+    if found.in_slurm:
+        argv = [*srun_per_node(found.nodes), *argv]
+    return subprocess.run(argv).returncode
+
+
+def sbatch_script() -> str:
+    """``pyserve sbatch-script``: the sbatch script (slurm/run.sbatch is this text)."""
+    from pyservecli.run.render import render
+
+    return render("run.sbatch.j2")
+
+
+def container_runtimes() -> list[str]:
+    """The names ``--runtime`` takes (run/runtimes.py's registry)."""
+    from pyservecli.run.runtimes import RUNTIMES
+
+    return list(RUNTIMES)
+
+
+def create_model(name: str, directory: str | Path, *, force: bool = False) -> Path:
+    """``pyserve model create``: a config-only directory of a built-in model."""
+    from pyservecli.models.dummy import create_model_dir
+
+    return create_model_dir(name, Path(directory), force=force)
+
+
+def builtin_models() -> list[str]:
+    """``pyserve model list``: the built-in config-only models."""
+    from pyservecli.models.dummy import builtin_models as names
+
+    return list(names())
+
+
 def top(workspace: str | Path | None = None, launch: str | None = None):
     """``pyserve top``: a ``run.top.Top`` over the launch (the workspace's latest, or the id
     ``launch``); each ``.snapshot()`` reads every server, the router and the GPU telemetry

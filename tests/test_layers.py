@@ -92,3 +92,14 @@ def test_no_import_cycle_between_packages():
         return False
 
     assert [p for p in graph if reaches(p, p, {p})] == []
+
+
+def test_the_cli_reaches_processes_and_plans_only_through_the_api():
+    """#25: `cli/` calls `api` for everything that runs, plans or reads records; the launch
+    declarations (plan.spec, from which the options are built, as vLLM's EngineArgs feed its
+    parser) and bench's presentation (tables, plots, the store's queries) are the exceptions."""
+    allowed = {"pyservecli", "pyservecli.api", "pyservecli.errors", "pyservecli.plan.spec"}
+    reach = [f"{module}:{line} imports {target}" for module, target, line in imports()
+             if layer_of(module) == "cli" and layer_of(target) not in ("cli", "bench")
+             and target not in allowed]
+    assert reach == []

@@ -429,6 +429,44 @@ def _speed_flag_names() -> tuple[str, ...]:
     return SPEED_FLAGS
 
 
+def read_model_config(spec: str) -> dict:
+    """``--model-config``: a model directory, a config.json, or a built-in shape's name."""
+    from pyservecli.models.dummy import builtin_config, builtin_models
+    from pyservecli.plan.modelconfig import load_config_file
+
+    path = Path(spec)
+    if path.is_dir():
+        path = path / "config.json"
+    if path.is_file():
+        return load_config_file(path)
+    if spec in builtin_models():
+        return builtin_config(spec)
+    raise PyserveError(f"--model-config {spec}: no config.json there and no built-in shape of "
+                       "that name")
+
+
+def shape_of_model(model: str):
+    """The ``perfkey.ModelShape`` of a model named as ``pyserve perf`` takes it: a directory,
+    a hub id in the HF cache, or a built-in shape's name."""
+    from pyservecli.plan.perfkey import model_shape
+
+    config = find_model_config(model)
+    if config is None:
+        try:
+            config = read_model_config(model)
+        except PyserveError:
+            raise PyserveError(f"{model}: no config.json found (a model directory, a hub id "
+                               "in the HF cache, or a built-in shape name)") from None
+    return model_shape(config)
+
+
+def write_private_file(path: Path, text: str) -> None:
+    """An export of the store, readable by its owner only (as the store's records are)."""
+    from pyservecli.run.jobfiles import write_private
+
+    write_private(path, text)
+
+
 def find_model_config(model: str) -> dict | None:
     """The config.json of a served model: its directory, else the HF cache (no network), else
     the built-in shape of that name (a config-only directory made by ``pyserve model create``

@@ -265,13 +265,11 @@ def offline(model, tp, pp, dp, ep, nodelist, gpus_per_node, input_len, output_le
         if fmt == "json":
             click.echo(json.dumps(plan.as_dict(), indent=2))
         else:
-            from pyservecli.run.render import shjoin
-
             t = plan.topology
             click.echo(f"job {plan.job_id}: {t.nodes} node(s), {plan.procs_per_node} "
                        f"process(es) per node; TP {t.tp} PP {t.pp} DP {t.dp} EP {t.ep}")
             for rank, argv in enumerate(plan.node_argv):
-                click.echo(f"node {rank} {plan.nodes[rank]}: {shjoin(argv)}")
+                click.echo(f"node {rank} {plan.nodes[rank]}: {shlex.join(map(str, argv))}")
         return
     result = api.run_offline(plan, say=lambda m: click.echo(m, err=True),
                              perf_db=api.perf_store_path(workspace, perf_db))

@@ -7,7 +7,6 @@ from pathlib import Path
 import click
 
 from pyservecli.cli import emit_rows, main, perf_db_option, table_format_option, workspace_option
-from pyservecli.errors import PyserveError
 
 
 @main.group(epilog="""
@@ -52,11 +51,11 @@ def _store(workspace: Path, perf_db: Path | None):
 def import_(directory, model_config, tp, pp, dp, ep, gpu, gpus, workspace, perf_db):
     """Add every benchmark result under DIRECTORY (pyserve's result folders, `pyserve
     offline` results, plain `vllm bench serve` JSON with --model-config and the topology)."""
-    from pyservecli.bench.perfstore import Given, find_model_config, import_dir
+    from pyservecli.bench.perfstore import Given, find_model_config, import_dir, read_model_config
 
     config = None
     if model_config:
-        config = _read_config(model_config)
+        config = read_model_config(model_config)
     given = Given(config=config, tp=tp, pp=pp, dp=dp, ep=ep, gpu=gpu, gpus=gpus)
     points, skipped = import_dir(directory, given=given, find_config=find_model_config)
     store = _store(workspace, perf_db)
@@ -64,21 +63,6 @@ def import_(directory, model_config, tp, pp, dp, ep, gpu, gpus, workspace, perf_
     for path, why in skipped:
         click.echo(f"skipped {path}: {why}", err=True)
     click.echo(f"{added} point(s) added to {store.path}; {len(skipped)} file(s) skipped")
-
-
-def _read_config(spec: str) -> dict:
-    from pyservecli.models.dummy import builtin_config, builtin_models
-    from pyservecli.plan.modelconfig import load_config_file
-
-    path = Path(spec)
-    if path.is_dir():
-        path = path / "config.json"
-    if path.is_file():
-        return load_config_file(path)
-    if spec in builtin_models():
-        return builtin_config(spec)
-    raise PyserveError(f"--model-config {spec}: no config.json there and no built-in shape of "
-                       "that name")
 
 
 def _rows(points) -> list[list[str]]:
@@ -119,17 +103,9 @@ def _filtered(store, model: str | None, gpu: str | None, seed: bool):
 
 
 def _shape_of(model: str):
-    from pyservecli.bench.perfstore import find_model_config
-    from pyservecli.plan.perfkey import model_shape
+    from pyservecli.bench.perfstore import shape_of_model
 
-    config = find_model_config(model)
-    if config is None:
-        try:
-            config = _read_config(model)
-        except PyserveError:
-            raise PyserveError(f"{model}: no config.json found (a model directory, a hub id "
-                               "in the HF cache, or a built-in shape name)") from None
-    return model_shape(config)
+    return shape_of_model(model)
 
 
 @perf.command("list")
@@ -183,9 +159,9 @@ def export(out, seed, workspace, perf_db):
 
     text = write_csv(_filtered(_store(workspace, perf_db), None, None, seed))
     if out:
-        from pyservecli.run.jobfiles import write_private
+        from pyservecli.bench.perfstore import write_private_file
 
-        write_private(out, text)
+        write_private_file(out, text)
         click.echo(f"wrote {out}", err=True)
     else:
         click.echo(text, nl=False)

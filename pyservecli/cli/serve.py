@@ -12,9 +12,7 @@ import click
 
 from pyservecli.cli import main, workspace_option
 from pyservecli.errors import PyserveError
-from pyservecli.plan.fleet import MAX_REPLICAS
-from pyservecli.plan.spec import FIELDS, GROUPS, LaunchSpec, ServeLine
-from pyservecli.run.runtimes import RUNTIMES
+from pyservecli.plan.spec import FIELDS, GROUPS, LaunchSpec, ServeLine, serve_line_extras
 
 LAUNCH_EXAMPLES = """
 \b
@@ -32,7 +30,11 @@ Examples:
 
 def _choices(declared) -> list[str]:
     # A registry's names where the spec names one (plan/ cannot import run/'s registries).
-    return list(RUNTIMES) if declared == "container runtimes" else list(declared)
+    if declared == "container runtimes":
+        from pyservecli import api
+
+        return api.container_runtimes()
+    return list(declared)
 
 
 def spec_option(name: str, decl: dict):
@@ -161,21 +163,7 @@ def parse_serve_line(line: str) -> ServeLine:
         tokens = shlex.split(line)
     except ValueError as exc:  # an unbalanced quote
         raise PyserveError(f"--serve {line!r}: {exc}") from None
-    extra = {"replicas": 1, "gpus": None}
-    kept = []
-    index = 0
-    while index < len(tokens):
-        flag, _, inline = tokens[index].partition("=")
-        if flag in ("--replicas", "--gpus"):
-            value = inline or (tokens[index + 1] if index + 1 < len(tokens) else "")
-            if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_REPLICAS:
-                raise PyserveError(f"--serve {line!r}: {flag} needs a whole number from 1 to "
-                                   f"{MAX_REPLICAS}")
-            extra[flag[2:]] = int(value)
-            index += 1 if inline else 2
-            continue
-        kept.append(tokens[index])
-        index += 1
+    kept, extra = serve_line_extras(tokens, line)
     try:
         ctx = launch.make_context("launch", kept)
     except click.UsageError as exc:
@@ -212,8 +200,6 @@ def parse_launch_line(line: str) -> LaunchSpec:
 
 
 def describe_plan(plan) -> str:
-    from pyservecli.run.render import shjoin
-
     t = plan.topology
     lines = [
         f"job {plan.job_id}: {t.nodes} node(s) x {t.gpus_per_node} "
@@ -225,14 +211,12 @@ def describe_plan(plan) -> str:
     ]
     for node in plan.nodes:
         env = " ".join(f"{k}={shlex.quote(v)}" for k, v in node.env.items())
-        lines.append(f"node {node.rank} {node.host}: {env + ' ' if env else ''}{shjoin(node.argv)}")
+        argv = shlex.join(map(str, node.argv))
+        lines.append(f"node {node.rank} {node.host}: {env + ' ' if env else ''}{argv}")
     return "\n".join(lines)
 
 
 def describe_fleet(fleet) -> str:
-    from pyservecli.plan.fleet import worker_url
-    from pyservecli.run.render import shjoin
-
     router = fleet.router
     roles = [fleet.role(i) for i in range(len(fleet.replicas))]
     if router.pd:
@@ -245,9 +229,9 @@ def describe_fleet(fleet) -> str:
              f"{fleet.endpoint}",
              f"gate on {router.listen}:{router.port}: the OpenAI API (/v1/...) and /health "
              "only (with --api-key-file the key is checked there)",
-             f"router on 127.0.0.1:{router.admin_port}: {shjoin(router.argv())}"]
+             f"router on 127.0.0.1:{router.admin_port}: {shlex.join(map(str, router.argv()))}"]
     for index, replica in enumerate(fleet.replicas):
-        lines.append(f"--- {fleet.label(index)} at {worker_url(replica)} ---")
+        lines.append(f"--- {fleet.label(index)} at {fleet.worker_url(index)} ---")
         lines.append(describe_plan(replica))
     return "\n".join(lines)
 
@@ -364,9 +348,9 @@ def status(launch, workspace, fmt):
     """Show a launch recorded in the workspace (the latest, or LAUNCH: a launch id, a fleet
     id, or a SLURM job id), whether its launcher still runs and whether it answers now; for a
     fleet, the router and each server with its role, state and deaths."""
-    from pyservecli.run.status import latest_status
+    from pyservecli import api
 
-    info = latest_status(workspace, launch)
+    info = api.status(workspace, launch)
     if fmt == "json":
         click.echo(json.dumps(info, indent=2))
     else:
@@ -412,9 +396,9 @@ Examples:
 def stop(launch, workspace, grace):
     """Stop a recorded launch: its launcher stops every rank (SIGTERM). When the launcher is
     gone or on another host, its heartbeat is expired and the nodes stop themselves."""
-    from pyservecli.run.status import stop_launch
+    from pyservecli import api
 
-    stop_launch(workspace, launch, grace=grace, say=click.echo)
+    api.stop(workspace, launch, grace=grace, say=click.echo)
 
 
 @main.group(epilog="""
@@ -437,18 +421,10 @@ def image(ctx, runtime):
     ctx.obj = runtime
 
 
-def _on_every_node(*helper_args: str) -> int:
-    import subprocess
+def _on_every_node(verb: str, *args: str) -> int:
+    from pyservecli import api
 
-    from pyservecli.run import cluster as cluster_mod
-    from pyservecli.run.procs import srun_per_node
-
-    runtime = click.get_current_context().obj
-    argv = [sys.executable, "-m", "pyservecli.workers.image", "--runtime", runtime, *helper_args]
-    found = cluster_mod.detect()
-    if found.in_slurm:
-        argv = [*srun_per_node(found.nodes), *argv]
-    return subprocess.run(argv).returncode
+    return api.image(verb, *args, runtime=click.get_current_context().obj)
 
 
 @image.command("load")
@@ -456,10 +432,7 @@ def _on_every_node(*helper_args: str) -> int:
 @click.option("--force", is_flag=True, help="Replace the image if present (pyserve images only).")
 def image_load(tarball, force):
     """Load TARBALL (`docker save`, optionally gzip/pigz) where its tag is missing."""
-    from pyservecli.run.container import tarball_tag
-
-    tag = tarball_tag(tarball.resolve())
-    sys.exit(_on_every_node("load", str(tarball.resolve()), tag, *(["--force"] if force else [])))
+    sys.exit(_on_every_node("load", str(tarball), *(["--force"] if force else [])))
 
 
 @image.command("ls")
@@ -482,7 +455,7 @@ Examples:
 """)
 def sbatch_script():
     """Print the sbatch script (slurm/run.sbatch is this output)."""
-    from pyservecli.run.render import render
+    from pyservecli import api
 
-    click.echo(render("run.sbatch.j2"), nl=False)
+    click.echo(api.sbatch_script(), nl=False)
 

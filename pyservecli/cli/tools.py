@@ -142,15 +142,15 @@ Examples:
 @click.option("--force", is_flag=True, help="Replace an existing directory.")
 def model_create(name, out_dir, force):
     """Write built-in model NAME (config.json + generated tokenizer) into OUT_DIR."""
-    from pyservecli.models.dummy import create_model_dir
+    from pyservecli import api
 
-    click.echo(create_model_dir(name, out_dir, force=force))
+    click.echo(api.create_model(name, out_dir, force=force))
 
 
 @model.command("list")
 def model_list():
     """List the built-in model configurations."""
-    from pyservecli.models.dummy import builtin_models
+    from pyservecli import api
 
-    for name in builtin_models():
+    for name in api.builtin_models():
         click.echo(name)

@@ -119,6 +119,10 @@ class FleetPlan:
     def role(self, index: int) -> str:
         return self.roles[index] if self.roles else "replica"
 
+    def worker_url(self, index: int) -> str:
+        """Where the router reaches server ``index``."""
+        return worker_url(self.replicas[index])
+
     def label(self, index: int) -> str:
         """How logs, status and errors name server ``index``: "replica 1", "prefill 0",
         "decode 0" (numbered within its role), "replica 0 of MODEL" with several models."""

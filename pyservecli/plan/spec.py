@@ -244,6 +244,30 @@ def normalise(name: str, value: Any) -> Any:
     return value
 
 
+def serve_line_extras(tokens: list[str], line: str) -> tuple[list[str], dict[str, Any]]:
+    """A --serve line's own options, which no launch has: ``--replicas N`` and ``--gpus N``
+    (its share); returns the other tokens (the launch's options, for the CLI's parser) and
+    those two."""
+    from pyservecli.plan.fleet import MAX_REPLICAS
+
+    extra: dict[str, Any] = {"replicas": 1, "gpus": None}
+    kept = []
+    index = 0
+    while index < len(tokens):
+        flag, _, inline = tokens[index].partition("=")
+        if flag in ("--replicas", "--gpus"):
+            value = inline or (tokens[index + 1] if index + 1 < len(tokens) else "")
+            if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_REPLICAS:
+                raise PyserveError(f"--serve {line!r}: {flag} needs a whole number from 1 to "
+                                   f"{MAX_REPLICAS}")
+            extra[flag[2:]] = int(value)
+            index += 1 if inline else 2
+            continue
+        kept.append(tokens[index])
+        index += 1
+    return kept, extra
+
+
 def serve_line_from_dict(line: dict) -> ServeLine:
     """A --serve line given to the Python API as a dict (``model`` and any ServeLine field)."""
     allowed = {f.name for f in fields(ServeLine)}
