@@ -29,6 +29,13 @@ def test_every_field_is_declared_once_and_is_an_option_of_launch():
             assert decl["flag"] in params[name].opts, (name, params[name].opts)
     # The command's own options beyond the spec: how to show it, not what to launch.
     assert set(params) - set(FIELDS) == {"dry_run", "fmt"}
+    # pyserve plan --measure takes the launch's options from the same declarations.
+    from pyservecli.cli.plan import plan
+
+    measured = {p.name: p for p in plan.params}
+    for name in ("nodelist", "gpus_per_node", "gpu_memory", "port", "api_key_file", "env"):
+        assert measured[name].opts == params[name].opts and \
+            measured[name].help == params[name].help, name
 
 
 def test_a_spec_goes_back_to_a_command_line_that_parses_to_the_same_spec(tmp_path):

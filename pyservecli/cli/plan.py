@@ -8,6 +8,7 @@ import sys
 import click
 
 from pyservecli.cli import emit_rows, main, perf_db_option, repeats_option, workspace_option
+from pyservecli.cli.serve import spec_options
 from pyservecli.errors import PyserveError
 
 PLAN_EXAMPLES = """
@@ -39,11 +40,7 @@ Examples:
               "measured): rank by goodput, the most output tok/s at a load that meets every "
               "SLO; with --measure, searched per candidate.")
 @click.option("--tpot", "tpot_ms", type=float, metavar="MS", help="TPOT SLO, the same way.")
-@click.option("--nodelist", help="Plan for these hosts (SLURM hostlist) instead of the "
-              "allocation's.")
-@click.option("--gpus-per-node", type=int, help="Override GPU detection.")
-@click.option("--gpu-memory", metavar="GIB", help="Memory per GPU (80, 141GiB) [default: "
-              "nvidia-smi, else SLURM's GPU type, else an 80 GB H100's 79.6 assumed].")
+@spec_options("nodelist", "gpus_per_node", "gpu_memory")
 @click.option("--gpu-type", metavar="NAME", help="The GPU the estimates are for (H100, "
               "'H100 PCIe', H200, A100, ...) when detection cannot tell [default: nvidia-smi, "
               "SLURM's GPU type, else by --gpu-memory].")
@@ -59,12 +56,8 @@ Examples:
 @click.option("--out", type=click.Path(file_okay=False), help="Where --measure writes "
               "[default: WORKSPACE/plans/MODEL-NODESxGPUS-GOAL-POINT].")
 @click.option("--resume", is_flag=True, help="--measure: skip candidates measured already.")
-@click.option("--port", type=int, default=8000, show_default=True,
-              help="API port of each measured launch.")
-@click.option("--api-key-file", type=click.Path(dir_okay=False),
-              help="--measure: the launches' API key file.")
-@click.option("--env", "env_pairs", multiple=True, metavar="KEY=VALUE",
-              help="--measure: environment variable for every launch (repeatable).")
+# What each measured launch takes, declared once with the launch's options.
+@spec_options("port", "api_key_file", "env")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "csv"]), default="text",
               show_default=True, help="csv: one row per candidate (rank, figures, source).")
 @repeats_option
@@ -73,7 +66,7 @@ Examples:
 @click.argument("vllm_args", nargs=-1, type=click.UNPROCESSED)
 def plan(model, goal, isl, osl, concurrency, ttft_ms, tpot_ms, nodelist, gpus_per_node,
          gpu_memory, gpu_type, measure, top, only, num_prompts, out, resume, port, api_key_file,
-         env_pairs, fmt, repeats, workspace, perf_db, vllm_args):
+         env, fmt, repeats, workspace, perf_db, vllm_args):
     """Rank the ways to split MODEL over the allocation: memory fit and estimated output tok/s,
     TTFT and TPOT per topology, and what `pyserve launch MODEL` with no flags would choose.
 
@@ -98,7 +91,7 @@ def plan(model, goal, isl, osl, concurrency, ttft_ms, tpot_ms, nodelist, gpus_pe
                                 num_prompts=num_prompts, nodelist=nodelist,
                                 gpus_per_node=gpus_per_node, gpu_memory=gpu_memory,
                                 vllm_args=vllm_args, port=port, api_key_file=api_key_file,
-                                env=parse_env_pairs(env_pairs), workspace=workspace,
+                                env=parse_env_pairs(env), workspace=workspace,
                                 perf_db=perf_db, repeats=repeats,
                                 only=[x.strip() for x in (only or "").split(",") if x.strip()])
         click.echo(f"pyserve: measured plan in {path}", err=True)

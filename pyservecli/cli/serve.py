@@ -76,6 +76,16 @@ def spec_option(name: str, decl: dict):
     return click.option(flag, name, default=default, **kw)  # str, command
 
 
+def spec_options(*names: str):
+    """Some LaunchSpec fields as a command's options (``pyserve plan --measure`` launches):
+    declared once, in plan/spec.py, whichever command takes them."""
+    def apply(func):
+        for name in reversed(names):
+            func = spec_option(name, FIELDS[name][1])(func)
+        return func
+    return apply
+
+
 def launch_options(func):
     """Every LaunchSpec field as the command's option (MODEL first, vLLM's arguments last)."""
     for name, (_group, decl) in reversed(FIELDS.items()):

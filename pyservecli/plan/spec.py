@@ -72,7 +72,8 @@ class ModelSettings:
         "becomes each node's rank.", "pairs", metavar="KEY=VALUE", serve_line=True))
     gpu_memory: str | float | None = field(default=None, metadata=opt(
         "--gpu-memory", "Memory per GPU to size the model for (80, 141GiB) [default: "
-        "nvidia-smi, else SLURM's GPU type, else 80 assumed].", metavar="GIB"))
+        "nvidia-smi, else SLURM's GPU type, else an 80 GB H100's 79.6 assumed].",
+        metavar="GIB"))
 
 
 @dataclass(frozen=True)
