@@ -6,7 +6,7 @@ READY at once, the real HTTP API), so that what is measured is pyserve's work, n
                                                  [--out docs/results/DATE-scale]
 
 For each node count N: tests/cluster/up.sh with PYSERVE_CLUSTER_NODES=N (one "GPU" per node),
-then for each mode, `salloc -N N pyserve launch` of a config-only model:
+then for each mode, `salloc -N N pyserve launch` of a config-only model (Qwen3-8B's shape):
 
 - ``dp``: ``--dp N`` (one server, a DP rank per node: head + N-1 headless nodes, mp backend);
 - ``pp``: ``--pp N`` (mp backend, one pipeline stage per node);
@@ -106,7 +106,8 @@ def mode_args(mode: str, nodes: int) -> list[str]:
 def start(env: dict, bin_dir: Path, model: Path, ws: Path, mode: str, nodes: int, port: int):
     argv = ["salloc", "-N", str(nodes), "--gpus-per-node=1", "--job-name=pyserve-scale",
             *launcher(bin_dir, "launch", str(model), *mode_args(mode, nodes), "--workspace",
-                      str(ws), "--port", str(port), "--ready-timeout", "600")]
+                      str(ws), "--port", str(port), "--ready-timeout", "600",
+                      "--gpu-memory", "80")]
     log = open(ws.parent / f"{ws.name}.stderr", "w")
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=log, text=True,
                             start_new_session=True)
@@ -226,9 +227,10 @@ def main() -> int:
     sys.path.insert(0, str(ROOT))
     from pyservecli.models.dummy import create_model_dir
 
-    model = args.work / "qwen3-tiny"
+    # Qwen3-8B's shape: 36 layers, so PP N up to 32 is a valid plan; one 80 GB GPU holds it.
+    model = args.work / "qwen3-8b"
     if not model.exists():
-        create_model_dir("qwen3-tiny", model)
+        create_model_dir("qwen3-8b", model)
     bin_dir = fake_bin(args.work)
     own_start = stand_in_start_s(args.work)
     rows = []
