@@ -169,7 +169,8 @@ def measure(env, bin_dir, model, work: Path, mode: str, nodes: int, own_start: f
         row["ready_s"] = round(ready, 2)
         row["overhead_s"] = round(ready - own_start, 2)
         row["launcher_cpu_s"] = round(cpu_seconds(pid), 2) if pid else None
-        files = sum(len(f) for _, _, f in os.walk(ws))
+        # The launch's own files (scripts, logs, records, heartbeats), not the shared caches.
+        files = sum(len(f) for _, _, f in os.walk(ws / "logs"))
         row["files_per_node"] = round(files / nodes, 1)
         stop_at = time.monotonic()
         sh(*launcher(bin_dir, "stop", "--workspace", str(ws)), env=env, check=False)
