@@ -25,6 +25,7 @@ Examples:
   pyserve launch ./tiny --load-format dummy --then "pyserve health --host 127.0.0.1"
   pyserve launch Qwen/Qwen3-8B --replicas 8 --restart   # 8 servers behind vllm-router
   pyserve launch Qwen/Qwen3-8B --prefill 1 --decode 1    # 1P1D over NIXL, P/D router
+  pyserve launch ./Qwen3-8B --image vllm-serve-latest.tar.gz --runtime podman   # or pyxis, ...
 """
 
 
