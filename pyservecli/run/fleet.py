@@ -36,7 +36,13 @@ from pyservecli.run.launcher import (
     supervise,
     tail,
 )
-from pyservecli.run.prometheus import remove_targets, sd_path, target_group, write_targets
+from pyservecli.run.prometheus import (
+    remove_targets,
+    sd_path,
+    server_group,
+    target_group,
+    write_targets,
+)
 from pyservecli.run.readiness import auth_headers, probe_ready
 
 Say = Callable[[str], None]
@@ -168,9 +174,7 @@ class Fleet(Runner):
             remove_targets(path)
             return
         host = socket.gethostname()
-        groups = [target_group(r.url.removeprefix("http://"), launch_id=self.fleet_id,
-                               role=self.plan.role(r.index), model=r.plan.served_model_name,
-                               host=r.plan.head_host)
+        groups = [server_group(r.plan, launch_id=self.fleet_id, role=self.plan.role(r.index))
                   for r in self.replicas if r.state == "serving"]
         if self.router is not None:
             groups.append(target_group(f"127.0.0.1:{self.plan.router.metrics_port}",

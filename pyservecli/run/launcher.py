@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING
 
 from pyservecli.errors import PyserveError
 from pyservecli.plan.backends import get_backend
-from pyservecli.plan.fleet import worker_url
 from pyservecli.plan.launch import LaunchPlan
 from pyservecli.plan.ports import job_window
 from pyservecli.run.jobfiles import (
@@ -32,7 +31,7 @@ from pyservecli.run.jobfiles import (
     write_record,
 )
 from pyservecli.run.procs import NodeProcess, srun_per_node, start_local, start_srun
-from pyservecli.run.prometheus import remove_targets, sd_path, target_group, write_targets
+from pyservecli.run.prometheus import remove_targets, sd_path, server_group, write_targets
 from pyservecli.run.readiness import (
     API_STARTING,
     LogFollower,
@@ -440,9 +439,8 @@ class Launch(Runner):
         write_record(self.plan, self.files, self.options, state="ready",
                      ready_at=time.time(), startup=self.startup, **self.times)
         if self.options.workspace_record:  # a fleet's servers are listed in the fleet's file
-            write_targets(self.targets_file, [target_group(
-                worker_url(self.plan).removeprefix("http://"), launch_id=self.plan.launch_id,
-                role="server", model=self.plan.served_model_name, host=self.plan.head_host)])
+            write_targets(self.targets_file, [server_group(
+                self.plan, launch_id=self.plan.launch_id, role="server")])
 
     @property
     def targets_file(self) -> Path:

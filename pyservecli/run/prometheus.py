@@ -13,6 +13,12 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pyservecli.plan.fleet import worker_url
+
+if TYPE_CHECKING:
+    from pyservecli.plan.launch import LaunchPlan
 
 METRICS_PATH = "/metrics"
 
@@ -28,6 +34,13 @@ def target_group(address: str, *, launch_id: str, role: str, model: str, host: s
             "labels": {"__metrics_path__": METRICS_PATH, "pyserve_launch": launch_id,
                        "pyserve_role": role, "pyserve_model": model, "pyserve_node": host,
                        "pyserve_scope": scope}}
+
+
+def server_group(plan: LaunchPlan, *, launch_id: str, role: str) -> dict:
+    """The file_sd entry of one server: where the router (or a client) reaches it, its
+    served model and head node."""
+    return target_group(worker_url(plan).removeprefix("http://"), launch_id=launch_id,
+                        role=role, model=plan.served_model_name, host=plan.head_host)
 
 
 def write_targets(path: Path, groups: list[dict]) -> None:
