@@ -597,23 +597,20 @@ def figure_source(store: PerfStore | None, shape, gpu_name: str, gpus: int, flag
         return estimate_shape(mem, find_gpu(point.gpu) or DEFAULT_GPU, cand, gpus_per_node,
                               Workload(point.isl, point.osl, point.concurrency))
 
-    cached: dict[tuple, list[float]] = {}
+    def per_pool(compute):
+        """``compute(pool, estimate_of)`` once per pool: the pools are fixed per shape
+        (``figure`` filters them the same way for every candidate and load)."""
+        cache: dict[tuple, object] = {}
 
-    def ratios(pool) -> list[float]:
-        """The pools are fixed per shape (``figure`` filters them the same way for every
-        load): computed once each, not once per candidate and load."""
-        key = tuple(id(p) for p in pool)
-        if key not in cached:
-            cached[key] = correction_ratios(pool, estimate_of)
-        return cached[key]
+        def of(pool):
+            key = tuple(id(p) for p in pool)
+            if key not in cache:
+                cache[key] = compute(pool, estimate_of)
+            return cache[key]
+        return of
 
-    spreads: dict[tuple, float | None] = {}
-
-    def spread_of(pool) -> float | None:
-        key = tuple(id(p) for p in pool)
-        if key not in spreads:
-            spreads[key] = topology_spread(pool, estimate_of)
-        return spreads[key]
+    ratios = per_pool(correction_ratios)
+    spread_of = per_pool(topology_spread)
 
     def figure_of(cand, workload):
         est = estimate_shape(memory, spec, cand, gpus_per_node, workload)

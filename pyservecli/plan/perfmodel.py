@@ -150,9 +150,6 @@ def figure(shape, workload: Workload, estimate: Estimate | None, points: Sequenc
                       own=True)
     if estimate is None:
         return None
-    evidence = [*points, *family_points]
-    spread = spread_of(evidence) if spread_of is not None else \
-        topology_spread(evidence, estimate_of)
     for pool, what in ((same, "this topology at other loads"),
                        (list(points), "other topologies of this shape"),
                        (list(family_points), "shapes of this family")):
@@ -160,6 +157,10 @@ def figure(shape, workload: Workload, estimate: Estimate | None, points: Sequenc
         if found:
             ratios_found = found
             factor = statistics.median(ratios_found)
+            # The evidence behind the resolution: only a corrected estimate carries it.
+            evidence = [*points, *family_points]
+            spread = spread_of(evidence) if spread_of is not None else \
+                topology_spread(evidence, estimate_of)
             return Figure(estimate.output_tok_s * factor, estimate.ttft_ms / factor,
                           estimate.tpot_ms / factor, None, None, ESTIMATED,
                           f"x{factor:.2f} from {len(ratios_found)} measured point"
