@@ -3,7 +3,8 @@
 #   scripts/install-system-deps.sh [--docker]
 # The linter (shellcheck) checks every shipped and rendered script; SLURM, munge, iproute2 and
 # util-linux's nsenter make the multi-node test cluster (tests/cluster/up.sh); prometheus scrapes
-# a launch through its service-discovery file (tests/test_engine_launch.py); with --docker also Debian's
+# a launch through its service-discovery file (tests/test_engine_launch.py); tmux runs pyserve top
+# as a person would (tests/test_top.py); with --docker also Debian's
 # docker.io, debootstrap and pigz (the CPU image of tests/test_docker.py), podman (which runs that
 # image too), and the Docker daemon started.
 # As root it installs; otherwise (or with PYSERVE_NO_INSTALL=1) it names the packages and the
@@ -11,7 +12,7 @@
 set -euo pipefail
 
 pairs=(shellcheck:shellcheck shfmt:shfmt slurmctld:slurmctld slurmd:slurmd srun:slurm-client
-    munged:munge ip:iproute2 nsenter:util-linux prometheus:prometheus)
+    munged:munge ip:iproute2 nsenter:util-linux prometheus:prometheus tmux:tmux)
 if [ "${1:-}" = "--docker" ]; then
     pairs+=(dockerd:docker.io debootstrap:debootstrap pigz:pigz podman:podman)
 fi
