@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Issue-24 GPU proof on one 2-GPU node (2x H200): prefill/decode against aggregated serving by
+# SLO. Qwen3-8B (dummy weights), OSL 256, TTFT <= 2 s and TPOT <= 20 ms at p99: the goodput (the
+# most output tok/s at a load where both SLOs hold) of `--dp 2` and `--prefill 1 --decode 1`,
+# found by `pyserve plan --measure --ttft --tpot` (bracket, then bisect), and of `--replicas 2`
+# measured at the loads the search tried for `--dp 2`.
+#   pd-slo.sh search ISL RESULTS            plan --measure of tp1-dp2 and 1p-tp1-1d-tp1
+#   pd-slo.sh replicas ISL RESULTS LOADS    --replicas 2, one point per load ("4 8 16")
+# --resume keeps what an earlier call measured, so a phase cut by the device's 10-minute limit
+# goes on where it stopped. Needs scripts/gpu/install.sh (with the nixl, nixl-cu13, vllm-router
+# and orjson wheels) to have run on this node.
+set -euo pipefail
+phase=${1:?usage: pd-slo.sh search|replicas ISL RESULTS [LOADS]}
+isl=${2:?usage: pd-slo.sh search|replicas ISL RESULTS [LOADS]}
+results=${3:?usage: pd-slo.sh search|replicas ISL RESULTS [LOADS]}
+osl=256
+# Room for the prompt, the output and the chat template.
+max_len=$((isl + osl + 512 > 4096 ? isl + osl + 512 : 4096))
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=env.sh
+source "$here/env.sh"
+prepare_results "$results"
+ws=/tmp/ws-pd-slo
+serve_args=(--load-format dummy --max-model-len "$max_len")
+slo=(--ttft 2000 --tpot 20)
+case "$phase" in
+search)
+    pyserve plan "$DENSE_MODEL" --format json --isl "$isl" --osl "$osl" "${slo[@]}" \
+        "${serve_args[@]}" >"$results/predicted-isl$isl.json"
+    # Stops itself (SIGINT: pyserve stops its server, keeps what was measured) before the
+    # device's per-call limit; the next call with the same arguments resumes.
+    timeout -s INT -k 60 "${PHASE_LIMIT_S:-530}" pyserve plan "$DENSE_MODEL" --measure \
+        --only tp1-dp2,1p-tp1-1d-tp1 --resume --workspace "$ws" --out "$results/measured-isl$isl" \
+        --isl "$isl" --osl "$osl" "${slo[@]}" "${serve_args[@]}" \
+        >>"$results/plan-isl$isl.txt" 2>>"$results/plan-isl$isl.log" || echo "plan --measure rc $?"
+    ;;
+replicas)
+    loads=${4:?usage: pd-slo.sh replicas ISL RESULTS LOADS}
+    out=$results/replicas-isl$isl
+    # The same points as plan --measure: random prompts, every request at once, 4 per slot.
+    then_cmd=""
+    for load in $loads; do
+        prompts=$((4 * load > 100 ? 4 * load : 100))
+        then_cmd+="pyserve bench --host 127.0.0.1 --port 8000 --isl $isl --osl $osl"
+        then_cmd+=" --concurrency $load --num-prompts $prompts --out $out/c$load && "
+    done
+    then_cmd+="true"
+    timeout -s INT -k 60 "${PHASE_LIMIT_S:-530}" pyserve launch "$DENSE_MODEL" --replicas 2 \
+        --port 8000 --workspace "$ws" "${serve_args[@]}" --then "$then_cmd" \
+        2>"$results/launch-replicas-isl$isl.log" || echo "replicas rc $?"
+    ;;
+*)
+    echo "unknown phase $phase" >&2
+    exit 2
+    ;;
+esac
+cp "$ws/perf.db" "$results/perf.db" 2>/dev/null || true
