@@ -23,15 +23,17 @@ prepare_results "$results"
 ws=/tmp/ws-pd-slo
 serve_args=(--load-format dummy --max-model-len "$max_len")
 slo=(--ttft 2000 --tpot 20)
+# The search starts at the goal's load: START (default 16) saves the points far above the edge.
+start=(--concurrency "${START:-16}")
 case "$phase" in
 search)
-    pyserve plan "$DENSE_MODEL" --format json --isl "$isl" --osl "$osl" "${slo[@]}" \
+    pyserve plan "$DENSE_MODEL" --format json --isl "$isl" --osl "$osl" "${start[@]}" "${slo[@]}" \
         "${serve_args[@]}" >"$results/predicted-isl$isl.json"
     # Stops itself (SIGINT: pyserve stops its server, keeps what was measured) before the
     # device's per-call limit; the next call with the same arguments resumes.
     timeout -s INT -k 60 "${PHASE_LIMIT_S:-530}" pyserve plan "$DENSE_MODEL" --measure \
         --only tp1-dp2,1p-tp1-1d-tp1 --resume --workspace "$ws" --out "$results/measured-isl$isl" \
-        --isl "$isl" --osl "$osl" "${slo[@]}" "${serve_args[@]}" \
+        --isl "$isl" --osl "$osl" "${start[@]}" "${slo[@]}" "${serve_args[@]}" \
         >>"$results/plan-isl$isl.txt" 2>>"$results/plan-isl$isl.log" || echo "plan --measure rc $?"
     ;;
 replicas)
