@@ -9,7 +9,10 @@ Prints, per shape and topology: measured output tok/s, the bare estimate and its
 estimate after the store's correction (other shapes of the family) and its error; per shape:
 plan's rank 1 and the automatic choice (`pyserve launch MODEL`, no flags), each as measured
 tok/s over the best measured. The point is the one the GPU runs measured (ISL 1024, OSL 256,
-128 in flight). No GPU, no vLLM: it reads the seed.
+128 in flight). Then p99 TTFT, which SLO goodput is decided on: the estimate (the last prompt of
+the clients' first burst) against every closed-loop point of the seed that records it, any
+load and prompt length, and against what the planner compared before it modelled p99 (its p50
+estimate). No GPU, no vLLM: it reads the seed.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pyservecli.plan.auto import (
     Shape,
     candidates,
     choose,
+    estimate_shape,
     overrules_rules,
     rank,
     with_figures,
@@ -32,6 +36,7 @@ from pyservecli.plan.estimate import Workload
 from pyservecli.plan.gpus import GpuInfo, find_gpu
 from pyservecli.plan.modelconfig import ModelFacts
 from pyservecli.plan.perfkey import flags_key, shape_from_json
+from pyservecli.plan.perfmodel import shape_of_point
 
 
 def main() -> int:
@@ -103,7 +108,33 @@ def main() -> int:
     print(f"mean |error|: bare {statistics.fmean(errors['bare']):.1f} %, after the store's "
           f"correction {statistics.fmean(errors['corrected']):.1f} % "
           f"({len(errors['bare'])} measured topologies)")
+    print()
+    ttft_p99(spec, args.gpus)
     return 0
+
+
+def ttft_p99(spec, gpus: int) -> None:
+    """Estimated p99 TTFT against the measured one, per family, over the seed's closed-loop
+    points of this GPU and count (one server or prefill/decode)."""
+    rows: dict[str, list] = {}
+    for p in seed_points():
+        cand = shape_of_point(p)
+        if (p.gpu != spec.name or p.gpus != gpus or not p.concurrency or p.rate is not None
+                or p.ttft_p99_ms is None or cand is None):
+            continue
+        shape = shape_from_json(p.shape_json)
+        est = estimate_shape(shape.memory(), spec, cand, gpus, Workload(p.isl, p.osl,
+                                                                          p.concurrency))
+        rows.setdefault(shape.family, []).append(
+            (abs(est.ttft_p99_ms - p.ttft_p99_ms) / p.ttft_p99_ms,
+             abs(est.ttft_ms - p.ttft_p99_ms) / p.ttft_p99_ms, (est.ttft_p99_ms - p.ttft_p99_ms)
+             / p.ttft_p99_ms))
+    for family, found in sorted(rows.items()):
+        signed = [r[2] for r in found]
+        print(f"p99 TTFT, {family}: mean |error| {100 * statistics.fmean(r[0] for r in found):.1f}"
+              f" % (range {100 * min(signed):+.0f} to {100 * max(signed):+.0f} %); the p50 "
+              f"estimate taken for p99 (before): {100 * statistics.fmean(r[1] for r in found):.1f}"
+              f" % ({len(found)} points)")
 
 
 if __name__ == "__main__":

@@ -20,12 +20,20 @@ from pyservecli.bench.perfstore import (
 )
 from pyservecli.bench.planreport import goodput_search
 from pyservecli.models.dummy import builtin_config
-from pyservecli.plan.auto import Shape, pd_shapes
+from pyservecli.plan.auto import (
+    Shape,
+    candidates,
+    estimate_shape,
+    meets_slo,
+    pd_shapes,
+    with_figures,
+)
 from pyservecli.plan.estimate import Workload, estimate
-from pyservecli.plan.gpus import find_gpu
+from pyservecli.plan.gpus import GpuInfo, find_gpu
 from pyservecli.plan.memory import model_memory
+from pyservecli.plan.modelconfig import ModelFacts
 from pyservecli.plan.perfkey import model_shape, shape_from_json, speed_flags
-from pyservecli.plan.perfmodel import ESTIMATED, INTERPOLATED, MEASURED, figure
+from pyservecli.plan.perfmodel import ESTIMATED, INTERPOLATED, MEASURED, Figure, figure
 
 from .conftest import run_pyserve
 
@@ -448,3 +456,48 @@ def test_resolution_comes_from_the_stores_pairs_of_topologies_and_repeats_tell_a
     overlap = rank([cand(dp2, 2573.0, MEASURED, (2500.0, 2650.0)),
                     cand(tp2, 2708.0, MEASURED, (2600.0, 2800.0))], "throughput", preferred=dp2)
     assert overlap[0].shape == dp2
+
+
+def test_estimated_p99_ttft_is_the_last_prompt_of_the_first_burst():
+    """Closed-loop clients start together: the last prompt of that burst waits for its server's
+    share of it. So a DP 2 rank at 2c in flight has the p99 of one server at c; a 1P1D fleet's
+    one prefill GPU takes the whole burst (worse than DP 2 at the same load and GPUs), which
+    its p50 hides; and the p99 is never below the p50."""
+    memory = model_memory(QWEN3_8B)
+    work = Workload(8192, 256, 16)
+    dp2 = estimate(memory, H200, tp=1, pp=1, dp=2, ep=False, gpus_per_node=2, workload=work)
+    one = estimate(memory, H200, tp=1, pp=1, dp=1, ep=False, gpus_per_node=2,
+                   workload=replace(work, concurrency=8))
+    assert dp2.ttft_p99_ms == pytest.approx(one.ttft_p99_ms)
+    pd = estimate_shape(memory, H200, Shape(1, 1, 1, False, prefill=1, decode=1, prefill_tp=1),
+                        2, work)
+    whole = estimate(memory, H200, tp=1, pp=1, dp=1, ep=False, gpus_per_node=2, workload=work)
+    assert pd.ttft_p99_ms > whole.ttft_p99_ms > dp2.ttft_p99_ms
+    for est in (dp2, one, pd, whole):
+        assert est.ttft_p99_ms >= est.ttft_ms
+    # An estimated figure carries it, corrected like the p50, and the SLO is held against it.
+    fig = figure(Shape(1, 1, 2, False), work, dp2, [], lambda p: None)
+    assert fig.source == ESTIMATED and fig.ttft_p99_ms == pytest.approx(dp2.ttft_p99_ms)
+    assert meets_slo(fig, fig.ttft_ms * 1.01, None) is (fig.ttft_p99_ms <= fig.ttft_ms * 1.01)
+    assert not meets_slo(replace(fig, ttft_ms=100.0, ttft_p99_ms=3000.0), 2000.0, None)
+
+
+def test_estimated_goodput_is_bisected_between_powers_of_two():
+    """p99 TTFT of 100 ms per request in flight, SLO 1,250 ms: the goodput is at 12 (between
+    the 8 that holds and the 16 that does not), not at 8."""
+    facts = ModelFacts("qwen3-8b", {**QWEN3_8B, "architectures": ["Qwen3ForCausalLM"]},
+                       model_memory(QWEN3_8B), "test")
+    work = Workload(1024, 256, 128)
+    found = candidates(facts, 1, 2, GpuInfo(H200.memory_gib, H200, "test"), work,
+                       disaggregated=False)
+    asked = []
+
+    def figure_of(shape, workload):
+        asked.append(workload.concurrency)
+        load = workload.concurrency
+        return Figure(100.0 * load, 50.0, 5.0, 100.0 * load, 5.0, ESTIMATED, "synthetic")
+
+    ranked = with_figures(found, work, figure_of, ttft_ms=1250.0)
+    good = [c.goodput for c in ranked if c.valid]
+    assert good and all(g.concurrency == 12 for g in good)
+    assert all(g.figure.output_tok_s == 1200.0 for g in good)

@@ -372,7 +372,8 @@ def with_figures(found: list[Candidate], workload: Workload, figure_of: FigureOf
     """Each valid candidate with its figure (``figure_of``: measured, interpolated or
     estimated, ``plan.perfmodel``) and, with SLOs, its goodput: the highest load (powers of two,
     then the workload's concurrency) at which its figure meets every SLO (p99 where measured,
-    else the estimate)."""
+    else the estimate), bisected between the last power of two that meets them and the first
+    that does not, as ``plan --measure`` searches the measured edge."""
     loads = [1 << i for i in range(32) if (1 << i) < workload.concurrency]
     loads.append(workload.concurrency)
     out = []
@@ -382,13 +383,28 @@ def with_figures(found: list[Candidate], workload: Workload, figure_of: FigureOf
             continue
         fig = figure_of(cand.shape, workload)
         good = None
+
+        def held(load: int, cand=cand, fig=fig):
+            """The figure at ``load`` when it meets every SLO, else None."""
+            point = fig if load == workload.concurrency else figure_of(
+                cand.shape, replace(workload, concurrency=load))
+            return point if point is not None and meets_slo(point, ttft_ms, tpot_ms) else None
+
         if ttft_ms is not None or tpot_ms is not None:
+            missed = None
             for load in loads:
-                point = fig if load == workload.concurrency else figure_of(
-                    cand.shape, replace(workload, concurrency=load))
-                if point is None or not meets_slo(point, ttft_ms, tpot_ms):
+                point = held(load)
+                if point is None:
+                    missed = load
                     break
                 good = Goodput(load, point)
+            while good is not None and missed is not None and missed - good.concurrency > 1:
+                middle = (good.concurrency + missed) // 2
+                point = held(middle)
+                if point is None:
+                    missed = middle
+                else:
+                    good = Goodput(middle, point)
         out.append(replace(cand, figure=fig, goodput=good))
     return out
 

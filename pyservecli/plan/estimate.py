@@ -50,6 +50,10 @@ class Estimate:
     ttft_ms: float
     tpot_ms: float
     gpus: int
+    # The p99 TTFT of a closed loop: its clients start together, and the last prompt of that
+    # burst waits for the prefill of every prompt ahead of it on its server. None where not
+    # modelled.
+    ttft_p99_ms: float | None = None
 
     @property
     def output_tok_s_per_gpu(self) -> float:
@@ -58,7 +62,8 @@ class Estimate:
     def as_dict(self) -> dict:
         return {"output_tok_s": round(self.output_tok_s, 1),
                 "output_tok_s_per_gpu": round(self.output_tok_s_per_gpu, 1),
-                "ttft_ms": round(self.ttft_ms, 2), "tpot_ms": round(self.tpot_ms, 3)}
+                "ttft_ms": round(self.ttft_ms, 2), "tpot_ms": round(self.tpot_ms, 3),
+                "ttft_p99_ms": None if self.ttft_p99_ms is None else round(self.ttft_p99_ms, 2)}
 
 
 def _gemm_efficiency(tp: int) -> float:
@@ -184,8 +189,9 @@ def estimate(memory: ModelMemory, gpu: GpuSpec, *, tp: int, pp: int, dp: int, ep
     capped = min(output, API_SERVER_TOK_S * api_servers)
     # A front-end bound server streams slower than its engine could: TPOT grows with it.
     tpot = (step + prefill / workload.osl) * output / capped
+    # p50: a prompt in the middle of its rank's share of the burst; p99: the last of it.
     return Estimate(output_tok_s=capped, ttft_ms=1000 * server.prefill_s(max(1, batch // 2)),
-                    tpot_ms=1000 * tpot, gpus=gpus)
+                    tpot_ms=1000 * tpot, gpus=gpus, ttft_p99_ms=1000 * prefill)
 
 
 def estimate_pd(memory: ModelMemory, gpu: GpuSpec, *, prefill: int, prefill_tp: int,
@@ -218,5 +224,10 @@ def estimate_pd(memory: ModelMemory, gpu: GpuSpec, *, prefill: int, prefill_tp: 
         batch = 0.5 * batch + 0.5 * max(1.0, rate * workload.osl * step / decode)
     output = min(rate * workload.osl, API_SERVER_TOK_S * decode)
     ttft = max(first, conc / rate - workload.osl * step)
+    # p99: the clients start together and every prompt goes to the prefill servers, whose
+    # share of that burst (CONCURRENCY / prefill servers) the last prompt waits behind; the
+    # decode servers' GPUs take no part in it. Then its KV transfer.
+    burst = pre.prefill_s(chunk) + transfer
     return Estimate(output_tok_s=output, ttft_ms=1000 * ttft, tpot_ms=1000 * step,
-                    gpus=prefill * prefill_tp + decode * decode_tp)
+                    gpus=prefill * prefill_tp + decode * decode_tp,
+                    ttft_p99_ms=1000 * max(ttft, burst))

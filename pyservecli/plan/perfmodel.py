@@ -107,6 +107,10 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return statistics.fmean(known) if known else None
 
 
+def _scaled(value: float | None, factor: float) -> float | None:
+    return None if value is None else value * factor
+
+
 def _lerp(low, high, attr: str, t: float) -> float | None:
     a, b = getattr(low, attr), getattr(high, attr)
     if a is None or b is None:
@@ -162,15 +166,16 @@ def figure(shape, workload: Workload, estimate: Estimate | None, points: Sequenc
             spread = spread_of(evidence) if spread_of is not None else \
                 topology_spread(evidence, estimate_of)
             return Figure(estimate.output_tok_s * factor, estimate.ttft_ms / factor,
-                          estimate.tpot_ms / factor, None, None, ESTIMATED,
+                          estimate.tpot_ms / factor, _scaled(estimate.ttft_p99_ms, 1 / factor),
+                          None, ESTIMATED,
                           f"x{factor:.2f} from {len(ratios_found)} measured point"
                           f"{'s' if len(ratios_found) > 1 else ''} of {what}",
                           correction=factor,
                           family=family, own="this shape" in what or "this topology" in what,
                           spread=spread)
-    return Figure(estimate.output_tok_s, estimate.ttft_ms, estimate.tpot_ms, None, None,
-                  ESTIMATED, "no measured point of this shape or family on this GPU",
-                  family=family)
+    return Figure(estimate.output_tok_s, estimate.ttft_ms, estimate.tpot_ms,
+                  estimate.ttft_p99_ms, None, ESTIMATED,
+                  "no measured point of this shape or family on this GPU", family=family)
 
 
 def topology_spread(pool: Sequence, estimate_of) -> float | None:
