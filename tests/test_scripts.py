@@ -49,7 +49,7 @@ def render_node(tmp_path, argv, api_key_file=None, stop_signal="TERM"):
         env={"PATH": f"{bin_dir}:/usr/bin:/bin", "ARGV_OUT": str(tmp_path / "argv.json")},
         api_key_file=api_key_file, exit_file=str(tmp_path / "h.exit"), argv=argv,
         log_file=str(tmp_path / "h.log"),
-        display=" ".join(argv), setup=[], backend="single", gloo_ifname=["true"], reap=["true"],
+        display=" ".join(argv), setup=[], backend="single", reap=["true"],
         secrets_file=None, heartbeat=str(heartbeat), heartbeat_timeout=45, cache_base=None,
         stop_signal=stop_signal))
     return script
@@ -189,3 +189,25 @@ def test_system_tools_missing_are_named_with_the_command_when_not_installing(tmp
                              env={**os.environ, "PYSERVE_NO_INSTALL": "1"}, capture_output=True,
                              text=True)
     assert present.returncode == 0, present.stderr  # everything there: nothing to do
+
+
+def test_gloo_binds_the_interface_holding_the_node_address(tmp_path):
+    """The node script picks GLOO_SOCKET_IFNAME from `ip -o -4 addr show` in bash (no Python
+    start-up per node): the line whose address, less its prefix length, is VLLM_HOST_IP; a
+    user's own GLOO_SOCKET_IFNAME is kept."""
+    script = render_node(tmp_path, ["vllm", "serve", "m"])
+    (tmp_path / "bin" / "ip").write_text(
+        "#!/bin/sh\n"
+        "echo '1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever'\n"
+        "echo '2: eth0    inet 10.9.8.70/24 brd 10.9.8.255 scope global eth0'\n"
+        "echo '3: ib0    inet 10.9.8.7/16 brd 10.9.255.255 scope global ib0'\n")
+    (tmp_path / "bin" / "ip").chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}",
+           "VLLM_HOST_IP": "10.9.8.7", "ARGV_OUT": str(tmp_path / "argv.json")}
+    env.pop("GLOO_SOCKET_IFNAME", None)
+    assert subprocess.run(["bash", str(script)], cwd=tmp_path, env=env).returncode == 0
+    assert "GLOO_SOCKET_IFNAME=ib0 (holds 10.9.8.7)" in (tmp_path / "h.log").read_text()
+    (tmp_path / "h.log").unlink()
+    env["GLOO_SOCKET_IFNAME"] = "mine"
+    assert subprocess.run(["bash", str(script)], cwd=tmp_path, env=env).returncode == 0
+    assert "GLOO_SOCKET_IFNAME" not in (tmp_path / "h.log").read_text()

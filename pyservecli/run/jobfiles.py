@@ -122,7 +122,6 @@ def write_job_files(plan: LaunchPlan, options: LaunchOptions) -> JobFiles:
             log_file=str(files.log(node.host)),
             telemetry_file=str(files.log_dir / f"gpu-{node.host}.csv"),
             argv=node.argv, display=shjoin(node.argv), setup=setup, backend=backend.name,
-            gloo_ifname=[python, "-m", "pyservecli.workers.gloo_ifname"],
             cache_base=str(options.cache_dir) if options.cache_dir else None,
             cachedir=[python, "-m", "pyservecli.workers.cachedir", str(options.cache_dir)],
             stop_signal=plan.stop_signal,

