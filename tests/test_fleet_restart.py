@@ -246,3 +246,18 @@ def test_prometheus_targets_follow_the_fleet_serving_servers_only(tmp_path):
     finally:
         stop(proc)
     assert not targets.exists()
+
+
+def test_every_servers_phases_are_said_as_they_happen(tmp_path):
+    """#26 item 6: replica 0 starts 4 s late. The launcher waits on it first, and meanwhile says
+    replica 1's phases as its log shows them, not all at once after replica 0 is READY."""
+    proc, _model, _base = start_fleet(tmp_path, "--replicas", "2",
+                                      env={"FAKE_VLLM_START_DELAY": "0:4"})
+    stop(proc)
+    said = proc.stderr.read().splitlines()
+    up = [i for i, line in enumerate(said)
+          if line.startswith("[replica 1] [") and line.endswith("API server up")]
+    ready = [i for i, line in enumerate(said) if "pyserve: replica 0 READY" in line]
+    assert up and ready and up[0] < ready[0], "\n".join(said)
+    assert sum(line.startswith("[replica 1] [") and line.endswith("API server up")
+               for line in said) == 1  # said once, not again when its own wait begins

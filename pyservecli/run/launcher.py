@@ -259,6 +259,8 @@ class Launch(Runner):
         self.api_key = read_api_key(options.api_key_file) if options.api_key_file else None
         self.heartbeat: Heartbeat | None = None
         self.trackers: dict[str, PhaseTracker] = {}
+        self.followers: dict[str, LogFollower] | None = None  # per node, from the first read
+        self.last_note = 0.0  # when a phase or a "still ..." note was last said
         self.startup: dict[str, dict] = {}  # the startup ledger per node (launch.json)
         self.t0 = time.monotonic()
         self.times: dict[str, float] = {}
@@ -353,26 +355,39 @@ class Launch(Runner):
         write_record(self.plan, self.files, self.options, state="starting",
                      started_at=time.time())
 
-    def wait_ready(self) -> None:
-        # Every node's log is followed for the startup ledger; the head's phases are said.
-        followers = {n.host: LogFollower(self.files.log(n.host)) for n in self.plan.nodes}
-        self.trackers = {host: PhaseTracker() for host in followers}
+    def follow_phases(self) -> None:
+        """Read what every node logged since the last call: the startup ledger of each, and the
+        head's phases said as they happen. ``wait_ready`` calls it; so does a fleet, for the
+        servers it is not waiting on yet, so that their phases are said live too."""
+        if self.followers is None:
+            self.followers = {n.host: LogFollower(self.files.log(n.host))
+                              for n in self.plan.nodes}
+            self.trackers = {host: PhaseTracker() for host in self.followers}
         tracker = self.trackers[self.plan.head_host]
-        last_probe = last_note = 0.0
+        for host, follower in self.followers.items():
+            node_tracker = self.trackers[host]
+            for line in follower.new_lines():
+                was_complete = node_tracker.startup_complete_seen
+                phase = node_tracker.feed(line, self.elapsed())
+                if host != self.plan.head_host:
+                    continue
+                if tracker.startup_complete_seen and not was_complete:
+                    self.times["startup_complete_seen_s"] = self.elapsed()
+                if phase:
+                    self.say(f"[{self.elapsed():7.1f}s] {phase}")
+                    self.last_note = self.elapsed()
+
+    def wait_ready(self, meanwhile: Callable[[], None] | None = None) -> None:
+        """Until the server answers (raises NodeFailed, PyserveError); ``meanwhile`` is called
+        at every poll (a fleet follows its other servers' phases there)."""
+        self.follow_phases()
+        tracker = self.trackers[self.plan.head_host]
+        last_probe = 0.0
         why = "not probed yet"
         while True:
-            for host, follower in followers.items():
-                node_tracker = self.trackers[host]
-                for line in follower.new_lines():
-                    was_complete = node_tracker.startup_complete_seen
-                    phase = node_tracker.feed(line, self.elapsed())
-                    if host != self.plan.head_host:
-                        continue
-                    if tracker.startup_complete_seen and not was_complete:
-                        self.times["startup_complete_seen_s"] = self.elapsed()
-                    if phase:
-                        self.say(f"[{self.elapsed():7.1f}s] {phase}")
-                        last_note = self.elapsed()
+            self.follow_phases()
+            if meanwhile is not None:
+                meanwhile()
             failed = self.failed_node()
             if failed:
                 raise NodeFailed(*failed, "before READY")
@@ -392,9 +407,9 @@ class Launch(Runner):
                 if ok:
                     self.times["ready_s"] = self.elapsed()
                     return
-            if now - last_note >= 30:
+            if now - self.last_note >= 30:
                 self.say(f"[{now:7.1f}s] still {tracker.phase}")
-                last_note = now
+                self.last_note = now
             time.sleep(self.options.poll_interval)
 
     def check_nodes(self) -> None:
