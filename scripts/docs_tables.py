@@ -264,10 +264,45 @@ def pd_slo_2026_11_30() -> list[str]:
     return lines
 
 
+def _scale(folder: str) -> list[str]:
+    """The namespace SLURM cluster at 2-32 nodes (scripts/scale_bench.py): one row per node
+    count, the three modes side by side."""
+    rows = json.loads((RESULTS / folder / "scale.json").read_text())["rows"]
+    by = {(r["nodes"], r["mode"]): r for r in rows}
+    lines = _head(["seconds unless noted; overhead = salloc to READY minus the stand-in's start"],
+                  ["nodes", "``--dp N`` overhead", "``--pp N`` overhead",
+                   "``--replicas N`` overhead", "launcher CPU s (dp / replicas)",
+                   "stop (dp / replicas)", "rank death seen (dp / pp / replicas)"])
+
+    def cell(value) -> str:
+        return "-" if value is None else f"{value:.2f}"
+
+    for nodes in sorted({r["nodes"] for r in rows}):
+        dp, pp, rep = (by.get((nodes, m), {}) for m in ("dp", "pp", "replicas"))
+        lines += [f"   * - {nodes}", f"     - {cell(dp.get('overhead_s'))}",
+                  f"     - {cell(pp.get('overhead_s'))}", f"     - {cell(rep.get('overhead_s'))}",
+                  f"     - {cell(dp.get('launcher_cpu_s'))} / {cell(rep.get('launcher_cpu_s'))}",
+                  f"     - {cell(dp.get('stop_s'))} / {cell(rep.get('stop_s'))}",
+                  f"     - {cell(dp.get('death_s'))} / {cell(pp.get('death_s'))} / "
+                  f"{cell(rep.get('death_s'))}"]
+    return lines
+
+
+def scale_2026_11_30() -> list[str]:
+    """Before the node scripts' start was made lighter (commit 10d5d11)."""
+    return _scale("2026-11-30-scale-namespaces")
+
+
+def scale_after_2026_11_30() -> list[str]:
+    """After: one small Python helper per node instead of two."""
+    return _scale("2026-11-30-scale-namespaces/after")
+
+
 TABLES = {"repeats-2026-11-30": repeats_2026_11_30, "planner-2026-11-23": planner_2026_11_23,
           "pd-2026-11-23": pd_2026_11_23,
           "dense-2026-11-30": dense_2026_11_30, "pd-slo-2026-11-30": pd_slo_2026_11_30,
-          "calibrate-2026-11-23": calibrate_2026_11_23}
+          "calibrate-2026-11-23": calibrate_2026_11_23, "scale-2026-11-30": scale_2026_11_30,
+          "scale-after-2026-11-30": scale_after_2026_11_30}
 _BLOCK = re.compile(r"^(\.\. generated-table: (\S+)\n\n)(.*?)^\.\. end-generated-table$",
                     re.S | re.M)
 

@@ -158,6 +158,12 @@ def test_two_keyed_models_behind_one_endpoint_are_routed_by_name(tmp_path, monke
         keyless = requests.post(f"{server.base_url}/v1/completions", timeout=60, json={
             "model": str(dense), "prompt": "hello", "max_tokens": 4})
         assert keyless.status_code == 401
+        # A wrong key (#28): refused by the fleet's endpoint, and by vLLM itself at a server.
+        wrong = {"Authorization": "Bearer not-the-key"}
+        for url in (server.base_url, server.fleet.replicas[0].url):
+            answer = requests.post(f"{url}/v1/completions", timeout=60, headers=wrong, json={
+                "model": str(dense), "prompt": "hello", "max_tokens": 4})
+            assert answer.status_code == 401, (url, answer.text)
         # pyserve health and bench read the gateway's list: each model checked by its name.
         for model in (str(dense), str(moe)):
             checks = api.health(server.base_url, model=model, api_key="engine-test-key",
