@@ -31,6 +31,24 @@ def test_the_ledger_times_each_phase_and_tells_a_cache_hit_from_a_miss():
     assert PhaseTracker().ledger() == {"phases_s": {}, "compile_cache": None}
 
 
+def test_vllm_032_aot_cache_lines_say_miss_and_why_a_cached_graph_was_compiled_again():
+    """vLLM 0.32 (the CPU engine) words: a graph compiled and saved is a miss; a cached graph
+    that fails to load is a miss whose reason is kept (seen on this engine: #28)."""
+    path = "/ws/cache/torch_compile_cache/torch_aot_compile/8c3c/rank_0_0/model"
+    cold, warm = PhaseTracker(), PhaseTracker()
+    cold.feed(f"(Worker pid=462) INFO 11-30 15:30:41 [decorators.py:743] [backbone] saved AOT "
+              f"compiled function to {path}")
+    assert cold.ledger() == {"phases_s": {}, "compile_cache": "miss"}
+    warm.feed(f"(Worker pid=715) WARNING 11-30 15:31:09 [decorators.py:333] [backbone] Compiling"
+              f" model again due to a load failure from {path}, reason: 'function' object has "
+              "no attribute 'finalize_loading'")
+    warm.feed(f"(Worker pid=715) INFO [decorators.py:743] [backbone] saved AOT compiled function"
+              f" to {path}")
+    assert warm.ledger() == {"phases_s": {}, "compile_cache": "miss", "compile_cache_why":
+                             "the cached graph did not load: 'function' object has no "
+                             "attribute 'finalize_loading'"}
+
+
 def test_cache_directory_per_vllm_version_and_gpu_type(tmp_path):
     out = subprocess.run([sys.executable, "-m", "pyservecli.workers.cachedir",
                           str(tmp_path / "cache")], capture_output=True, text=True,

@@ -378,6 +378,8 @@ def status(launch, workspace, fmt):
         for host, entry in (info.get("startup") or {}).items():
             phases = ", ".join(f"{name} {at}s" for name, at in entry["phases_s"].items())
             cache = entry.get("compile_cache") or "not used"
+            if entry.get("compile_cache_why"):
+                cache += f" ({entry['compile_cache_why']})"
             click.echo(f"{'startup ' + host:18} {phases or 'no phase seen'}; compile cache "
                        f"{cache}")
         roles = info.get("roles") if isinstance(info.get("roles"), dict) else {}

@@ -449,8 +449,11 @@ class Launch(Runner):
         self.say(f"pyserve: READY in {ready:.1f}s{delay}")
         self.startup = {host: t.ledger() for host, t in self.trackers.items()}
         cache = {entry["compile_cache"] for entry in self.startup.values()} - {None}
+        why = sorted({entry["compile_cache_why"] for entry in self.startup.values()
+                      if entry.get("compile_cache_why")})
         if cache:
-            self.say(f"pyserve: compile cache {'/'.join(sorted(cache))}")
+            self.say(f"pyserve: compile cache {'/'.join(sorted(cache))}"
+                     + (f" ({'; '.join(why)})" if why else ""))
         write_record(self.plan, self.files, self.options, state="ready",
                      ready_at=time.time(), startup=self.startup, **self.times)
         if self.options.workspace_record:  # a fleet's servers are listed in the fleet's file

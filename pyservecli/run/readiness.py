@@ -34,9 +34,14 @@ PHASES: tuple[tuple[str, re.Pattern], ...] = tuple(
 )
 STARTUP_COMPLETE = "Application startup complete"
 API_STARTING = "starting API server"  # from here on READY is seconds away: probe often
-# vLLM's torch.compile cache: graphs loaded from it (hit) or compiled anew (miss).
+# vLLM's torch.compile cache: graphs loaded from it (hit) or compiled anew (miss). vLLM 0.26
+# (GPU) says "Compiling a graph for" / "Directly load the compiled graph"; 0.32 (CPU) saves an
+# AOT-compiled function ("saved AOT compiled function to") and, when the one in the cache does
+# not load, says why before compiling again: a miss whose reason the user should see.
 COMPILE_CACHE_HIT = re.compile(r"Directly load (the compiled graph|AOT compilation)")
-COMPILE_CACHE_MISS = re.compile(r"Compiling a graph for")
+COMPILE_CACHE_MISS = re.compile(r"Compiling a graph for|saved AOT compiled function to")
+COMPILE_CACHE_LOAD_FAILED = re.compile(r"Compiling model again due to a load failure from \S+?,?"
+                                       r" reason: (?P<why>.+)$")
 
 
 class LogFollower:
@@ -70,12 +75,18 @@ class PhaseTracker:
     # phase name -> seconds (the caller's clock) when it was first seen: the startup ledger
     reached_at: dict[str, float] = field(default_factory=dict)
     compile_cache: str | None = None  # "hit" | "miss" | None (not compiled, or not said)
+    # Why a graph the cache held was compiled again (vLLM's words), when it said so.
+    compile_cache_why: str | None = None
 
     def feed(self, line: str, now: float | None = None) -> str | None:
         """Return the new phase name when ``line`` moves startup forward."""
         if STARTUP_COMPLETE in line:
             self.startup_complete_seen = True
-        if COMPILE_CACHE_MISS.search(line):
+        failed = COMPILE_CACHE_LOAD_FAILED.search(line)
+        if failed:
+            self.compile_cache = "miss"
+            self.compile_cache_why = f"the cached graph did not load: {failed['why'].strip()}"
+        elif COMPILE_CACHE_MISS.search(line):
             self.compile_cache = "miss"
         elif COMPILE_CACHE_HIT.search(line) and self.compile_cache is None:
             self.compile_cache = "hit"
@@ -89,7 +100,10 @@ class PhaseTracker:
 
     def ledger(self) -> dict:
         """Seconds from launch at which each phase was first seen, and the compile cache."""
-        return {"phases_s": dict(self.reached_at), "compile_cache": self.compile_cache}
+        ledger = {"phases_s": dict(self.reached_at), "compile_cache": self.compile_cache}
+        if self.compile_cache_why:
+            ledger["compile_cache_why"] = self.compile_cache_why
+        return ledger
 
     @property
     def phase(self) -> str:
