@@ -264,6 +264,49 @@ def pd_slo_2026_11_30() -> list[str]:
     return lines
 
 
+def warm_start_2026_11_23() -> list[str]:
+    """One H100, Qwen3-8B launched cold then warm in one workspace: the startup ledger of each
+    launch record (seconds from launch at which each phase was first seen)."""
+    base = RESULTS / "2026-11-23-h100-warm-start"
+    phases = [("starting engine", "engine starts"), ("weights loaded", "weights loaded"),
+              ("compiling", "compiling"), ("allocating KV cache", "KV cache"),
+              ("engine initialised", "engine ready")]
+    lines = _head(["seconds from launch at which each phase was first seen in the head log"],
+                  ["launch", *(label for _, label in phases), "READY", "compile cache"])
+    for name in ("cold", "warm"):
+        record = json.loads((base / f"launch-{name}.json").read_text())
+        ledger = next(iter(record["startup"].values()))
+        lines += [f"   * - {name}"]
+        lines += [f"     - {ledger['phases_s'][phase]:.1f}" for phase, _ in phases]
+        lines += [f"     - **{record['ready_s']:.1f}**", f"     - {ledger['compile_cache']}"]
+    return lines
+
+
+def offline_2026_11_22() -> list[str]:
+    """2x H200, pyserve offline: each phase's result.json, and its wall time from phases.txt."""
+    base = RESULTS / "2026-11-22-2xh200-offline"
+    wall = dict(re.findall(r"^offline (\S+): exit 0, ([0-9.]+) s in all$",
+                           (base / "phases.txt").read_text(), re.M))
+    phases = [("one", "Qwen3-8B, one GPU"), ("dp", "Qwen3-8B, ``--dp 2``"),
+              ("tp", "Qwen3-8B, ``--tp 2``"), ("moe-tp", "Qwen3-30B-A3B, ``--tp 2 --ep``")]
+    lines = _head(["``pyserve offline``, ISL 1024 / OSL 256, dummy weights, bf16"],
+                  ["phase: model, topology", "prompts", "wall, start to result (s)",
+                   "duration (s)", "output tok/s (per GPU)", "TTFT p50 / p99 (ms)",
+                   "TPOT p50 (ms)"])
+    for phase, label in phases:
+        result = json.loads((base / f"offline-{phase}" / "result.json").read_text())
+        config = json.loads((base / f"offline-{phase}" / "config.json").read_text())
+        gpus = config["tp"] * config["pp"] * config["dp"]
+        tok_s = result["output_throughput"]
+        per_gpu = f" ({_n(tok_s / gpus)})" if gpus > 1 else ""
+        lines += [f"   * - ``{phase}``: {label}", f"     - {_n(result['completed'])}",
+                  f"     - {wall[phase]}", f"     - {result['duration_s']:.2f}",
+                  f"     - {_n(tok_s)}{per_gpu}",
+                  f"     - {_n(result['ttft_ms']['p50'])} / {_n(result['ttft_ms']['p99'])}",
+                  f"     - {result['tpot_ms']['p50']:.1f}"]
+    return lines
+
+
 def _scale(folder: str) -> list[str]:
     """The namespace SLURM cluster at 2-32 nodes (scripts/scale_bench.py): one row per node
     count, the three modes side by side."""
@@ -302,7 +345,9 @@ TABLES = {"repeats-2026-11-30": repeats_2026_11_30, "planner-2026-11-23": planne
           "pd-2026-11-23": pd_2026_11_23,
           "dense-2026-11-30": dense_2026_11_30, "pd-slo-2026-11-30": pd_slo_2026_11_30,
           "calibrate-2026-11-23": calibrate_2026_11_23, "scale-2026-11-30": scale_2026_11_30,
-          "scale-after-2026-11-30": scale_after_2026_11_30}
+          "scale-after-2026-11-30": scale_after_2026_11_30,
+          "warm-start-2026-11-23": warm_start_2026_11_23,
+          "offline-2026-11-22": offline_2026_11_22}
 _BLOCK = re.compile(r"^(\.\. generated-table: (\S+)\n\n)(.*?)^\.\. end-generated-table$",
                     re.S | re.M)
 
