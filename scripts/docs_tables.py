@@ -307,6 +307,44 @@ def offline_2026_11_22() -> list[str]:
     return lines
 
 
+def h100_2026_11_22() -> list[str]:
+    """One H100, Qwen3-8B: pyserve, plain vLLM and pyserve fp8 at c=128 and c=1. The power of
+    these runs was sampled over the whole client process (#29), not the measured window: the
+    table says which share of it was measured, and labels the power rows so."""
+    base = RESULTS / "2026-11-22-h100"
+    runs = {}
+    for variant in ("pyserve", "plain", "fp8"):
+        for load in ("c128", "c1"):
+            runs[variant, load] = json.loads(
+                (base / variant / load / "custom" / f"i1024-o256-rinf-{load}.json").read_text())
+
+    def row(label: str, cell) -> list[str]:
+        return [f"   * - {label}", *(f"     - {cell(runs[v, 'c128'], runs[v, 'c1'])}"
+                                     for v in ("pyserve", "plain", "fp8"))]
+
+    def power(r: dict) -> dict:
+        return r["pyserve"].get("power") or {}
+
+    lines = [".. list-table::", "   :header-rows: 1", "", "   * - ISL 1024 / OSL 256",
+             "     - pyserve bf16", "     - plain vLLM bf16", "     - pyserve ``--quantization fp8``"]
+    lines += row("c=128 output tok/s (per GPU)", lambda hi, lo: _n(hi["output_throughput"]))
+    lines += row("c=128 TTFT p50 / p99 (ms)", lambda hi, lo: f"{_n(hi['median_ttft_ms'])} / "
+                 f"{_n(hi['p99_ttft_ms'])}")
+    lines += row("c=128 TPOT p50 (ms)", lambda hi, lo: f"{hi['median_tpot_ms']:.1f}")
+    lines += row("c=128 interactivity (tok/s/user)",
+                 lambda hi, lo: f"{1000 / hi['median_tpot_ms']:.1f}")
+    lines += row("c=128 GPU power (W, 1 s samples over the whole client run)",
+                 lambda hi, lo: _n(power(hi)["avg_watts_per_gpu"]))
+    lines += row("c=128 share of those samples inside the measured window",
+                 lambda hi, lo: f"{100 * hi['duration'] / hi['pyserve']['wall_s']:.0f} %")
+    lines += row("c=128 output tok/s per kW (same samples)",
+                 lambda hi, lo: _n(power(hi)["output_tok_s_per_kw"]))
+    lines += row("c=1 TPOT p50 (ms)", lambda hi, lo: f"{lo['median_tpot_ms']:.2f}")
+    lines += row("c=1 TTFT p50 (ms)", lambda hi, lo: f"{lo['median_ttft_ms']:.1f}")
+    lines += row("c=1 output tok/s", lambda hi, lo: f"{lo['output_throughput']:.1f}")
+    return lines
+
+
 def _scale(folder: str) -> list[str]:
     """The namespace SLURM cluster at 2-32 nodes (scripts/scale_bench.py): one row per node
     count, the three modes side by side."""
@@ -347,7 +385,7 @@ TABLES = {"repeats-2026-11-30": repeats_2026_11_30, "planner-2026-11-23": planne
           "calibrate-2026-11-23": calibrate_2026_11_23, "scale-2026-11-30": scale_2026_11_30,
           "scale-after-2026-11-30": scale_after_2026_11_30,
           "warm-start-2026-11-23": warm_start_2026_11_23,
-          "offline-2026-11-22": offline_2026_11_22}
+          "offline-2026-11-22": offline_2026_11_22, "h100-2026-11-22": h100_2026_11_22}
 _BLOCK = re.compile(r"^(\.\. generated-table: (\S+)\n\n)(.*?)^\.\. end-generated-table$",
                     re.S | re.M)
 
