@@ -68,7 +68,7 @@ sysdeps:
 	bash scripts/install-system-deps.sh --docker
 
 test: sysdeps lint
-	PYSERVE_STRICT_DEPS=1 $(PY) -m pytest -q tests
+	PYSERVE_STRICT_DEPS=1 $(PY) -m pytest -q --durations=30 tests
 
 # Two workers: most unit tests run the real CLI in a subprocess, so they wait more than compute.
 unit: setup
