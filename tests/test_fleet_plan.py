@@ -128,8 +128,7 @@ def test_prefill_decode_plan_has_roles_nixl_and_a_pd_router(config_dir):
         argv = replica["nodes"][0]["argv"]
         config = json.loads(argv[argv.index("--kv-transfer-config") + 1])
         assert config == {"kv_connector": "NixlConnector",
-                          "kv_role": "kv_producer" if role == "prefill" else "kv_consumer",
-                          "kv_connector_extra_config": {"kv_lease_duration": 120}}
+                          "kv_role": "kv_producer" if role == "prefill" else "kv_consumer"}
     router = fleet["router"]
     assert router["mode"] == "pd"
     argv = router["argv"]

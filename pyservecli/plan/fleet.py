@@ -357,23 +357,11 @@ def _share_words(share: Share) -> str:
     return f"{len(share.nodes)} node(s) x {share.gpus_per_node} GPUs"
 
 
-# How long a prefill server keeps a request's KV blocks for the decode server to pull, renewed
-# by the decode side's heartbeats (vLLM 0.32: ``kv_lease_duration``, 30 s by default). On a
-# loaded machine (two busy loops beside the CPU 1P1D test on 2 cores) the decode side missed
-# 30 s: the prefill side released the blocks, and the decode request waited for them for good
-# (vLLM logged "Deferred", "KV fetch 1 in progress" until the client gave up). 120 s is the
-# starvation pyserve tolerates elsewhere (the nodes' heartbeat timeout). vLLM releases and
-# ignores unknown extra keys, so older versions (0.26: VLLM_NIXL_ABORT_REQUEST_TIMEOUT, 480 s)
-# are unaffected.
-KV_LEASE_S = 120
-
-
 def kv_transfer_config(role: str, gpus: bool) -> str:
     """vLLM's --kv-transfer-config for a prefill (KV producer) or decode (KV consumer) server
     with NIXL; without GPUs (the CPU engine) the KV buffer is host memory."""
-    config: dict = {"kv_connector": "NixlConnector",
-                    "kv_role": "kv_producer" if role == "prefill" else "kv_consumer",
-                    "kv_connector_extra_config": {"kv_lease_duration": KV_LEASE_S}}
+    config = {"kv_connector": "NixlConnector",
+              "kv_role": "kv_producer" if role == "prefill" else "kv_consumer"}
     if not gpus:
         config["kv_buffer_device"] = "cpu"
     return json.dumps(config, separators=(",", ":"))
