@@ -326,7 +326,8 @@ def h100_2026_11_22() -> list[str]:
         return r["pyserve"].get("power") or {}
 
     lines = [".. list-table::", "   :header-rows: 1", "", "   * - ISL 1024 / OSL 256",
-             "     - pyserve bf16", "     - plain vLLM bf16", "     - pyserve ``--quantization fp8``"]
+             "     - pyserve bf16", "     - plain vLLM bf16",
+             "     - pyserve ``--quantization fp8``"]
     lines += row("c=128 output tok/s (per GPU)", lambda hi, lo: _n(hi["output_throughput"]))
     lines += row("c=128 TTFT p50 / p99 (ms)", lambda hi, lo: f"{_n(hi['median_ttft_ms'])} / "
                  f"{_n(hi['p99_ttft_ms'])}")
