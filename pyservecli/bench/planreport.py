@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pyservecli.bench.results import PointRecord
-from pyservecli.plan.auto import Candidate
+from pyservecli.plan.auto import Candidate, goodput_search  # noqa: F401 (api, tests)
 
 PLAN_FILE = "plan.json"
 
@@ -213,49 +213,3 @@ def _describe(c: dict) -> str:
                 f"(TP {c['decode_tp']})")
     text = f"TP {c['tp']}" + (f" x PP {c['pp']}" if c["pp"] > 1 else f" x DP {c['dp']}")
     return text + (" + EP" if c["ep"] else "")
-
-
-def goodput_search(run_at, start: int, meets, *, limit: int = 4096,
-                   max_points: int = 6) -> tuple[int | None, list]:
-    """The highest concurrency at which ``meets(record)`` holds, found with a handful of
-    measurements (``run_at(concurrency)`` -> a ``PointRecord`` or None when it failed): from
-    ``start``, double while the SLOs hold (halve while they do not) to bracket the edge, then
-    bisect between the last load that held and the first that did not, as vLLM's ``bench sweep
-    serve_sla`` does. Returns (that concurrency or None when even 1 misses, [(concurrency,
-    record, held)] in the order measured)."""
-    tried: list = []
-    seen: dict[int, bool] = {}
-
-    def held(load: int) -> bool:
-        if load not in seen:
-            record = run_at(load)
-            ok = record is not None and bool(meets(record))
-            seen[load] = ok
-            tried.append((load, record, ok))
-        return seen[load]
-
-    load = max(1, min(start, limit))
-    good = bad = None
-    if held(load):
-        good = load
-        while len(tried) < max_points and load < limit:
-            load = min(limit, load * 2)
-            if not held(load):
-                bad = load
-                break
-            good = load
-    else:
-        bad = load
-        while len(tried) < max_points and load > 1:
-            load = max(1, load // 2)
-            if held(load):
-                good = load
-                break
-            bad = load
-    while good is not None and bad is not None and bad - good > 1 and len(tried) < max_points:
-        middle = (good + bad) // 2
-        if held(middle):
-            good = middle
-        else:
-            bad = middle
-    return good, tried

@@ -367,6 +367,52 @@ ESTIMATE_RESOLUTION = 0.15
 FigureOf = Callable[[Shape, Workload], object]  # -> plan.perfmodel.Figure | None
 
 
+def goodput_search(run_at, start: int, meets, *, limit: int = 4096,
+                   max_points: int = 6) -> tuple[int | None, list]:
+    """The highest concurrency at which ``meets(record)`` holds, found with a handful of
+    measurements (``run_at(concurrency)`` -> a ``PointRecord`` or None when it failed): from
+    ``start``, double while the SLOs hold (halve while they do not) to bracket the edge, then
+    bisect between the last load that held and the first that did not, as vLLM's ``bench sweep
+    serve_sla`` does. Returns (that concurrency or None when even 1 misses, [(concurrency,
+    record, held)] in the order measured)."""
+    tried: list = []
+    seen: dict[int, bool] = {}
+
+    def held(load: int) -> bool:
+        if load not in seen:
+            record = run_at(load)
+            ok = record is not None and bool(meets(record))
+            seen[load] = ok
+            tried.append((load, record, ok))
+        return seen[load]
+
+    load = max(1, min(start, limit))
+    good = bad = None
+    if held(load):
+        good = load
+        while len(tried) < max_points and load < limit:
+            load = min(limit, load * 2)
+            if not held(load):
+                bad = load
+                break
+            good = load
+    else:
+        bad = load
+        while len(tried) < max_points and load > 1:
+            load = max(1, load // 2)
+            if held(load):
+                good = load
+                break
+            bad = load
+    while good is not None and bad is not None and bad - good > 1 and len(tried) < max_points:
+        middle = (good + bad) // 2
+        if held(middle):
+            good = middle
+        else:
+            bad = middle
+    return good, tried
+
+
 def with_figures(found: list[Candidate], workload: Workload, figure_of: FigureOf,
                  ttft_ms: float | None = None, tpot_ms: float | None = None) -> list[Candidate]:
     """Each valid candidate with its figure (``figure_of``: measured, interpolated or
@@ -374,8 +420,6 @@ def with_figures(found: list[Candidate], workload: Workload, figure_of: FigureOf
     then the workload's concurrency) at which its figure meets every SLO (p99 where measured,
     else the estimate), bisected between the last power of two that meets them and the first
     that does not, as ``plan --measure`` searches the measured edge."""
-    loads = [1 << i for i in range(32) if (1 << i) < workload.concurrency]
-    loads.append(workload.concurrency)
     out = []
     for cand in found:
         if not cand.valid or cand.estimate is None:
@@ -391,20 +435,11 @@ def with_figures(found: list[Candidate], workload: Workload, figure_of: FigureOf
             return point if point is not None and meets_slo(point, ttft_ms, tpot_ms) else None
 
         if ttft_ms is not None or tpot_ms is not None:
-            missed = None
-            for load in loads:
-                point = held(load)
-                if point is None:
-                    missed = load
-                    break
-                good = Goodput(load, point)
-            while good is not None and missed is not None and missed - good.concurrency > 1:
-                middle = (good.concurrency + missed) // 2
-                point = held(middle)
-                if point is None:
-                    missed = middle
-                else:
-                    good = Goodput(middle, point)
+            # The same bracket-then-bisect as the measured search, from 1 in flight up.
+            load, tried = goodput_search(held, 1, lambda point: True,
+                                         limit=workload.concurrency, max_points=64)
+            if load is not None:
+                good = Goodput(load, next(p for at, p, _ in tried if at == load))
         out.append(replace(cand, figure=fig, goodput=good))
     return out
 
