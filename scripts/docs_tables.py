@@ -245,6 +245,18 @@ def pd_slo_2026_11_30() -> list[str]:
                       f"     - {_n(raw['median_ttft_ms'])} ({_n(raw['p99_ttft_ms'])})",
                       f"     - {_n(raw['median_tpot_ms'], 1)} ({_n(raw['p99_tpot_ms'], 1)})",
                       f"     - {'yes' if held else 'no'}"]
+    # --replicas 2 was measured later, at the loads around --dp 2's edge only (no search).
+    replicas = {}
+    for path in sorted((base / "replicas-isl8192").glob("c*/custom/i8192-o256-rinf-c*.json")):
+        raw = json.loads(path.read_text())
+        replicas[raw["max_concurrency"]] = raw
+    for load, raw in sorted(replicas.items()):
+        held = raw["p99_ttft_ms"] <= 2000 and raw["p99_tpot_ms"] <= 20
+        lines += ["   * - ``--replicas 2``", f"     - {load}",
+                  f"     - {_n(raw['output_throughput'])}",
+                  f"     - {_n(raw['median_ttft_ms'])} ({_n(raw['p99_ttft_ms'])})",
+                  f"     - {_n(raw['median_tpot_ms'], 1)} ({_n(raw['p99_tpot_ms'], 1)})",
+                  f"     - {'yes' if held else 'no'}"]
     lines += [""] + _head(["goodput (output tok/s at the highest load that holds both SLOs)",
                            "measured, and as pyserve plan predicted it before measuring"],
                           ["serving", "measured", "predicted: p50 TTFT against the SLO",
@@ -261,6 +273,58 @@ def pd_slo_2026_11_30() -> list[str]:
         lines += [f"   * - {names[cand['label']]}",
                   f"     - {_n(got['output_tok_s'])} at {got['concurrency']}",
                   f"     - {cell(before[cand['label']])}", f"     - {cell(after[cand['label']])}"]
+    held = [load for load, raw in replicas.items()
+            if raw["p99_ttft_ms"] <= 2000 and raw["p99_tpot_ms"] <= 20]
+    if held:
+        top = replicas[max(held)]
+        lines += ["   * - ``--replicas 2``",
+                  f"     - at least {_n(top['output_throughput'])} at {max(held)} "
+                  f"(not measured above {max(replicas)})",
+                  "     - not a plan candidate", "     - not a plan candidate"]
+    return lines
+
+
+def dp_scaling_2026_11_30() -> list[str]:
+    """2x H200, Qwen3-8B at ISL 1024 / OSL 256, fresh prompts, three repeats per point after a
+    warm-up: one GPU, ``--dp 2`` (mp) and ``--dp 2 --backend ray``; the scaling ratios from the
+    medians, with the ratio of the spreads' far ends beside them."""
+    base = RESULTS / "2026-11-30-2xh200-dp-scaling"
+    phases = [("one", 128, "one GPU (``--gpus-per-node 1``)"), ("dp", 128, "``--dp 2``"),
+              ("dp", 256, "``--dp 2``"), ("ray", 256, "``--dp 2 --backend ray``")]
+    lines = _head(["Qwen3-8B, 2x H200, 1024 in / 256 out, fresh prompts: output tok/s, median of",
+                   "3 repeats (min - max); p50 (p99) TTFT and p50 TPOT, medians over the",
+                   "repeats; prompt tokens found in the prefix cache; GPU power in the",
+                   "measured windows"],
+                  ["serving", "in flight", "output tok/s (per GPU)", "min - max",
+                   "TTFT ms", "TPOT ms", "cached", "W per GPU"])
+    spread = {}
+    for phase, load, name in phases:
+        raw = json.loads((base / phase / f"c{load}" / "custom" /
+                          f"i1024-o256-rinf-c{load}.json").read_text())
+        info = raw["pyserve"]
+        tok = info["repeats"]["output_tok_s"]
+        spread[phase, load] = tok
+        gpus = info["power"]["gpus"]
+        lines += [f"   * - {name}", f"     - {load}",
+                  f"     - {_n(tok['median'])} ({_n(tok['median'] / gpus)})",
+                  f"     - {_n(tok['min'])} - {_n(tok['max'])}",
+                  f"     - {_n(raw['median_ttft_ms'])} ({_n(raw['p99_ttft_ms'])})",
+                  f"     - {_n(raw['median_tpot_ms'], 1)}",
+                  f"     - {100 * info['prefix_cache']['hit_rate']:.1f} %",
+                  f"     - {_n(info['power']['avg_watts_per_gpu'])}"]
+
+    def ratio(a: tuple, b: tuple) -> str:
+        x, y = spread[a], spread[b]
+        return (f"{x['median'] / y['median']:.2f}x ({x['min'] / y['max']:.2f}"
+                f" - {x['max'] / y['min']:.2f})")
+
+    lines += [""] + _head(["ratios of the medians (worst - best pairing of the repeats)"],
+                          ["comparison", "ratio"])
+    lines += ["   * - ``--dp 2`` at 256 / one GPU at 128 (128 in flight per GPU)",
+              f"     - {ratio(('dp', 256), ('one', 128))}",
+              "   * - ``--dp 2`` at 128 / one GPU at 128 (the same total load)",
+              f"     - {ratio(('dp', 128), ('one', 128))}",
+              "   * - ray / mp, ``--dp 2`` at 256", f"     - {ratio(('ray', 256), ('dp', 256))}"]
     return lines
 
 
@@ -383,6 +447,7 @@ def scale_after_2026_11_30() -> list[str]:
 TABLES = {"repeats-2026-11-30": repeats_2026_11_30, "planner-2026-11-23": planner_2026_11_23,
           "pd-2026-11-23": pd_2026_11_23,
           "dense-2026-11-30": dense_2026_11_30, "pd-slo-2026-11-30": pd_slo_2026_11_30,
+          "dp-scaling-2026-11-30": dp_scaling_2026_11_30,
           "calibrate-2026-11-23": calibrate_2026_11_23, "scale-2026-11-30": scale_2026_11_30,
           "scale-after-2026-11-30": scale_after_2026_11_30,
           "warm-start-2026-11-23": warm_start_2026_11_23,

@@ -9,6 +9,7 @@
 #   ray        Qwen3-8B --dp N --backend ray            (c 128*N)
 #   moe-tp     Qwen3-30B-A3B --tp N --ep                (c 1, 128, 256)
 #   moe-dp     Qwen3-30B-A3B --dp N --ep                (c 128, 256)
+# POINTS=C:N ... replaces the phase's points; REPEATS and WARMUP go to after-ready.sh.
 # Needs scripts/gpu/install.sh to have run on this node. Results are plain files under RESULTS.
 set -euo pipefail
 phase=${1:?usage: multi-gpu.sh PHASE RESULTS}
@@ -36,7 +37,7 @@ moe-dp) model=$moe launch=(--dp "$gpus" --ep) points="128:512 $full:$((4 * full)
 esac
 ws=/tmp/ws-$phase
 start=$(date +%s.%N)
-POINTS=$points pyserve launch "$model" --port 8000 --workspace "$ws" "${launch[@]}" \
+POINTS=${POINTS:-$points} pyserve launch "$model" --port 8000 --workspace "$ws" "${launch[@]}" \
     "${serve_args[@]}" --then "bash $here/after-ready.sh $phase $results" \
     2>"$results/launch-$phase.log" && rc=0 || rc=$?
 end=$(date +%s.%N)

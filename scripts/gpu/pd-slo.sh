@@ -47,8 +47,9 @@ replicas)
         then_cmd+=" --concurrency $load --num-prompts $prompts --out $out/c$load && "
     done
     then_cmd+="true"
+    # --then runs one command without a shell: the chain needs its own.
     timeout -s INT -k 60 "${PHASE_LIMIT_S:-530}" pyserve launch "$DENSE_MODEL" --replicas 2 \
-        --port 8000 --workspace "$ws" "${serve_args[@]}" --then "$then_cmd" \
+        --port 8000 --workspace "$ws" "${serve_args[@]}" --then "bash -c '$then_cmd'" \
         2>"$results/launch-replicas-isl$isl.log" || echo "replicas rc $?"
     ;;
 *)
