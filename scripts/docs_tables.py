@@ -410,6 +410,112 @@ def h100_2026_11_22() -> list[str]:
     return lines
 
 
+def multi_gpu_2026_11_22() -> list[str]:
+    """2x H200, one launch per phase (scripts/gpu/multi-gpu.sh): READY from each launch record,
+    each point's result file. Power then was sampled over the whole client run, on both GPUs
+    even for the one-GPU phase (so that phase has no per-GPU figure)."""
+    base = RESULTS / "2026-11-22-2xh200"
+    phases = {"Qwen3-8B (dummy weights, bf16)": [
+        ("one", "``--gpus-per-node 1`` (GPU 0)", 1), ("dp", "``--dp 2``", 2),
+        ("tp", "``--tp 2``", 2), ("ray", "``--dp 2 --backend ray``", 2)],
+        "Qwen3-30B-A3B (dummy weights, bf16, 128 experts)": [
+        ("moe-tp", "``--tp 2 --ep``", 2), ("moe-dp", "``--dp 2 --ep``", 2)]}
+    lines: list[str] = []
+    for caption, rows in phases.items():
+        lines += ([""] if lines else []) + _head(
+            [caption], ["phase: topology", "READY (s)", "concurrency", "output tok/s (per GPU)",
+                        "TTFT p50 / p99 (ms)", "TPOT p50 (ms)",
+                        "W per GPU (whole client run)"])
+        for phase, topology, gpus in rows:
+            ready = json.loads((base / f"launch-{phase}.json").read_text())["ready_s"]
+            points = sorted((json.loads(path.read_text()) for path in
+                             (base / phase).glob("c*/custom/i1024-o256-rinf-c*.json")),
+                            key=lambda r: r["max_concurrency"])
+            loads = [r["max_concurrency"] for r in points]
+
+            def tok(r: dict, gpus: int = gpus) -> str:
+                per_gpu = r["max_concurrency"] > 1 and gpus > 1
+                figure = _n(r["output_throughput"])
+                return f"{figure} ({_n(r['output_throughput'] / gpus)})" if per_gpu else figure
+
+            watts = ("see note" if gpus == 1 else " / ".join(
+                _n(r["pyserve"]["power"]["avg_watts_per_gpu"]) for r in points))
+            lines += [f"   * - ``{phase}``: {topology}", f"     - {ready:.1f}",
+                      f"     - {' / '.join(str(c) for c in loads)}",
+                      f"     - {' / '.join(tok(r) for r in points)}",
+                      "     - " + "; ".join(f"{_n(r['median_ttft_ms'])} / {_n(r['p99_ttft_ms'])}"
+                                           for r in points),
+                      "     - " + " / ".join(f"{r['median_tpot_ms']:#.3g}" for r in points),
+                      f"     - {watts}"]
+    return lines
+
+
+def out_of_sample_cold_2026_11_30() -> list[str]:
+    """2x H200, the first out-of-sample run (superseded: every point the first after READY):
+    measured figures from each point's file; the estimate and the corrected estimate from the
+    planner-scores.txt committed with it (the estimator of that commit), or for a shape that
+    file does not score, the bare estimate of the plan made before measuring."""
+    base = RESULTS / "2026-11-30-2xh200-out-of-sample"
+    scores = {}
+    for line in (base / "planner-scores.txt").read_text().splitlines()[1:]:
+        cells = line.split()
+        if len(cells) > 6 and cells[1] in TOPOLOGIES:
+            scores[cells[0], cells[1]] = (cells[3], cells[4], cells[5], cells[6])
+    names = {**MODELS, "qwen3-14b": "Qwen3-14B"}
+    rows = []
+    for model in names:
+        predicted = {c["label"]: c["estimate"]["output_tok_s"] for c in json.loads(
+            (base / f"predicted-{model}.json").read_text())["candidates"] if c.get("estimate")}
+        for path in (base / f"measured-{model}").glob("*/plan/i1024-o256-rinf-c128.json"):
+            topology = path.parts[-3]
+            raw = json.loads(path.read_text())
+            measured = raw["output_throughput"]
+            if (model, topology) in scores:
+                estimate, error, corrected, corrected_error = scores[model, topology]
+                estimated = f"{estimate} ({error.replace('%', ' %')})"
+                fixed = (f"{corrected} ({corrected_error.replace('%', ' %')})"
+                         if corrected_error != error else "(none: no point of its family)")
+            else:
+                estimate = predicted[topology]
+                estimated = f"{_n(estimate)} ({100 * (estimate / measured - 1):+.0f} %)"
+                fixed = "(not scored)"
+            rows.append((names[model], TOPOLOGIES[topology], measured,
+                         raw["median_ttft_ms"], raw["median_tpot_ms"], estimated, fixed))
+    order = list(names.values())
+    rows.sort(key=lambda r: (order.index(r[0]), -r[2]))
+    lines = _head(["output tok/s at 128 x 1024/256 (p50 TTFT ms / TPOT ms); estimate and error; "
+                   "after", "the store's correction (shapes of the same family) and error"],
+                  ["model", "topology", "measured", "TTFT / TPOT", "estimate", "corrected"])
+    best = _first_per_model(rows)
+    counts = {model: sum(r[0] == model for r in rows) for model in best}
+    for model, topology, measured, ttft, tpot, estimated, fixed in rows:
+        bold = "**" if best[model] == topology and counts[model] > 1 else ""
+        lines += [f"   * - {model}", f"     - {bold}{topology}{bold}",
+                  f"     - {bold}{_n(measured)}{bold}", f"     - {_n(ttft)} / {tpot:.2f}",
+                  f"     - {estimated}", f"     - {fixed}"]
+    return lines
+
+
+def gate_2026_11_30() -> list[str]:
+    """This CPU machine, scripts/gate_overhead.py: each setting's three runs, as printed."""
+    text = (RESULTS / "2026-11-30-cpu-gate" / "gate_overhead.txt").read_text()
+    runs: dict = {}
+    for block in re.split(r"^# run \d+: ", text, flags=re.M)[1:]:
+        setting = re.search(r"--concurrency (\d+) .*--chunks (\d+)", block).groups()
+        rates = dict(re.findall(r"^(direct|gate)\s+(\d+) req/s", block, flags=re.M))
+        cpu = re.search(r"the gate's own CPU ([\d.]+) ms", block).group(1)
+        runs.setdefault(setting, []).append((cpu, int(rates["direct"]), int(rates["gate"])))
+    lines = _head(["the gate against a minimal streaming upstream, three runs of each setting"],
+                  ["setting", "gate's own CPU per request", "requests/s direct vs gate"])
+    for (concurrency, chunks), found in runs.items():
+        direct = [r[1] for r in found]
+        gate = [r[2] for r in found]
+        lines += [f"   * - {concurrency} in flight, {chunks} chunks",
+                  f"     - {', '.join(r[0] for r in found)} ms",
+                  f"     - {_n(min(direct))}-{_n(max(direct))} vs {_n(min(gate))}-{_n(max(gate))}"]
+    return lines
+
+
 def _scale(folder: str) -> list[str]:
     """The namespace SLURM cluster at 2-32 nodes (scripts/scale_bench.py): one row per node
     count, the three modes side by side."""
@@ -448,6 +554,9 @@ TABLES = {"repeats-2026-11-30": repeats_2026_11_30, "planner-2026-11-23": planne
           "pd-2026-11-23": pd_2026_11_23,
           "dense-2026-11-30": dense_2026_11_30, "pd-slo-2026-11-30": pd_slo_2026_11_30,
           "dp-scaling-2026-11-30": dp_scaling_2026_11_30,
+          "multi-gpu-2026-11-22": multi_gpu_2026_11_22,
+          "out-of-sample-cold-2026-11-30": out_of_sample_cold_2026_11_30,
+          "gate-2026-11-30": gate_2026_11_30,
           "calibrate-2026-11-23": calibrate_2026_11_23, "scale-2026-11-30": scale_2026_11_30,
           "scale-after-2026-11-30": scale_after_2026_11_30,
           "warm-start-2026-11-23": warm_start_2026_11_23,
