@@ -32,6 +32,9 @@ def assert_refused(result, message, workspace):
         (["--ready-timeout", "-1"], "--ready-timeout must be a positive number"),
         (["--then", ""], "--then needs a command"),
         (["--then", "echo 'unbalanced"], "No closing quotation"),
+        (["--then", "pyserve health && echo done"],
+         "--then runs one command without a shell, so '&&' would reach it as an argument; "
+         "give the line to a shell: --then \"bash -c 'pyserve health && echo done'\""),
         (["--image", "x:1", "--container-mount", "/a:/b:/c:/d"], "give DIR, DIR:DEST or"),
         (["--image", "x:1", "--container-mount", "/a:relative"], "give an absolute path"),
         (["--router-policy", "nope", "--replicas", "2"],

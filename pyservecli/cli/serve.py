@@ -144,7 +144,19 @@ def _then_argv(then_cmd: str | None) -> list[str] | None:
         raise PyserveError(f"--then {then_cmd!r}: {exc}") from None
     if not argv:
         raise PyserveError("--then needs a command")
+    # The command runs without a shell (its arguments reach it as written), so an operator
+    # would reach it as an argument and fail only after the model has loaded: say so now.
+    operators = [token for token in argv if token in _SHELL_OPERATORS]
+    if operators:
+        line = then_cmd if "'" not in then_cmd else "..."
+        raise PyserveError(
+            f"--then runs one command without a shell, so {operators[0]!r} would reach it as "
+            f"an argument; give the line to a shell: --then \"bash -c '{line}'\"")
     return argv
+
+
+_SHELL_OPERATORS = frozenset({"&&", "||", "|", "|&", ";", "&", ">", ">>", "<", "<<", "2>", "2>&1",
+                              "&>"})
 
 
 def spec_from_params(params: dict) -> LaunchSpec:

@@ -172,8 +172,9 @@ class RunSettings:
     ready_timeout: float = field(default=DEFAULT_READY_TIMEOUT_S, metadata=opt(
         "--ready-timeout", "Seconds to wait for READY.", "float", show_default=True))
     then: tuple[str, ...] | None = field(default=None, metadata=opt(
-        "--then", "Run COMMAND once READY (env: PYSERVE_ENDPOINT, PYSERVE_BASE_URL, "
-        "PYSERVE_MODEL, PYSERVE_WORKSPACE), then stop the server and exit with its status.",
+        "--then", "Run COMMAND (one command, no shell) once READY (env: PYSERVE_ENDPOINT, "
+        "PYSERVE_BASE_URL, PYSERVE_MODEL, PYSERVE_WORKSPACE), then stop the server and exit "
+        "with its status.",
         "command", metavar="COMMAND"))
     cache_dir: Path | None = field(default=None, metadata=opt(
         "--cache-dir", "Base of vLLM's compile caches, one per vLLM version and GPU type, "
