@@ -252,6 +252,30 @@ def test_every_port_of_a_pd_fleet_comes_from_its_window_and_none_twice():
                    resolve=lambda h: "10.0.0.1", groups=pd_groups(request, 1, 1))
 
 
+def test_cpu_servers_sharing_a_host_are_not_pinned_to_the_same_cores():
+    """vLLM's CPU engine pins its threads to the host's cores; two servers on one host pinned
+    onto the same cores and a 1P1D request waited the whole 30 s NIXL lease (#28). Servers
+    that share a CPU host run unpinned; one alone on its node keeps vLLM's default; --env
+    wins; GPU servers are left alone."""
+    def binds(fleet):
+        return [r.nodes[0].env.get("VLLM_CPU_OMP_THREADS_BIND") for r in fleet.replicas]
+
+    request = LaunchRequest(model="m", port=9000)
+    shared = make_fleet(request, cluster(["a"], None), 1, is_free=lambda p: True,
+                        resolve=lambda h: "10.0.0.1", groups=pd_groups(request, 1, 1))
+    assert binds(shared) == ["nobind", "nobind"]
+    apart = make_fleet(request, cluster(["a", "b"], None), 2, is_free=lambda p: True,
+                       resolve=lambda h: "10.0.0.1")
+    assert binds(apart) == [None, None]
+    mine = LaunchRequest(model="m", port=9000, env={"VLLM_CPU_OMP_THREADS_BIND": "0|1"})
+    chosen = make_fleet(mine, cluster(["a"], None), 2, is_free=lambda p: True,
+                        resolve=lambda h: "10.0.0.1")
+    assert binds(chosen) == ["0|1", "0|1"]
+    gpus = make_fleet(request, cluster(["a"], 2), 2, is_free=lambda p: True,
+                      resolve=lambda h: "10.0.0.1")
+    assert binds(gpus) == [None, None]
+
+
 def test_a_local_fleets_servers_listen_on_loopback_and_its_admin_api_too():
     local = Cluster(nodes=("here",), gpus_per_node=2, job_id="7", in_slurm=False,
                     gpu_source="test")

@@ -11,6 +11,7 @@ is shared with a sibling on the same host. The router runs where pyserve runs.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -280,9 +281,16 @@ def make_fleet(request: LaunchRequest, cluster: Cluster, replicas: int,
         return cursor
 
     plans = []
+    servers_on = Counter(node for share in shares for node in share.nodes)
     for index, (share, one) in enumerate(zip(shares, requests_, strict=True)):
         api = next_port()
         env = dict(one.env)
+        if cluster.gpus_per_node is None and any(servers_on[n] > 1 for n in share.nodes):
+            # vLLM's CPU engine pins its threads to the host's cores ("auto"): servers sharing
+            # a host then pin onto the same cores, and their busy loops starve each other's
+            # helper threads; a P/D request waited out the whole 30 s NIXL lease each time on
+            # 2 cores (1.3-4 s unpinned). Left to the OS unless --env says otherwise.
+            env.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
         extra_args: list[str] = []
         if roles[index] in ("prefill", "decode"):
             if option_given(one.vllm_args, "--kv-transfer-config",
