@@ -193,7 +193,9 @@ def test_two_launches_in_one_workspace_never_touch_each_other(tiny_model, work):
     first_dir.mkdir()
     second_dir.mkdir()
     ports = free_port(), free_port()
-    env = cpu_engine_env(work)
+    # Two CPU servers on one host: unpinned, as pyserve runs a fleet's (vLLM's default pins
+    # both onto the same cores, where their busy loops starve each other).
+    env = {**cpu_engine_env(work), "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
     first = LaunchedServer([str(tiny_model), "--workspace", str(ws), "--port", str(ports[0]),
                             *CPU_SERVE_ARGS], env, first_dir)
     second = None
