@@ -226,6 +226,18 @@ def pd_slo_2026_11_30() -> list[str]:
     after = {c["label"]: c.get("goodput") for c in json.loads(
         (base / "predicted-isl8192-c128-p99-model.json").read_text())["candidates"]}
     names = {"tp1-dp2": "``--dp 2``", "1p-tp1-1d-tp1": "``--prefill 1 --decode 1``"}
+
+    def holds(raw: dict) -> bool:
+        return raw["p99_ttft_ms"] <= 2000 and raw["p99_tpot_ms"] <= 20
+
+    def slo_row(name: str, load: int, raw: dict, bold: bool = False) -> list[str]:
+        mark = "**" if bold else ""
+        return [f"   * - {name}", f"     - {load}",
+                f"     - {mark}{_n(raw['output_throughput'])}{mark}",
+                f"     - {_n(raw['median_ttft_ms'])} ({_n(raw['p99_ttft_ms'])})",
+                f"     - {_n(raw['median_tpot_ms'], 1)} ({_n(raw['p99_tpot_ms'], 1)})",
+                f"     - {'yes' if holds(raw) else 'no'}"]
+
     lines = _head(["Qwen3-8B, 2x H200, 8192 in / 256 out: each load the goodput search",
                    "measured (100 prompts, or 4 per slot), p50 (p99); the goodput in bold"],
                   ["serving", "in flight", "output tok/s", "TTFT ms", "TPOT ms", "SLOs held"])
@@ -238,25 +250,14 @@ def pd_slo_2026_11_30() -> list[str]:
         for tried in sorted(measured["searched"], key=lambda t: t["concurrency"]):
             load = tried["concurrency"]
             raw = json.loads((folder / f"i8192-o256-rinf-c{load}.json").read_text())
-            held = raw["p99_ttft_ms"] <= 2000 and raw["p99_tpot_ms"] <= 20
-            bold = "**" if load == good else ""
-            lines += [f"   * - {names[cand['label']]}", f"     - {load}",
-                      f"     - {bold}{_n(raw['output_throughput'])}{bold}",
-                      f"     - {_n(raw['median_ttft_ms'])} ({_n(raw['p99_ttft_ms'])})",
-                      f"     - {_n(raw['median_tpot_ms'], 1)} ({_n(raw['p99_tpot_ms'], 1)})",
-                      f"     - {'yes' if held else 'no'}"]
+            lines += slo_row(names[cand["label"]], load, raw, bold=load == good)
     # --replicas 2 was measured later, at the loads around --dp 2's edge only (no search).
     replicas = {}
     for path in sorted((base / "replicas-isl8192").glob("c*/custom/i8192-o256-rinf-c*.json")):
         raw = json.loads(path.read_text())
         replicas[raw["max_concurrency"]] = raw
     for load, raw in sorted(replicas.items()):
-        held = raw["p99_ttft_ms"] <= 2000 and raw["p99_tpot_ms"] <= 20
-        lines += ["   * - ``--replicas 2``", f"     - {load}",
-                  f"     - {_n(raw['output_throughput'])}",
-                  f"     - {_n(raw['median_ttft_ms'])} ({_n(raw['p99_ttft_ms'])})",
-                  f"     - {_n(raw['median_tpot_ms'], 1)} ({_n(raw['p99_tpot_ms'], 1)})",
-                  f"     - {'yes' if held else 'no'}"]
+        lines += slo_row("``--replicas 2``", load, raw)
     lines += [""] + _head(["goodput (output tok/s at the highest load that holds both SLOs)",
                            "measured, and as pyserve plan predicted it before measuring"],
                           ["serving", "measured", "predicted: p50 TTFT against the SLO",
@@ -273,8 +274,7 @@ def pd_slo_2026_11_30() -> list[str]:
         lines += [f"   * - {names[cand['label']]}",
                   f"     - {_n(got['output_tok_s'])} at {got['concurrency']}",
                   f"     - {cell(before[cand['label']])}", f"     - {cell(after[cand['label']])}"]
-    held = [load for load, raw in replicas.items()
-            if raw["p99_ttft_ms"] <= 2000 and raw["p99_tpot_ms"] <= 20]
+    held = [load for load, raw in replicas.items() if holds(raw)]
     if held:
         top = replicas[max(held)]
         lines += ["   * - ``--replicas 2``",
