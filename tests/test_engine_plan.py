@@ -32,7 +32,7 @@ def test_plan_measure_aggregated_against_prefill_decode_by_slo(tmp_path):
     out = tmp_path / "plan"
     env = {**cpu_engine_env(tmp_path), "PYSERVE_PERF_DB": str(tmp_path / "team.db")}
     common = ["plan", str(model), "--gpus-per-node", "2", "--isl", "32", "--osl", "8",
-              "--concurrency", "4", "--num-prompts", "8", "--ttft", "60000", "--tpot", "60000",
+              "--concurrency", "4", "--num-prompts", "8", "--ttft", "600000", "--tpot", "600000",
               "--workspace", str(tmp_path / "ws"), "--format", "json",
               "--load-format", "dummy", "--enforce-eager", "--max-model-len", "256"]
     args = [*common, "--measure", "--only", "tp1-dp2,1p-tp1-1d-tp1", "--out", str(out),
@@ -50,7 +50,9 @@ def test_plan_measure_aggregated_against_prefill_decode_by_slo(tmp_path):
     measured = {c["label"]: c["measured"] for c in data["candidates"] if "measured" in c}
     assert sorted(measured) == ["1p-tp1-1d-tp1", "tp1-dp2"]
     for label, got in measured.items():
-        # The SLOs are loose: the search doubles from 4 to its limit (4 x 4), every load holds.
+        # The SLOs are loose (10 min): the search doubles from 4 to its limit (4 x 4), every
+        # load holds. The CPU engine's 1P1D stalls now and then for 30-60 s on 2 busy cores
+        # (#28: seen without the router too); this test is about the search, not the speed.
         loads = [s["concurrency"] for s in got["searched"]]
         assert loads == [4, 8, 16], (label, got)
         assert all(s["output_tok_s"] > 0 and s["ttft_p99_ms"] > 0 for s in got["searched"])
