@@ -38,10 +38,9 @@ def test_plan_measure_aggregated_against_prefill_decode_by_slo(tmp_path):
     args = [*common, "--measure", "--only", "tp1-dp2,1p-tp1-1d-tp1", "--out", str(out),
             "--port", str(free_port()),
             # Two CPU workers of one TP group cannot both be pinned to this machine's one
-            # NUMA node; leave thread placement to the OS. One OpenMP thread per server: on
-            # 2 cores, concurrent 1P1D requests otherwise still waited out the 30 s NIXL lease
-            # now and then (8 requests at 4 in flight: 4 of them 34-43 s; with 1 thread, all
-            # under 3 s).
+            # NUMA node; leave thread placement to the OS. One OpenMP thread per server keeps
+            # the two servers' compute threads off each other's cores; it made the 1P1D waits
+            # rarer but did not end them (#28).
             "--env", "VLLM_CPU_OMP_THREADS_BIND=nobind", "--env", "OMP_NUM_THREADS=1"]
     result = run_pyserve(*args, env=env, timeout=1500)
     assert result.returncode == 0, result.stderr[-3000:]
