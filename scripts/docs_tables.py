@@ -214,6 +214,16 @@ def pd_2026_11_23() -> list[str]:
     return lines
 
 
+def _slo_row(name: str, load: int, raw: dict, held: bool, bold: bool = False) -> list[str]:
+    """One measured point of an SLO table: load, tok/s, p50 (p99) TTFT and TPOT, held or not."""
+    mark = "**" if bold else ""
+    return [f"   * - {name}", f"     - {load}",
+            f"     - {mark}{_n(raw['output_throughput'])}{mark}",
+            f"     - {_n(raw['median_ttft_ms'])} ({_n(raw['p99_ttft_ms'])})",
+            f"     - {_n(raw['median_tpot_ms'], 1)} ({_n(raw['p99_tpot_ms'], 1)})",
+            f"     - {'yes' if held else 'no'}"]
+
+
 def pd_slo_2026_11_30() -> list[str]:
     """2x H200, Qwen3-8B at ISL 8192 / OSL 256 with TTFT <= 2 s and TPOT <= 20 ms (p99): every
     load plan --measure's goodput search tried per candidate, the goodput in bold, and what the
@@ -231,12 +241,7 @@ def pd_slo_2026_11_30() -> list[str]:
         return raw["p99_ttft_ms"] <= 2000 and raw["p99_tpot_ms"] <= 20
 
     def slo_row(name: str, load: int, raw: dict, bold: bool = False) -> list[str]:
-        mark = "**" if bold else ""
-        return [f"   * - {name}", f"     - {load}",
-                f"     - {mark}{_n(raw['output_throughput'])}{mark}",
-                f"     - {_n(raw['median_ttft_ms'])} ({_n(raw['p99_ttft_ms'])})",
-                f"     - {_n(raw['median_tpot_ms'], 1)} ({_n(raw['p99_tpot_ms'], 1)})",
-                f"     - {'yes' if holds(raw) else 'no'}"]
+        return _slo_row(name, load, raw, holds(raw), bold)
 
     lines = _head(["Qwen3-8B, 2x H200, 8192 in / 256 out: each load the goodput search",
                    "measured (100 prompts, or 4 per slot), p50 (p99); the goodput in bold"],
@@ -281,6 +286,77 @@ def pd_slo_2026_11_30() -> list[str]:
                   f"     - at least {_n(top['output_throughput'])} at {max(held)} "
                   f"(not measured above {max(replicas)})",
                   "     - not a plan candidate", "     - not a plan candidate"]
+    return lines
+
+
+def pd_slo_isl1024_2026_12_01() -> list[str]:
+    """2x H200, Qwen3-8B at ISL 1024 / OSL 256 under the same SLOs: every load the goodput search
+    tried per candidate and ``--replicas 2`` around ``--dp 2``'s edge (one run each), then the
+    edges again with three repeats on fresh prompts, and the goodput against the prediction."""
+    base = RESULTS / "2026-12-01-2xh200-pd-slo-isl1024"
+    plan = json.loads((base / "measured-isl1024" / "plan.json").read_text())
+    predicted = {c["label"]: c.get("goodput") for c in json.loads(
+        (base / "predicted-isl1024-c512.json").read_text())["candidates"]}
+    names = {"tp1-dp2": "``--dp 2``", "1p-tp1-1d-tp1": "``--prefill 1 --decode 1``",
+             "replicas": "``--replicas 2``", "dp2": "``--dp 2``",
+             "pd": "``--prefill 1 --decode 1``"}
+
+    def holds(raw: dict) -> bool:
+        return raw["p99_ttft_ms"] <= 2000 and raw["p99_tpot_ms"] <= 20
+
+    lines = _head(["Qwen3-8B, 2x H200, 1024 in / 256 out: each load the goodput search",
+                   "measured (4 prompts per slot, one run), p50 (p99); the goodput in bold"],
+                  ["serving", "in flight", "output tok/s", "TTFT ms", "TPOT ms", "SLOs held"])
+    for cand in plan["candidates"]:
+        measured = cand.get("measured")
+        if not measured:
+            continue
+        good = measured["goodput"]["concurrency"]
+        folder = base / "measured-isl1024" / cand["label"] / "plan"
+        for tried in sorted(measured["searched"], key=lambda t: t["concurrency"]):
+            load = tried["concurrency"]
+            raw = json.loads((folder / f"i1024-o256-rinf-c{load}.json").read_text())
+            lines += _slo_row(names[cand["label"]], load, raw, holds(raw), bold=load == good)
+    for path in sorted((base / "replicas-isl1024").glob("c*/custom/i1024-o256-rinf-c*.json"),
+                       key=lambda p: int(p.parent.parent.name[1:])):
+        raw = json.loads(path.read_text())
+        lines += _slo_row(names["replicas"], raw["max_concurrency"], raw, holds(raw))
+
+    lines += [""] + _head(["The edges again: 3 repeats on fresh prompts each, one launch per",
+                           "serving; median (min - max) over the repeats"],
+                          ["serving", "in flight", "output tok/s", "TTFT p99 ms", "TPOT p99 ms",
+                           "repeats holding both SLOs", "cached"])
+    for folder in sorted((base / "repeats-isl1024").glob("*-c*")):
+        name, load = folder.name.rsplit("-c", 1)
+        point = json.loads((folder / "custom" / f"i1024-o256-rinf-c{load}.json").read_text())
+        spread = point["pyserve"]["repeats"]
+        runs = [json.loads((folder / "custom" / f).read_text()) for f in spread["files"]]
+        hits = sum(r["pyserve"]["prefix_cache"]["hit_tokens"] for r in runs)
+        queried = sum(r["pyserve"]["prefix_cache"]["queried_tokens"] for r in runs)
+
+        def cell(key: str, digits: int = 0) -> str:
+            got = spread[key]
+            return (f"{_n(got['median'], digits)} ({_n(got['min'], digits)} - "
+                    f"{_n(got['max'], digits)})")
+
+        lines += [f"   * - {names[name]}", f"     - {load}", f"     - {cell('output_tok_s')}",
+                  f"     - {cell('ttft_p99_ms')}", f"     - {cell('tpot_p99_ms', 1)}",
+                  f"     - {sum(holds(r) for r in runs)} of {len(runs)}",
+                  f"     - {100 * hits / queried:.1f} %"]
+
+    lines += [""] + _head(["goodput (output tok/s at the highest load that holds both SLOs),",
+                           "measured by the search, and as pyserve plan predicted it before"],
+                          ["serving", "measured", "predicted", "error"])
+    for cand in plan["candidates"]:
+        measured = cand.get("measured")
+        if not measured:
+            continue
+        got, guess = measured["goodput"], predicted[cand["label"]]
+        error = guess["output_tok_s"] / got["output_tok_s"] - 1
+        lines += [f"   * - {names[cand['label']]}",
+                  f"     - {_n(got['output_tok_s'])} at {got['concurrency']}",
+                  f"     - {_n(guess['output_tok_s'])} at {guess['concurrency']}",
+                  f"     - {100 * error:+.1f} %"]
     return lines
 
 
@@ -553,6 +629,7 @@ def scale_after_2026_11_30() -> list[str]:
 TABLES = {"repeats-2026-11-30": repeats_2026_11_30, "planner-2026-11-23": planner_2026_11_23,
           "pd-2026-11-23": pd_2026_11_23,
           "dense-2026-11-30": dense_2026_11_30, "pd-slo-2026-11-30": pd_slo_2026_11_30,
+          "pd-slo-isl1024-2026-12-01": pd_slo_isl1024_2026_12_01,
           "dp-scaling-2026-11-30": dp_scaling_2026_11_30,
           "multi-gpu-2026-11-22": multi_gpu_2026_11_22,
           "out-of-sample-cold-2026-11-30": out_of_sample_cold_2026_11_30,

@@ -18,7 +18,8 @@ for dir in \
     docs/results/2026-11-23-2xh200-pd/bench-replicas \
     docs/results/2026-11-23-h200-calibrate/fresh \
     docs/results/2026-11-30-2xh200-repeats \
-    docs/results/2026-11-30-2xh200-pd-slo; do
+    docs/results/2026-11-30-2xh200-pd-slo \
+    docs/results/2026-12-01-2xh200-pd-slo-isl1024; do
     python3 -m pyservecli perf import "$dir" 2>/dev/null
 done
 python3 -m pyservecli perf export --out pyservecli/bench/perf-seed.csv

@@ -6,13 +6,18 @@
 # measured at the loads the search tried for `--dp 2`.
 #   pd-slo.sh search ISL RESULTS            plan --measure of tp1-dp2 and 1p-tp1-1d-tp1
 #   pd-slo.sh replicas ISL RESULTS LOADS    --replicas 2, one point per load ("4 8 16")
+#   pd-slo.sh repeats ISL RESULTS LOADS NAME LAUNCH-FLAGS...
+#                                           each load 3 times on fresh prompts (bench --repeats)
+#                                           on one launch, e.g. repeats 1024 R "64 76" pd \
+#                                           --prefill 1 --decode 1
 # --resume keeps what an earlier call measured, so a phase cut by the device's 10-minute limit
 # goes on where it stopped. Needs scripts/gpu/install.sh (with the nixl, nixl-cu13, vllm-router
 # and orjson wheels) to have run on this node.
 set -euo pipefail
-phase=${1:?usage: pd-slo.sh search|replicas ISL RESULTS [LOADS]}
-isl=${2:?usage: pd-slo.sh search|replicas ISL RESULTS [LOADS]}
-results=${3:?usage: pd-slo.sh search|replicas ISL RESULTS [LOADS]}
+usage="usage: pd-slo.sh search|replicas|repeats ISL RESULTS [LOADS [NAME LAUNCH-FLAGS...]]"
+phase=${1:?$usage}
+isl=${2:?$usage}
+results=${3:?$usage}
 osl=256
 # Room for the prompt, the output and the chat template.
 max_len=$((isl + osl + 512 > 4096 ? isl + osl + 512 : 4096))
@@ -37,7 +42,7 @@ search)
         >>"$results/plan-isl$isl.txt" 2>>"$results/plan-isl$isl.log" || echo "plan --measure rc $?"
     ;;
 replicas)
-    loads=${4:?usage: pd-slo.sh replicas ISL RESULTS LOADS}
+    loads=${4:?$usage}
     out=$results/replicas-isl$isl
     # The same points as plan --measure: random prompts, every request at once, 4 per slot.
     then_cmd=""
@@ -51,6 +56,23 @@ replicas)
     timeout -s INT -k 60 "${PHASE_LIMIT_S:-530}" pyserve launch "$DENSE_MODEL" --replicas 2 \
         --port 8000 --workspace "$ws" "${serve_args[@]}" --then "bash -c '$then_cmd'" \
         2>"$results/launch-replicas-isl$isl.log" || echo "replicas rc $?"
+    ;;
+repeats)
+    loads=${4:?$usage}
+    name=${5:?$usage}
+    shift 5
+    out=$results/repeats-isl$isl
+    mkdir -p "$out"
+    then_cmd=""
+    for load in $loads; do
+        then_cmd+="pyserve bench --host 127.0.0.1 --port 8000 --isl $isl --osl $osl"
+        then_cmd+=" --concurrency $load --num-prompts $((4 * load)) --repeats 3"
+        then_cmd+=" --out $out/$name-c$load && "
+    done
+    then_cmd+="true"
+    timeout -s INT -k 30 "${PHASE_LIMIT_S:-530}" pyserve launch "$DENSE_MODEL" "$@" --port 8000 \
+        --workspace /tmp/ws-repeats "${serve_args[@]}" --then "bash -c '$then_cmd'" \
+        >"$out/$name.log" 2>&1 || echo "$name rc $?"
     ;;
 *)
     echo "unknown phase $phase" >&2
