@@ -298,7 +298,8 @@ def test_launch_profile_sets_vllms_profiler_config(tmp_path, config_dir):
     argv = json.loads(out.stdout)["nodes"][0]["argv"]
     config = json.loads(argv[argv.index("--profiler-config") + 1])
     assert config == {"profiler": "torch", "torch_profiler_dir": str(tmp_path / "tr"),
-                      "torch_profiler_dump_cuda_time_total": False}
+                      "torch_profiler_dump_cuda_time_total": False,
+                      "torch_profiler_with_stack": False}
     both = run_pyserve("launch", str(model), "--profile", "--gpus-per-node", "1",
                        "--dry-run", "--profiler-config", "{}")
     assert both.returncode == 2 and "not both" in both.stderr

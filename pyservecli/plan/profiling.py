@@ -29,9 +29,12 @@ def torch_profiler_settings(directory: Path | str) -> dict:
     vLLM's own end-of-capture table (``key_averages`` over every event, stacks included) is
     turned off: on an H100 it was still being computed more than a minute after a 32 MB trace
     of 32 requests had been written, and ``pyserve trace summarize`` gives the table from the
-    trace file whenever it is wanted."""
+    trace file whenever it is wanted. Python stacks are off too (vLLM records them by
+    default): on the CPU engine they made a 7 s capture a 39 MB trace that took minutes to
+    write, and they are Python frames, which ``trace summarize`` leaves out. Whoever wants
+    them passes vLLM's own ``--profiler-config`` instead of ``--profile``."""
     return {"profiler": "torch", "torch_profiler_dir": str(directory),
-            "torch_profiler_dump_cuda_time_total": False}
+            "torch_profiler_dump_cuda_time_total": False, "torch_profiler_with_stack": False}
 
 
 def torch_profiler_config(directory: Path) -> str:
