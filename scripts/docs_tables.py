@@ -214,6 +214,28 @@ def pd_2026_11_23() -> list[str]:
     return lines
 
 
+def _holds_slos(raw: dict) -> bool:
+    """The SLOs of the P/D-by-SLO runs: p99 TTFT <= 2 s and p99 TPOT <= 20 ms."""
+    return raw["p99_ttft_ms"] <= 2000 and raw["p99_tpot_ms"] <= 20
+
+
+def _searched_rows(plan: dict, measured_dir: Path, isl: int, names: dict) -> list[str]:
+    """Every load plan --measure's goodput search tried, per candidate; the goodput in bold."""
+    lines = []
+    for cand in plan["candidates"]:
+        measured = cand.get("measured")
+        if not measured:
+            continue
+        good = (measured.get("goodput") or {}).get("concurrency")
+        folder = measured_dir / cand["label"] / "plan"
+        for tried in sorted(measured["searched"], key=lambda t: t["concurrency"]):
+            load = tried["concurrency"]
+            raw = json.loads((folder / f"i{isl}-o256-rinf-c{load}.json").read_text())
+            lines += _slo_row(names[cand["label"]], load, raw, _holds_slos(raw),
+                              bold=load == good)
+    return lines
+
+
 def _slo_row(name: str, load: int, raw: dict, held: bool, bold: bool = False) -> list[str]:
     """One measured point of an SLO table: load, tok/s, p50 (p99) TTFT and TPOT, held or not."""
     mark = "**" if bold else ""
@@ -236,33 +258,17 @@ def pd_slo_2026_11_30() -> list[str]:
     after = {c["label"]: c.get("goodput") for c in json.loads(
         (base / "predicted-isl8192-c128-p99-model.json").read_text())["candidates"]}
     names = {"tp1-dp2": "``--dp 2``", "1p-tp1-1d-tp1": "``--prefill 1 --decode 1``"}
-
-    def holds(raw: dict) -> bool:
-        return raw["p99_ttft_ms"] <= 2000 and raw["p99_tpot_ms"] <= 20
-
-    def slo_row(name: str, load: int, raw: dict, bold: bool = False) -> list[str]:
-        return _slo_row(name, load, raw, holds(raw), bold)
-
     lines = _head(["Qwen3-8B, 2x H200, 8192 in / 256 out: each load the goodput search",
                    "measured (100 prompts, or 4 per slot), p50 (p99); the goodput in bold"],
                   ["serving", "in flight", "output tok/s", "TTFT ms", "TPOT ms", "SLOs held"])
-    for cand in plan["candidates"]:
-        measured = cand.get("measured")
-        if not measured:
-            continue
-        good = (measured.get("goodput") or {}).get("concurrency")
-        folder = base / "measured-isl8192" / cand["label"] / "plan"
-        for tried in sorted(measured["searched"], key=lambda t: t["concurrency"]):
-            load = tried["concurrency"]
-            raw = json.loads((folder / f"i8192-o256-rinf-c{load}.json").read_text())
-            lines += slo_row(names[cand["label"]], load, raw, bold=load == good)
+    lines += _searched_rows(plan, base / "measured-isl8192", 8192, names)
     # --replicas 2 was measured later, at the loads around --dp 2's edge only (no search).
     replicas = {}
     for path in sorted((base / "replicas-isl8192").glob("c*/custom/i8192-o256-rinf-c*.json")):
         raw = json.loads(path.read_text())
         replicas[raw["max_concurrency"]] = raw
     for load, raw in sorted(replicas.items()):
-        lines += slo_row("``--replicas 2``", load, raw)
+        lines += _slo_row("``--replicas 2``", load, raw, _holds_slos(raw))
     lines += [""] + _head(["goodput (output tok/s at the highest load that holds both SLOs)",
                            "measured, and as pyserve plan predicted it before measuring"],
                           ["serving", "measured", "predicted: p50 TTFT against the SLO",
@@ -279,7 +285,7 @@ def pd_slo_2026_11_30() -> list[str]:
         lines += [f"   * - {names[cand['label']]}",
                   f"     - {_n(got['output_tok_s'])} at {got['concurrency']}",
                   f"     - {cell(before[cand['label']])}", f"     - {cell(after[cand['label']])}"]
-    held = [load for load, raw in replicas.items() if holds(raw)]
+    held = [load for load, raw in replicas.items() if _holds_slos(raw)]
     if held:
         top = replicas[max(held)]
         lines += ["   * - ``--replicas 2``",
@@ -300,27 +306,14 @@ def pd_slo_isl1024_2026_12_01() -> list[str]:
     names = {"tp1-dp2": "``--dp 2``", "1p-tp1-1d-tp1": "``--prefill 1 --decode 1``",
              "replicas": "``--replicas 2``", "dp2": "``--dp 2``",
              "pd": "``--prefill 1 --decode 1``"}
-
-    def holds(raw: dict) -> bool:
-        return raw["p99_ttft_ms"] <= 2000 and raw["p99_tpot_ms"] <= 20
-
     lines = _head(["Qwen3-8B, 2x H200, 1024 in / 256 out: each load the goodput search",
                    "measured (4 prompts per slot, one run), p50 (p99); the goodput in bold"],
                   ["serving", "in flight", "output tok/s", "TTFT ms", "TPOT ms", "SLOs held"])
-    for cand in plan["candidates"]:
-        measured = cand.get("measured")
-        if not measured:
-            continue
-        good = measured["goodput"]["concurrency"]
-        folder = base / "measured-isl1024" / cand["label"] / "plan"
-        for tried in sorted(measured["searched"], key=lambda t: t["concurrency"]):
-            load = tried["concurrency"]
-            raw = json.loads((folder / f"i1024-o256-rinf-c{load}.json").read_text())
-            lines += _slo_row(names[cand["label"]], load, raw, holds(raw), bold=load == good)
+    lines += _searched_rows(plan, base / "measured-isl1024", 1024, names)
     for path in sorted((base / "replicas-isl1024").glob("c*/custom/i1024-o256-rinf-c*.json"),
                        key=lambda p: int(p.parent.parent.name[1:])):
         raw = json.loads(path.read_text())
-        lines += _slo_row(names["replicas"], raw["max_concurrency"], raw, holds(raw))
+        lines += _slo_row(names["replicas"], raw["max_concurrency"], raw, _holds_slos(raw))
 
     lines += [""] + _head(["The edges again: 3 repeats on fresh prompts each, one launch per",
                            "serving; median (min - max) over the repeats"],
@@ -334,14 +327,14 @@ def pd_slo_isl1024_2026_12_01() -> list[str]:
         hits = sum(r["pyserve"]["prefix_cache"]["hit_tokens"] for r in runs)
         queried = sum(r["pyserve"]["prefix_cache"]["queried_tokens"] for r in runs)
 
-        def cell(key: str, digits: int = 0) -> str:
+        def cell(key: str, digits: int = 0, spread: dict = spread) -> str:
             got = spread[key]
             return (f"{_n(got['median'], digits)} ({_n(got['min'], digits)} - "
                     f"{_n(got['max'], digits)})")
 
         lines += [f"   * - {names[name]}", f"     - {load}", f"     - {cell('output_tok_s')}",
                   f"     - {cell('ttft_p99_ms')}", f"     - {cell('tpot_p99_ms', 1)}",
-                  f"     - {sum(holds(r) for r in runs)} of {len(runs)}",
+                  f"     - {sum(_holds_slos(r) for r in runs)} of {len(runs)}",
                   f"     - {100 * hits / queried:.1f} %"]
 
     lines += [""] + _head(["goodput (output tok/s at the highest load that holds both SLOs),",
