@@ -474,7 +474,8 @@ def bench(base_url: str, *, types: Sequence[str] = ("throughput",), isl: int | N
           dataset_dir: str | Path | None = None, out: str | Path | None = None,
           resume: bool = False, profile: bool = False, api_key: str | None = None,
           workspace: str | Path | None = None, seed: int | None = None, say: Say = _stderr,
-          perf_db: str | Path | None = None, repeats: int = 1, server_argv: str | None = None):
+          perf_db: str | Path | None = None, repeats: int = 1, server_argv: str | None = None,
+          reset_prefix_cache: bool = False):
     """``pyserve bench``: runs the points, writes OUT/<suite>/<point>.json and OUT/summary.csv,
     returns the ``PointResult`` list (``.valid``, ``.model``, ``.result`` = vLLM's keys +
     provenance). An endpoint that serves several models (a router) and no ``model``: each model
@@ -482,7 +483,9 @@ def bench(base_url: str, *, types: Sequence[str] = ("throughput",), isl: int | N
     a new one per run: no point resends prompts the server has cached; ``suites.point_seed``).
     ``repeats``: each point that many times on fresh prompts; its result is their median, with
     the spread (``results.combine_repeats``). ``server_argv``: for a server pyserve did not
-    launch, the command line that started it, as the user states it (secrets redacted)."""
+    launch, the command line that started it, as the user states it (secrets redacted).
+    ``reset_prefix_cache``: empty the servers' prefix cache before each run of a point (vLLM
+    allows it with ``VLLM_SERVER_DEV_MODE=1``; refused before any point runs otherwise)."""
     from pyservecli.bench.provenance import stated_argv
     from pyservecli.bench.runner import (
         models_to_measure,
@@ -506,7 +509,8 @@ def bench(base_url: str, *, types: Sequence[str] = ("throughput",), isl: int | N
                           dataset_dir=Path(dataset_dir) if dataset_dir else None,
                           api_key=api_key, workspace=ws, profile=profile, resume=resume,
                           seed=seed, say=say, perf_db=_perf_store(ws, perf_db).path,
-                          repeats=repeats, server_argv=stated)
+                          repeats=repeats, server_argv=stated,
+                          reset_prefix_cache=reset_prefix_cache)
         write_summary(mine, target, server_gpus(mine))
         results += mine
     return results
@@ -532,7 +536,8 @@ def sweep(suites: Sequence[str] = ("rate", "concurrency"), *, base_url: str | No
           api_key: str | None = None, workspace: str | Path | None = None,
           say: Say = _stderr, points: Sequence | None = None,
           perf_db: str | Path | None = None, perf_source: str = "sweep",
-          search: Callable | None = None, repeats: int = 1) -> list[SweepRun]:
+          search: Callable | None = None, repeats: int = 1,
+          reset_prefix_cache: bool = False) -> list[SweepRun]:
     """``pyserve sweep``: the suites' points against the server at ``base_url``, or against
     each of ``servers`` (``(label, serve settings)``), launched one at a time. Results in
     OUT/<label>/<suite>/<point>.json and OUT/<label>/summary.csv; ``resume`` skips points done.
@@ -541,7 +546,7 @@ def sweep(suites: Sequence[str] = ("rate", "concurrency"), *, base_url: str | No
     --measure``); ``search(run_one)``: chooses the points itself against each live server,
     ``run_one(point)`` -> its ``PointResult``, and returns the results (a goodput search).
     Every good result goes to the performance store ``perf_db`` as ``perf_source``.
-    ``repeats``: each point that many times (``bench``)."""
+    ``repeats``, ``reset_prefix_cache``: as for ``bench``."""
     from pyservecli.bench.runner import (
         models_to_measure,
         run_points,
@@ -579,7 +584,8 @@ def sweep(suites: Sequence[str] = ("rate", "concurrency"), *, base_url: str | No
             def run(chosen: list) -> list:
                 return run_points(chosen, server, target, tokenizer=tokenizer, api_key=api_key,
                                   workspace=ws, resume=resume, say=say, perf_db=store.path,
-                                  perf_source=perf_source, repeats=repeats)
+                                  perf_source=perf_source, repeats=repeats,
+                                  reset_prefix_cache=reset_prefix_cache)
 
             results = run(points) if search is None else search(lambda pt: run([pt])[0])
             return results, time.monotonic() - start

@@ -108,6 +108,8 @@ def make_handler(faults: set[str], api_key: str | None, models: list[str] | None
         def do_POST(self):
             if not self._authorised():
                 return None
+            if self.path not in ("/v1/completions", "/v1/chat/completions"):
+                return self._send(404, {"error": self.path})  # as vLLM without dev mode
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             if body.get("model") not in (models or [MODEL]):
                 return self._send(404, {"error": f"model {body.get('model')} not served"})

@@ -1,12 +1,21 @@
-"""What a benchmark result must say to be defended (#29): the prefix-cache hit rate of the point,
-and the code that ran (commit, and whether the checkout had changes)."""
+"""What a benchmark result must say to be defended (#29): the prefix-cache hit rate of the point
+(and, asked for, an emptied cache before it), and the code that ran (commit, and whether the
+checkout had changes)."""
 
 import http.server
 import subprocess
 import threading
 
 from pyservecli.bench import provenance
-from pyservecli.bench.runner import cache_counters, cache_delta, server_urls
+from pyservecli.bench.runner import (
+    cache_counters,
+    cache_delta,
+    reset_prefix_caches,
+    server_urls,
+)
+
+from .conftest import run_pyserve
+from .standin_openai import standin_server
 
 METRICS = """# HELP vllm:prefix_cache_queries Prefix cache queries, in queried tokens.
 # TYPE vllm:prefix_cache_queries counter
@@ -107,3 +116,61 @@ def test_a_server_pyserve_did_not_launch_says_what_it_is_and_the_stated_command(
     assert [card["id"] for card in found["server_models"]] == ["model-a"]
     assert found["server_argv_stated"] == argv and found["server_argv"] is None
     assert "s3cret" not in str(found) and "k3y" not in str(found)
+
+
+def serve_resets(answers: list, seen: list):
+    """A server answering POST /reset_prefix_cache with ``answers`` in turn ((status, body)),
+    the last one for good; ``seen`` gets each request's Authorization header."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            seen.append(self.headers.get("Authorization"))
+            status, body = answers.pop(0) if len(answers) > 1 else answers[0]
+            data = body.encode()
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def test_prefix_cache_reset_retries_while_blocks_are_held_and_says_why_it_cannot():
+    """vLLM answers {"success": false} while blocks are still held (it says retry) and 404
+    without VLLM_SERVER_DEV_MODE; the key goes along for a keyed server."""
+    seen: list = []
+    busy, busy_url = serve_resets([(200, '{"success": false}'), (200, '{"success": false}'),
+                                   (200, '{"success": true}')], seen)
+    plain, plain_url = serve_resets([(404, '{"detail": "Not Found"}')], [])
+    stuck, stuck_url = serve_resets([(200, '{"success": false}')], [])
+    try:
+        assert reset_prefix_caches((busy_url,), "k3y") is None
+        assert seen == ["Bearer k3y"] * 3
+        said = reset_prefix_caches((busy_url, plain_url))
+        assert plain_url in said and "VLLM_SERVER_DEV_MODE=1" in said
+        assert "still in use after 2 tries" in reset_prefix_caches((stuck_url,), tries=2)
+    finally:
+        for server in (busy, plain, stuck):
+            server.shutdown()
+            server.server_close()
+    gone = reset_prefix_caches((plain_url,))
+    assert "did not answer" in gone
+
+
+def test_bench_reset_prefix_cache_refused_before_any_point_where_the_server_does_not_allow_it(
+        tmp_path):
+    """A server without vLLM's dev mode (the stand-in answers 404, as vLLM does): one clear
+    error, exit 2, nothing measured."""
+    with standin_server() as base:
+        host, port = base.removeprefix("http://").split(":")
+        result = run_pyserve("bench", "--host", host, "--port", port, "--isl", "8", "--osl",
+                             "4", "--reset-prefix-cache", "--out", str(tmp_path / "out"))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.startswith(f"pyserve: error: --reset-prefix-cache: {base} does not "
+                                    "serve POST /reset_prefix_cache")
+    assert "VLLM_SERVER_DEV_MODE=1" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out" / "custom").exists()

@@ -30,8 +30,10 @@ def server(tmp_path_factory):
     port = free_port()
     env = cpu_engine_env(work)
     # --profile only arms vLLM's torch profiler; nothing is traced until /start_profile.
+    # vLLM's dev mode serves POST /reset_prefix_cache (bench --reset-prefix-cache).
     launched = LaunchedServer([str(model), "--workspace", str(work / "ws"), "--port", str(port),
-                               "--profile", str(work / "traces"), *CPU_SERVE_ARGS], env, work)
+                               "--profile", str(work / "traces"), "--env",
+                               "VLLM_SERVER_DEV_MODE=1", *CPU_SERVE_ARGS], env, work)
     try:
         launched.wait_ready()
         yield {"port": port, "env": env, "work": work, "model": model,
@@ -82,6 +84,16 @@ def test_short_suite_writes_results_provenance_and_summary(server, tmp_path):
     assert repeat["pyserve"]["prefix_cache"]["hit_rate"] > 0.5, repeat["pyserve"]
     assert "prompts were cached" in repeat["pyserve"]["note"]  # flagged in the table too
     assert "prompts were cached" not in info["note"]
+    # ... unless the cache is emptied before the point: the same prompts hit nothing.
+    emptied = pyserve(server, "bench", "--host", "127.0.0.1", "--port", str(server["port"]),
+                      "--type", "throughput", "--num-prompts", "4", "--seed",
+                      str(info["run_seed"]), "--reset-prefix-cache", "--out",
+                      str(tmp_path / "emptied"))
+    assert emptied.returncode == 0, emptied.stderr
+    fresh = json.loads((tmp_path / "emptied" / "throughput" / "i512-o256-rinf.json")
+                       .read_text())["pyserve"]
+    assert fresh["prefix_cache"]["reset"] is True, fresh
+    assert fresh["prefix_cache"]["hit_rate"] < 0.5 and "prompts were cached" not in fresh["note"]
     rows = list(csv.DictReader(open(out / "summary.csv")))
     by_point = {r["point"]: r for r in rows}
     assert by_point["i512-o256-rinf"]["status"] == "ok"

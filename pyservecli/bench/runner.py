@@ -246,19 +246,29 @@ def run_points(points: list[BenchPoint], server: ServerInfo, out_dir: Path, *,
                profile: bool = False, resume: bool = False, seed: int | None = None,
                say: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True),
                perf_db: Path | None = None, perf_source: str = "bench", repeats: int = 1,
-               server_argv: list[str] | None = None) -> list[PointResult]:
+               server_argv: list[str] | None = None,
+               reset_prefix_cache: bool = False) -> list[PointResult]:
     """Run ``points`` against ``server``, each point's prompts drawn with ``point_seed`` from
     ``seed`` (default: a new random seed per run, so no prompt is already in the server's
     prefix cache; each result records its seed). ``perf_db``: the performance store each good
     result is added to (``bench.perfstore``), as ``perf_source``. ``repeats``: each point that
     many times on fresh prompts, its result the median with the spread (``combine_repeats``).
     ``server_argv``: for a server pyserve did not launch, the command the user states started
-    it (``provenance.stated_argv``), recorded in each result's provenance."""
+    it (``provenance.stated_argv``), recorded in each result's provenance.
+    ``reset_prefix_cache``: empty every server's prefix cache before each run of a point
+    (refused here, before any point runs, when a server does not allow it)."""
     if repeats < 1:
         raise PyserveError(f"--repeats must be at least 1, got {repeats}")
     check_datasets(points, dataset_dir)
     run_seed = secrets.randbelow(2**31) if seed is None else seed
     record = launch_record_for(server.base_url, workspace)
+    reset = None
+    if reset_prefix_cache:
+        # The servers themselves: a fleet's gate passes the OpenAI API only.
+        reset = Reset(server_urls(record) or (server.base_url,), api_key)
+        problem = reset_prefix_caches(reset.urls, reset.api_key)
+        if problem:
+            raise PyserveError(f"--reset-prefix-cache: {problem}")
     origin = provenance(server.base_url, record, model=server.model, server_argv=server_argv,
                         api_key=api_key)
     env = dict(os.environ)
@@ -275,7 +285,7 @@ def run_points(points: list[BenchPoint], server: ServerInfo, out_dir: Path, *,
         results = _run_points(points, server, out_dir, runner, origin, tokenizer, dataset_dir,
                               profile, resume, say, power_remote(record), power_gpu_ids(record),
                               run_seed=run_seed,
-                              metrics_urls=server_urls(record), repeats=repeats)
+                              metrics_urls=server_urls(record), repeats=repeats, reset=reset)
         if perf_db is not None:
             _record(results, perf_db, perf_source, say)
         return [replace(r, model=server.model) for r in results]
@@ -301,6 +311,15 @@ def _record(results: list[PointResult], perf_db: Path, source: str,
 
 # A random-dataset point above this prefix-cache hit rate is flagged in its note and table.
 CACHED_PROMPTS_FLAG = 0.05
+
+
+@dataclass(frozen=True)
+class Reset:
+    """Where ``bench --reset-prefix-cache`` empties the prefix cache before each run."""
+    urls: tuple[str, ...]
+    api_key: str | None = None
+
+
 _COUNTER = re.compile(r"^vllm:prefix_cache_(queries|hits)(?:_total)?(?:\{[^}]*\})? (\S+)$",
                       re.M)
 
@@ -332,6 +351,37 @@ def cache_counters(urls: tuple[str, ...]) -> dict | None:
             except ValueError:
                 return None
     return total
+
+
+def reset_prefix_caches(urls: tuple[str, ...], api_key: str | None = None,
+                        tries: int = 5) -> str | None:
+    """Empty the prefix cache of the servers at ``urls`` (vLLM's ``POST /reset_prefix_cache``,
+    served only with ``VLLM_SERVER_DEV_MODE=1``). None when every one did; else why not."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    for url in urls:
+        for _ in range(tries):
+            try:
+                answer = requests.post(f"{url.rstrip('/')}/reset_prefix_cache", headers=headers,
+                                       timeout=30)
+            except requests.RequestException as exc:
+                return f"{url} did not answer POST /reset_prefix_cache ({type(exc).__name__})"
+            if answer.status_code in (404, 405):
+                return (f"{url} does not serve POST /reset_prefix_cache: vLLM serves it only "
+                        "with VLLM_SERVER_DEV_MODE=1 (pyserve launch --env "
+                        "VLLM_SERVER_DEV_MODE=1)")
+            if not answer.ok:
+                return f"{url} answered HTTP {answer.status_code} to POST /reset_prefix_cache"
+            try:
+                done = answer.json().get("success", True) is not False
+            except (ValueError, AttributeError):
+                done = True
+            if done:
+                break
+            # vLLM refuses while blocks are held (requests still finishing): it says retry.
+            time.sleep(1)
+        else:
+            return f"{url} kept its prefix cache: blocks still in use after {tries} tries"
+    return None
 
 
 def cache_delta(before: dict | None, after: dict | None) -> dict:
@@ -380,7 +430,8 @@ def power_gpu_ids(record: dict | None) -> str | None:
 
 def _run_points(points, server, out_dir, runner, origin, tokenizer, dataset_dir, profile,
                 resume, say, remote=None, gpu_ids=None, run_seed=SEED,
-                metrics_urls: tuple[str, ...] = (), repeats: int = 1) -> list[PointResult]:
+                metrics_urls: tuple[str, ...] = (), repeats: int = 1,
+                reset: Reset | None = None) -> list[PointResult]:
     # vLLM's /metrics: a fleet's servers (the gate does not pass it), else the server itself.
     metrics = metrics_urls or (server.base_url,)
     results = []
@@ -407,7 +458,7 @@ def _run_points(points, server, out_dir, runner, origin, tokenizer, dataset_dir,
                     suite_dir=suite_dir) -> PointResult:
             return _measure_once(point, stem, seed, said, server, suite_dir, runner, origin,
                                  tokenizer, dataset_dir, profile, say, remote, gpu_ids,
-                                 run_seed, metrics)
+                                 run_seed, metrics, reset)
 
         seed = point_seed(point, run_seed)
         if times == 1:
@@ -435,7 +486,7 @@ def _run_points(points, server, out_dir, runner, origin, tokenizer, dataset_dir,
 
 def _measure_once(point, stem, seed, label, server, suite_dir, runner, origin, tokenizer,
                   dataset_dir, profile, say, remote, gpu_ids, run_seed,
-                  metrics) -> PointResult:
+                  metrics, reset: Reset | None = None) -> PointResult:
     """One run of ``point`` with prompts of ``seed``, its result in SUITE_DIR/STEM.json."""
     path = suite_dir / f"{stem}.json"
     stored = _read_result(path)
@@ -453,6 +504,7 @@ def _measure_once(point, stem, seed, label, server, suite_dir, runner, origin, t
     say(f"{label}: running")
     if profile:
         requests.post(f"{server.base_url}/start_profile", timeout=60).raise_for_status()
+    not_reset = reset_prefix_caches(reset.urls, reset.api_key) if reset else None
     cache_before = cache_counters(metrics)
     started = time.monotonic()
     with PowerSampler(remote=remote, gpu_ids=gpu_ids) as power:
@@ -477,6 +529,10 @@ def _measure_once(point, stem, seed, label, server, suite_dir, runner, origin, t
         return PointResult(point, "failed", note, failure)
     status, note = judge(result)
     cache = cache_delta(cache_before, cache_counters(metrics))
+    if reset:
+        cache["reset"] = not_reset is None
+        if not_reset:
+            note = (note + "; " if note else "") + f"prefix cache not reset: {not_reset}"
     if point.dataset == "random" and (cache.get("hit_rate") or 0) > CACHED_PROMPTS_FLAG:
         # Random prompts are never cached unless resent: this point measured the cache.
         note = (note + "; " if note else "") + (

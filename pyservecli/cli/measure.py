@@ -23,6 +23,12 @@ from pyservecli.cli import (
 )
 from pyservecli.errors import PyserveError
 
+reset_cache_option = click.option(
+    "--reset-prefix-cache", is_flag=True,
+    help="Empty the server's prefix cache before each point and repeat (vLLM serves POST "
+    "/reset_prefix_cache only with VLLM_SERVER_DEV_MODE=1: pyserve launch --env "
+    "VLLM_SERVER_DEV_MODE=1); refused before anything runs where the server does not allow it.")
+
 
 @main.command(epilog="""
 \b
@@ -63,12 +69,13 @@ Examples:
               "not launch: the command that started it, recorded in each result as you state "
               "it (secret options' values redacted), so results can be compared flag by flag.")
 @repeats_option
+@reset_cache_option
 @table_format_option
 @workspace_option
 @perf_db_option
 def bench(host, port, model, types, isl, osl, concurrency, num_prompts, tokenizer, dataset_dir,
-          out_dir, resume, profile, seed, api_key_file, server_argv, repeats, fmt, workspace,
-          perf_db):
+          out_dir, resume, profile, seed, api_key_file, server_argv, repeats, reset_prefix_cache,
+          fmt, workspace, perf_db):
     """Benchmark a running server with vLLM's own client (`vllm bench serve`).
 
     Writes OUT/<suite>/<point>.json (vLLM's keys plus provenance, power and validity) and
@@ -83,7 +90,8 @@ def bench(host, port, model, types, isl, osl, concurrency, num_prompts, tokenize
                         concurrency=concurrency, num_prompts=num_prompts, model=model,
                         tokenizer=tokenizer, dataset_dir=dataset_dir, out=out, resume=resume,
                         profile=profile, api_key=read_key(api_key_file), workspace=workspace,
-                        seed=seed, perf_db=perf_db, repeats=repeats, server_argv=server_argv)
+                        seed=seed, perf_db=perf_db, repeats=repeats, server_argv=server_argv,
+                        reset_prefix_cache=reset_prefix_cache)
     models = list(dict.fromkeys(r.model for r in results))
     rows = []
     for served in models:
@@ -121,11 +129,12 @@ Examples:
 @click.option("--api-key-file", type=click.Path(dir_okay=False, path_type=Path),
               help=KEY_FILE_HELP)
 @repeats_option
+@reset_cache_option
 @table_format_option
 @workspace_option
 @perf_db_option
 def sweep(suites, host, port, serve_cmds, num_prompts, tokenizer, out_dir, resume,
-          api_key_file, repeats, fmt, workspace, perf_db):
+          api_key_file, repeats, reset_prefix_cache, fmt, workspace, perf_db):
     """Sweep benchmark parameters on one server, or server settings across launches.
 
     Results: OUT/<server label>/<suite>/<point>.json and OUT/<server label>/summary.csv. A failed
@@ -148,7 +157,7 @@ def sweep(suites, host, port, serve_cmds, num_prompts, tokenizer, out_dir, resum
                      servers=servers, num_prompts=num_prompts, tokenizer=tokenizer,
                      out=out_dir or workspace / "sweep", resume=resume,
                      api_key=read_key(api_key_file), workspace=workspace, perf_db=perf_db,
-                     repeats=repeats)
+                     repeats=repeats, reset_prefix_cache=reset_prefix_cache)
     if fmt != "text":  # one list of rows, each naming its server configuration
         emit_rows([{"server": run.label, **summary_row(r, server_gpus(run.results))}
                    for run in runs for r in run.results], fmt)
