@@ -148,11 +148,12 @@ def test_prefix_cache_reset_retries_while_blocks_are_held_and_says_why_it_cannot
     plain, plain_url = serve_resets([(404, '{"detail": "Not Found"}')], [])
     stuck, stuck_url = serve_resets([(200, '{"success": false}')], [])
     try:
-        assert reset_prefix_caches((busy_url,), "k3y") is None
+        assert reset_prefix_caches((busy_url,), "k3y", pause_s=0.01) is None
         assert seen == ["Bearer k3y"] * 3
         said = reset_prefix_caches((busy_url, plain_url))
         assert plain_url in said and "VLLM_SERVER_DEV_MODE=1" in said
-        assert "still in use after 2 tries" in reset_prefix_caches((stuck_url,), tries=2)
+        assert "still in use after 2 tries" in reset_prefix_caches((stuck_url,), tries=2,
+                                                                   pause_s=0.01)
     finally:
         for server in (busy, plain, stuck):
             server.shutdown()

@@ -354,7 +354,7 @@ def cache_counters(urls: tuple[str, ...]) -> dict | None:
 
 
 def reset_prefix_caches(urls: tuple[str, ...], api_key: str | None = None,
-                        tries: int = 5) -> str | None:
+                        tries: int = 5, pause_s: float = 1.0) -> str | None:
     """Empty the prefix cache of the servers at ``urls`` (vLLM's ``POST /reset_prefix_cache``,
     served only with ``VLLM_SERVER_DEV_MODE=1``). None when every one did; else why not."""
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -378,7 +378,7 @@ def reset_prefix_caches(urls: tuple[str, ...], api_key: str | None = None,
             if done:
                 break
             # vLLM refuses while blocks are held (requests still finishing): it says retry.
-            time.sleep(1)
+            time.sleep(pause_s)
         else:
             return f"{url} kept its prefix cache: blocks still in use after {tries} tries"
     return None
