@@ -357,7 +357,7 @@ def reset_prefix_caches(urls: tuple[str, ...], api_key: str | None = None,
                         tries: int = 5, pause_s: float = 1.0) -> str | None:
     """Empty the prefix cache of the servers at ``urls`` (vLLM's ``POST /reset_prefix_cache``,
     served only with ``VLLM_SERVER_DEV_MODE=1``). None when every one did; else why not."""
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    headers = auth_headers(api_key)
     for url in urls:
         for _ in range(tries):
             try:
@@ -529,14 +529,15 @@ def _measure_once(point, stem, seed, label, server, suite_dir, runner, origin, t
         return PointResult(point, "failed", note, failure)
     status, note = judge(result)
     cache = cache_delta(cache_before, cache_counters(metrics))
+    notes = [note] if note else []
     if reset:
         cache["reset"] = not_reset is None
         if not_reset:
-            note = (note + "; " if note else "") + f"prefix cache not reset: {not_reset}"
+            notes.append(f"prefix cache not reset: {not_reset}")
     if point.dataset == "random" and (cache.get("hit_rate") or 0) > CACHED_PROMPTS_FLAG:
         # Random prompts are never cached unless resent: this point measured the cache.
-        note = (note + "; " if note else "") + (
-            f"prefix cache hit rate {100 * cache['hit_rate']:.0f} %: prompts were cached")
+        notes.append(f"prefix cache hit rate {100 * cache['hit_rate']:.0f} %: prompts were cached")
+    note = "; ".join(notes)
     result["pyserve"] = {
         "status": status, "note": note, "suite": point.suite, "point": point.name,
         "wall_s": round(wall, 3), "seed": seed, "run_seed": run_seed,
