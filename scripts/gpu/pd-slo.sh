@@ -30,6 +30,19 @@ serve_args=(--load-format dummy --max-model-len "$max_len")
 slo=(--ttft 2000 --tpot 20)
 # The search starts at the goal's load: START (default 16) saves the points far above the edge.
 start=(--concurrency "${START:-16}")
+# bench_chain OUT_PREFIX MIN_PROMPTS [BENCH_ARGS...]: one `pyserve bench` per load of $loads
+# (4 prompts per slot, at least MIN_PROMPTS; results in OUT_PREFIX<load>), joined by && for
+# `bash -c`: --then runs one command without a shell, so the chain needs its own.
+bench_chain() {
+    local prefix=$1 min=$2 chain="" load
+    shift 2
+    for load in $loads; do
+        chain+="pyserve bench --host 127.0.0.1 --port 8000 --isl $isl --osl $osl"
+        chain+=" --concurrency $load --num-prompts $((4 * load > min ? 4 * load : min))"
+        chain+="${*:+ $*} --out $prefix$load && "
+    done
+    echo "${chain}true"
+}
 case "$phase" in
 search)
     pyserve plan "$DENSE_MODEL" --format json --isl "$isl" --osl "$osl" "${start[@]}" "${slo[@]}" \
@@ -45,14 +58,7 @@ replicas)
     loads=${4:?$usage}
     out=$results/replicas-isl$isl
     # The same points as plan --measure: random prompts, every request at once, 4 per slot.
-    then_cmd=""
-    for load in $loads; do
-        prompts=$((4 * load > 100 ? 4 * load : 100))
-        then_cmd+="pyserve bench --host 127.0.0.1 --port 8000 --isl $isl --osl $osl"
-        then_cmd+=" --concurrency $load --num-prompts $prompts --out $out/c$load && "
-    done
-    then_cmd+="true"
-    # --then runs one command without a shell: the chain needs its own.
+    then_cmd=$(bench_chain "$out/c" 100)
     timeout -s INT -k 60 "${PHASE_LIMIT_S:-530}" pyserve launch "$DENSE_MODEL" --replicas 2 \
         --port 8000 --workspace "$ws" "${serve_args[@]}" --then "bash -c '$then_cmd'" \
         2>"$results/launch-replicas-isl$isl.log" || echo "replicas rc $?"
@@ -63,13 +69,7 @@ repeats)
     shift 5
     out=$results/repeats-isl$isl
     mkdir -p "$out"
-    then_cmd=""
-    for load in $loads; do
-        then_cmd+="pyserve bench --host 127.0.0.1 --port 8000 --isl $isl --osl $osl"
-        then_cmd+=" --concurrency $load --num-prompts $((4 * load)) --repeats 3"
-        then_cmd+=" --out $out/$name-c$load && "
-    done
-    then_cmd+="true"
+    then_cmd=$(bench_chain "$out/$name-c" 0 --repeats 3)
     timeout -s INT -k 30 "${PHASE_LIMIT_S:-530}" pyserve launch "$DENSE_MODEL" "$@" --port 8000 \
         --workspace /tmp/ws-repeats "${serve_args[@]}" --then "bash -c '$then_cmd'" \
         >"$out/$name.log" 2>&1 || echo "$name rc $?"
