@@ -19,6 +19,7 @@ Nothing here imports vllm or torch at import time.
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 import shlex
@@ -745,8 +746,9 @@ def plan_topologies(model: str, *, goal: str = "throughput", isl: int | None = N
         cluster = _with_gpu_type(cluster, gpu_type, gpu_memory is not None)
     for label, value in (("--isl", isl), ("--osl", osl), ("--concurrency", concurrency),
                          ("--ttft", ttft_ms), ("--tpot", tpot_ms)):
-        if value is not None and value <= 0:
-            raise PyserveError(f"{label} must be positive, got {value}")
+        # not (> 0 and finite): NaN compares false both ways, and an infinite SLO is no SLO.
+        if value is not None and not (value > 0 and math.isfinite(value)):
+            raise PyserveError(f"{label} must be a positive number, got {value}")
     total = len(cluster.nodes) * cluster.gpus_per_node
     if concurrency is None:
         concurrency = 64 * total if goal == "throughput" else 1

@@ -48,6 +48,21 @@ def test_refused_before_launch(tmp_path, args, message):
     assert "sk-secret" not in result.stderr + result.stdout
 
 
+@pytest.mark.parametrize("model", ["a;rm -rf /", "$(touch pwned)", "hf://org/name", " ",
+                                   "org/name\nnext", "-x", "org/../name"])
+def test_a_model_that_is_neither_a_directory_nor_a_hub_id_is_refused(tmp_path, model):
+    """A name vLLM could only fail on (shell words, a URL, a second line, a path that climbs)
+    is refused before any node starts, dry run or not."""
+    workspace = tmp_path / "ws"
+    for extra in ([], ["--dry-run"]):
+        result = run_pyserve("launch", model, "--gpus-per-node", "1", "--workspace",
+                             str(workspace), *extra, cwd=tmp_path)
+        assert_refused(result, "is neither a model directory nor a Hugging Face hub id",
+                       workspace)
+        assert result.stderr.count("\n") == 1
+    assert not (tmp_path / "pwned").exists()
+
+
 def test_an_unwritable_cache_dir_is_refused_before_anything_starts(tmp_path, config_dir):
     workspace = tmp_path / "ws"
     blocker = tmp_path / "a-file"
@@ -111,6 +126,12 @@ def test_health_refuses_an_unknown_check_before_any_request():
     assert result.returncode == 2
     assert "unknown check(s) nope; choose from models, completion" in result.stderr
     assert "FAIL" not in result.stdout  # nothing was asked of the (absent) server
+    for timeout in ("-1", "0", "nan", "inf"):
+        result = run_pyserve("health", "--host", "127.0.0.1", "--port", "1", "--timeout",
+                             timeout)
+        assert result.returncode == 2 and result.stdout == "", (timeout, result.stdout)
+        assert result.stderr == (f"pyserve: error: --timeout must be a positive number of "
+                                 f"seconds, got {float(timeout)}\n")
 
 
 def test_bench_refuses_isl_without_osl_before_any_request():

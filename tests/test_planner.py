@@ -364,7 +364,11 @@ def test_plan_refuses_bad_input_in_one_line(config_dir):
     model = str(config_dir("qwen3-8b"))
     for args, message in (
         (["--gpus-per-node", "2", "--gpu-memory", "lots"], "--gpu-memory 'lots'"),
-        (["--gpus-per-node", "2", "--concurrency", "0"], "--concurrency must be positive"),
+        (["--gpus-per-node", "2", "--concurrency", "0"],
+         "--concurrency must be a positive number"),
+        # NaN would hold no SLO (every comparison false) and infinity is no SLO at all.
+        (["--gpus-per-node", "2", "--ttft", "nan"], "--ttft must be a positive number, got nan"),
+        (["--gpus-per-node", "2", "--tpot", "inf"], "--tpot must be a positive number, got inf"),
         (["--gpus-per-node", "2", "--measure", "--top", "0"], "0 is not in the range x>=1"),
         (["--gpus-per-node", "2", "--gpu-memory-utilization", "2"],
          "--gpu-memory-utilization '2'"),

@@ -262,3 +262,28 @@ def test_an_image_verb_without_its_runtime_installed_is_one_clear_line(tmp_path)
     assert out.returncode == 2
     assert out.stderr.strip().startswith("pyserve: error: podman is not installed on ")
     assert "Traceback" not in out.stderr
+
+
+def test_an_image_verb_whose_tool_cannot_reach_its_daemon_says_so(tmp_path):
+    """`image ls` / `image rm` when docker answers with an error (its daemon down): one error
+    line with docker's own reason and exit 2, not an empty listing or "not present"; an absent
+    tag is still "not present" and exit 0."""
+    tool = tmp_path / "docker"
+    tool.write_text("#!/bin/sh\n"
+                    'if [ "$STANDIN_ABSENT" = 1 ]; then echo "Error: No such image: $3" >&2; '
+                    "exit 1; fi\n"
+                    "echo 'Cannot connect to the Docker daemon at unix:///var/run/docker.sock. "
+                    "Is the docker daemon running?' >&2\nexit 1\n")
+    tool.chmod(0o755)
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin"}
+    run = [sys.executable, "-m", "pyservecli.workers.image"]
+    for verb in (["ls"], ["rm", "pyserve:latest"]):
+        out = subprocess.run([*run, *verb], capture_output=True, text=True, env=env)
+        assert out.returncode == 2, (verb, out.stdout, out.stderr)
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("pyserve: error: docker "), lines
+        assert "Cannot connect to the Docker daemon" in lines[0]
+        assert out.stdout == ""
+    out = subprocess.run([*run, "rm", "pyserve:latest"], capture_output=True, text=True,
+                         env={**env, "STANDIN_ABSENT": "1"})
+    assert out.returncode == 0 and "pyserve:latest is not present on" in out.stdout

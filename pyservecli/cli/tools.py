@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -38,6 +39,8 @@ def health(host, port, model, api_key_file, only, timeout, fmt):
     from pyservecli import api
     from pyservecli.bench.health import models_to_check, validate_checks
 
+    if not (timeout > 0 and math.isfinite(timeout)):
+        raise PyserveError(f"--timeout must be a positive number of seconds, got {timeout}")
     base = f"http://{host}:{port}"
     key = read_key(api_key_file)
     # A router in front of several models lists them all: each gets the checks.

@@ -121,7 +121,9 @@ def _int(config: dict, *keys: str, default: int = 0) -> int:
 def _require(config: dict, key: str, name: str) -> int:
     value = _int(config, key)
     if value <= 0:
-        raise PyserveError(f"{name}: config.json has no {key}; cannot size the model")
+        said = "has no" if config.get(key) is None else f"has {config[key]!r} as"
+        raise PyserveError(f"{name}: config.json {said} {key} (a positive whole number); "
+                           "cannot size the model")
     return value
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,13 +12,22 @@ from pyservecli.plan.memory import EXPERT_KEYS, ModelMemory, model_memory
 from pyservecli.plan.topology import Topology
 from pyservecli.plan.vllm_args import MemorySettings
 
+# org/name or name, as the hub spells repository ids.
+_REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?")
+
+
+def is_repo_id(name: str) -> bool:
+    """Whether ``name`` is spelled as a hub repository id (and cannot climb out of a cache)."""
+    return bool(_REPO_ID.fullmatch(name)) and ".." not in name
+
 
 def looks_like_path(model: str) -> bool:
     return model.startswith(("/", "./", "../", "~")) or model in (".", "..")
 
 
 def resolve_model_dir(model: str) -> Path | None:
-    """The local directory MODEL names, or None for a hub id (checked by vLLM at start)."""
+    """The local directory MODEL names, or None for a hub id (checked by vLLM at start).
+    Anything else is refused here, before a node starts a server that could only fail."""
     path = Path(model).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -25,6 +35,9 @@ def resolve_model_dir(model: str) -> Path | None:
         return path.resolve()
     if looks_like_path(model) or path.exists():
         raise PyserveError(f"model directory {model} does not exist")
+    if not is_repo_id(model):
+        raise PyserveError(f"model {model!r} is neither a model directory nor a Hugging Face "
+                           "hub id (ORG/NAME or NAME: letters, digits, '.', '_', '-')")
     return None
 
 

@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
-# org/name or name, as the hub spells repository ids.
-_REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?")
+from pyservecli.plan.modelconfig import is_repo_id
+
 _TRUE = ("1", "true", "yes", "on")
 FETCH_TIMEOUT_S = 10
 # How long the hub (or the proxy in front of it) gets to accept a connection before planning
@@ -36,11 +36,6 @@ def hub_cache(env: Mapping[str, str]) -> Path:
     base = Path(env["XDG_CACHE_HOME"]).expanduser() if env.get("XDG_CACHE_HOME") \
         else Path.home() / ".cache"
     return base / "huggingface" / "hub"
-
-
-def is_repo_id(name: str) -> bool:
-    """Whether ``name`` is spelled as a hub repository id (and cannot climb out of a cache)."""
-    return bool(_REPO_ID.fullmatch(name)) and ".." not in name
 
 
 def is_offline(env: Mapping[str, str]) -> bool:

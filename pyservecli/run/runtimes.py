@@ -51,6 +51,9 @@ from pyservecli.run.container import (
 from pyservecli.run.render import render
 
 DEFAULT_RUNTIME = "docker"
+# How `docker image inspect` (No such image) and podman's (image not known) say a tag is absent,
+# as against a tool that could not look (a daemon that is down, no permission).
+_NO_SUCH_IMAGE = re.compile(r"no such image|image not known", re.IGNORECASE)
 RUNTIMES: dict[str, ContainerRuntime] = {}
 
 
@@ -213,6 +216,14 @@ class Docker(ContainerRuntime):
     def _cli(self, *args: str, **kw) -> subprocess.CompletedProcess:
         return subprocess.run([self.tool, *args], capture_output=True, text=True, **kw)
 
+    def _failed(self, verb: str, out: subprocess.CompletedProcess) -> int:
+        """One error line for a failed ``TOOL VERB`` (its own first line of stderr), exit 2."""
+        reason = next((line.strip() for line in out.stderr.splitlines() if line.strip()),
+                      f"exit status {out.returncode}")
+        print(f"pyserve: error: {self.tool} {verb} failed on {os.uname().nodename}: {reason}",
+              file=sys.stderr)
+        return 2
+
     def image_present(self, tag: str) -> bool:
         return self._cli("image", "inspect", tag).returncode == 0
 
@@ -235,12 +246,17 @@ class Docker(ContainerRuntime):
         out = self._cli("images", "--filter", f"label={LABEL_VERSION}", "--format",
                         "{{.Repository}}:{{.Tag}}\t{{.ID}}\t{{.Size}}\t{{.CreatedSince}}")
         node = os.uname().nodename
+        if out.returncode != 0:  # e.g. the daemon is down: say so rather than list nothing
+            return self._failed("images", out)
         for line in out.stdout.splitlines():
             print(f"{node}\t{line}")
-        return out.returncode
+        return 0
 
     def remove_image(self, tag: str) -> int:
-        if not self.image_present(tag):
+        found = self._cli("image", "inspect", tag)
+        if found.returncode != 0:
+            if not _NO_SUCH_IMAGE.search(found.stderr):  # not an absent image: the tool failed
+                return self._failed("image inspect", found)
             print(f"pyserve: {tag} is not present on {os.uname().nodename}")
             return 0
         if LABEL_VERSION not in self.image_labels(tag):
