@@ -174,8 +174,16 @@ def running(name: str) -> bool:
 
 @pytest.mark.docker
 @pytest.mark.engine
-def test_launch_image_serves_cleans_up_only_its_own_and_skips_a_second_load(
+def test_two_replicas_load_the_image_once_serve_through_the_router_and_a_relaunch_skips_it(
         cpu_image, tmp_path):
+    """--replicas 2 with --image: each replica's server in its own container, vllm-router on
+    the host in front; the two replicas start together and load the missing image once between
+    them (the other waits on the node's lock and finds it present); the 14 health checks pass
+    through the router; the stop removes this launch's containers and nothing else (someone
+    else's container keeps running). A second launch finds the image and does not load it.
+    `pyserve image ls` lists the image and `image rm` refuses an image that is not pyserve's.
+    (One fleet launch instead of a single-server launch and a fleet launch, each loading the
+    tarball: two image loads and two server starts fewer in the suite, #28.)"""
     from pyservecli.models.dummy import create_model_dir
 
     from .engine import cpu_engine_env, free_port
@@ -189,30 +197,40 @@ def test_launch_image_serves_cleans_up_only_its_own_and_skips_a_second_load(
                     "sleep", "1200"], check=True, capture_output=True)
     # The tag must be missing so that the first launch loads the tarball (this run's own tag).
     subprocess.run(["docker", "image", "rm", tag], capture_output=True)
+    common = ["--image", str(cpu_image_tarball), "--env", "VLLM_CPU_KVCACHE_SPACE=1",
+              "--load-format", "dummy", "--enforce-eager", "--dtype", "bfloat16",
+              "--max-model-len", "512", "--ready-timeout", "900"]
     try:
-        def launch(workspace: Path, then: str) -> subprocess.CompletedProcess:
-            port = free_port()
-            then = then.replace("PORT", str(port))
-            return subprocess.run(
-                [sys.executable, "-m", "pyservecli", "launch", str(model), "--image",
-                 str(cpu_image_tarball), "--workspace", str(workspace), "--port", str(port),
-                 "--env", "VLLM_CPU_KVCACHE_SPACE=1", "--load-format", "dummy",
-                 "--enforce-eager", "--dtype", "bfloat16", "--max-model-len", "512",
-                 "--then", then], env=env, capture_output=True, text=True, timeout=900)
-
-        first = launch(tmp_path / "ws1",
-                       f"{sys.executable} -m pyservecli health --host 127.0.0.1 --port PORT")
-        assert first.returncode == 0, first.stderr[-3000:]
-        assert "health: 14 of 14 checks passed" in first.stdout  # every check, in a container
-        record = json.loads((tmp_path / "ws1" / "latest.json").read_text())
-        log = (Path(record["log_dir"]) / f"{record['plan']['nodes'][0]['host']}.log").read_text()
-        assert f"pyserve: loading {tag} from" in log
-        assert "container pyserve-" in log
-        # Shutdown removed this job's container and nothing else.
-        assert containers(f"pyserve.job={record['launch_id']}") == []
+        port = free_port()
+        ws = tmp_path / "ws"
+        done = subprocess.run(
+            [sys.executable, "-m", "pyservecli", "launch", str(model), "--replicas", "2",
+             "--workspace", str(ws), "--port", str(port), *common, "--then",
+             f"{sys.executable} -m pyservecli health --host 127.0.0.1 --port {port}"],
+            env=env, capture_output=True, text=True, timeout=1500)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "health: 14 of 14 checks passed" in done.stdout  # every check, in containers
+        record = json.loads((ws / "latest.json").read_text())
+        replicas = record["roles"]["replicas"]
+        assert len(replicas) == 2 and record["image"]["tag"] == tag
+        logs = []
+        for replica in replicas:
+            launch = json.loads((ws / "logs" / replica["launch_id"] / "launch.json").read_text())
+            logs.append((Path(launch["log_dir"]) /
+                         f"{launch['plan']['nodes'][0]['host']}.log").read_text())
+            assert f"container pyserve-{replica['launch_id']}-r0" in logs[-1]
+        # Loaded by one replica; the other waited on the node's lock and found it present.
+        assert sum(f"pyserve: loading {tag} from" in log for log in logs) == 1, logs
+        assert sum("already present" in log for log in logs) == 1
+        # The stop removed this launch's containers and nothing else.
+        assert containers("pyserve.job") == []
         assert running(unrelated)
 
-        second = launch(tmp_path / "ws2", "true")
+        port = free_port()
+        second = subprocess.run(
+            [sys.executable, "-m", "pyservecli", "launch", str(model), "--workspace",
+             str(tmp_path / "ws2"), "--port", str(port), *common, "--then", "true"],
+            env=env, capture_output=True, text=True, timeout=900)
         assert second.returncode == 0, second.stderr[-3000:]
         record2 = json.loads((tmp_path / "ws2" / "latest.json").read_text())
         log2 = (Path(record2["log_dir"]) / f"{record2['plan']['nodes'][0]['host']}.log")
@@ -229,46 +247,6 @@ def test_launch_image_serves_cleans_up_only_its_own_and_skips_a_second_load(
                               capture_output=True).returncode == 0
     finally:
         subprocess.run(["docker", "rm", "-f", unrelated], capture_output=True)
-
-
-@pytest.mark.docker
-@pytest.mark.engine
-def test_replicas_in_containers_behind_the_router_of_this_host(cpu_image, tmp_path):
-    """--replicas with --image: each replica's server in its own container, vllm-router on the
-    host in front; the two replicas start together and load the missing image once between
-    them; the health checks pass through the router; nothing is left when it stops."""
-    from pyservecli.models.dummy import create_model_dir
-
-    from .engine import cpu_engine_env, free_port
-
-    cpu_image_tarball, tag = cpu_image
-    model = create_model_dir("qwen3-tiny", tmp_path / "qwen3-tiny")
-    env = cpu_engine_env(tmp_path)
-    subprocess.run(["docker", "image", "rm", tag], capture_output=True)
-    port = free_port()
-    ws = tmp_path / "ws"
-    done = subprocess.run(
-        [sys.executable, "-m", "pyservecli", "launch", str(model), "--replicas", "2",
-         "--image", str(cpu_image_tarball), "--workspace", str(ws), "--port", str(port),
-         "--env", "VLLM_CPU_KVCACHE_SPACE=1", "--load-format", "dummy", "--enforce-eager",
-         "--dtype", "bfloat16", "--max-model-len", "512", "--ready-timeout", "900", "--then",
-         f"{sys.executable} -m pyservecli health --host 127.0.0.1 --port {port}"],
-        env=env, capture_output=True, text=True, timeout=1500)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "health: 14 of 14 checks passed" in done.stdout
-    record = json.loads((ws / "latest.json").read_text())
-    replicas = record["roles"]["replicas"]
-    assert len(replicas) == 2 and record["image"]["tag"] == tag
-    logs = []
-    for replica in replicas:
-        launch = json.loads((ws / "logs" / replica["launch_id"] / "launch.json").read_text())
-        logs.append((Path(launch["log_dir"]) /
-                     f"{launch['plan']['nodes'][0]['host']}.log").read_text())
-        assert f"container pyserve-{replica['launch_id']}-r0" in logs[-1]
-    # Loaded by one replica; the other waited on the node's lock and found it present.
-    assert sum(f"pyserve: loading {tag}" in log for log in logs) == 1, logs
-    assert sum("already present" in log for log in logs) == 1
-    assert containers("pyserve.job") == []
 
 
 def podman_unavailable() -> str | None:
