@@ -204,6 +204,30 @@ def test_result_file_to_point_keeps_the_key():
     assert "topology unknown" in point_from_result(plain, path, source="import")[1]
 
 
+def test_import_skips_hand_edited_results_with_their_reason(tmp_path):
+    """`perf import` of results whose figures were edited by hand: each file is skipped with
+    why (never stored as a figure, never an unexpected error), and the good one still lands."""
+    source = (REPO / "docs/results/2026-11-30-2xh200-out-of-sample/measured-mixtral-8x7b/"
+              "tp2-dp1/plan/i1024-o256-rinf-c128.json")
+    good = json.loads(source.read_text())
+    edits = {"negative": ({"output_throughput": -5.0}, "is negative"),
+             "not-a-number": ({"output_throughput": "fast"}, "no output throughput"),
+             "pyserve-list": ({"pyserve": [1, 2]}, "its pyserve block is not an object"),
+             "pyserve-text": ({"pyserve": "x"}, "its pyserve block is not an object"),
+             "too-many": ({"max_concurrency": 10 ** 40}, "out of range"),
+             "no-load": ({"max_concurrency": -3}, "out of range")}
+    for name, (edit, _why) in edits.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps({**good, **edit}))
+    (tmp_path / "good.json").write_text(json.dumps(good))
+    points, skipped = import_dir(tmp_path,
+                                 find_config=lambda _m: builtin_config("mixtral-8x7b"))
+    assert [Path(p.result).name for p in points] == ["good.json"]
+    reasons = {path.stem: why for path, why in skipped}
+    assert set(reasons) == set(edits)
+    for name, (_edit, why) in edits.items():
+        assert why in reasons[name], (name, reasons[name])
+
+
 def test_seed_ships_the_gpu_results_and_matches_docs_results(tmp_path):
     """The seed is exactly what scripts/perf-seed.sh imports from docs/results."""
     seed = seed_points()

@@ -323,6 +323,8 @@ def point_from_result(result: dict, path: Path, *, source: str, given: Given = G
     output = _number(result.get("output_throughput"))
     if not output or not result.get("completed"):
         return None, "no output throughput"
+    if output < 0:
+        return None, f"output throughput {output} is negative"
     provenance = info.get("provenance") if isinstance(info.get("provenance"), dict) else {}
     load = _workload(result, str(info.get("point") or path.stem))
     if load is None:
@@ -351,6 +353,9 @@ def point_from_result(result: dict, path: Path, *, source: str, given: Given = G
     gpus = given.gpus or gpus_of(provenance) or tp * pp * dp
     conc = _number(result.get("max_concurrency"))
     rate = _number(result.get("request_rate"))
+    # SQLite stores 64-bit integers; no benchmark holds more requests in flight than this.
+    if conc is not None and not 0 < conc < 2 ** 31:
+        return None, f"max_concurrency {result.get('max_concurrency')!r} is out of range"
     weights = "dummy" if option_value(argv, "--load-format") == "dummy" else "real"
     return PerfPoint(
         shape=shape.fingerprint, shape_json=json.dumps(shape.fields, sort_keys=True),
@@ -534,7 +539,11 @@ def import_dir(root: Path, *, given: Given = Given(), find_config=None,
             continue  # not a benchmark result (records, plans)
         if repeats_of(result) > 1:
             continue  # the median of --repeats: its repeats' own files are rows each
-        if (result.get("pyserve") or {}).get("suite") == WARMUP_SUITE:
+        info = result.get("pyserve")
+        if info is not None and not isinstance(info, dict):
+            skipped.append((path, "its pyserve block is not an object"))
+            continue
+        if (info or {}).get("suite") == WARMUP_SUITE:
             continue  # a cold throw-away point by design (plan --measure): never a figure
         point, why = point_from_result(result, path, source=source, given=given,
                                        find_config=find_config)
