@@ -156,3 +156,14 @@ def test_port_with_only_lingering_connections_is_free():
     assert not is_port_free(port)  # still listening
     server.close()
     assert is_port_free(port)  # only TIME_WAIT left
+
+
+def test_a_json_file_nested_too_deeply_is_named_not_unexpected(tmp_path):
+    """json's decoder recurses: a file of 100,000 nested lists is the file's fault, said so in
+    one line (it was an 'unexpected RecursionError')."""
+    trace = tmp_path / "t.pt.trace.json"
+    trace.write_text("[" * 100_000 + "]" * 100_000)
+    result = run_pyserve("trace", "summarize", str(trace))
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("pyserve: error: a JSON file is nested too deeply to read")
+    assert result.stderr.count("\n") == 1

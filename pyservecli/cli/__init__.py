@@ -94,6 +94,9 @@ class PyserveGroup(click.Group):
         except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
             if os.environ.get("PYSERVE_DEBUG"):
                 raise
+            if isinstance(exc, RecursionError) and "decoding" in str(exc):
+                # json's decoder recursing into a file of [[[[...: the file is at fault
+                fail(f"a JSON file is nested too deeply to read ({exc})")
             fail(f"unexpected {type(exc).__name__}: {exc} (PYSERVE_DEBUG=1 shows where)")
 
 
