@@ -439,6 +439,11 @@ def test_the_benchmark_clients_tokenizer_is_checked_before_it_runs(tmp_path):
     assert "HF_HUB_OFFLINE is set: give --tokenizer DIR" in why
     why, _ = tokenizer_access("Org/Missing", no_route)
     assert "is not reachable" in why and "give --tokenizer DIR" in why
+    # A path that is not here (the server's own, or a typo) and shell words: refused before any
+    # point runs, instead of each point failing in vLLM's client.
+    for name in (str(tmp_path / "nowhere"), "a;b", "hf://org/name"):
+        why, offline_ = tokenizer_access(name, no_route)
+        assert "is neither a directory here nor a hub id" in why and not offline_, name
 
 
 def test_a_served_name_is_benchmarked_with_the_tokenizer_of_the_directory_it_came_from(

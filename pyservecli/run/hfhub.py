@@ -162,8 +162,11 @@ def tokenizer_access(name: str, env: Mapping[str, str]) -> tuple[str | None, boo
     cannot, or None; whether to run it with HF_HUB_OFFLINE=1). A hub id that is cached while
     the hub is out of reach is read offline (the client would otherwise retry the hub for
     minutes); one that is neither cached nor reachable is refused with what to do."""
-    if Path(name).expanduser().is_dir() or not is_repo_id(name):
-        return None, False  # a directory, or a name the client itself will judge
+    if Path(name).expanduser().is_dir():
+        return None, False
+    if not is_repo_id(name):  # a path on the server's side, a typo: the client would fail
+        return f"the tokenizer {name!r} is neither a directory here nor a hub id (ORG/NAME): " \
+            "give --tokenizer DIR (a model directory with its tokenizer)", False
     cache = hub_cache(env)
     if tokenizer_cached(cache, name):
         return None, is_offline(env) or hub_unreachable(env) is not None
