@@ -117,6 +117,25 @@ def test_an_empty_key_file_is_refused_before_anything_starts(tmp_path):
     assert_clean_error(missing, "cannot read --api-key-file")
 
 
+@pytest.mark.parametrize("content", ["two\nlines\n", "has a space\n", "tab\there", "k" * 5000,
+                                     "caf\u00e9"])
+def test_a_key_that_cannot_be_a_bearer_token_is_refused_by_launch_and_clients(tmp_path,
+                                                                              content):
+    """A second line, a space, a control character, non-ASCII or a key past 4,096 characters
+    would break (or be cut in) the Authorization header: refused by launch before anything
+    starts, and by the clients before any request, in one line that never shows the key."""
+    key = tmp_path / "key"
+    key.write_text(content)
+    launch = run_pyserve("launch", "Qwen/Qwen3-8B", "--gpus-per-node", "1", "--workspace",
+                         str(tmp_path / "ws"), "--api-key-file", str(key))
+    health = run_pyserve("health", "--host", "127.0.0.1", "--port", "1", "--api-key-file",
+                         str(key))
+    for result in (launch, health):
+        assert_clean_error(result, "the key must be one word of printable ASCII characters")
+        assert content.strip()[:20] not in result.stderr
+    assert not (tmp_path / "ws" / "logs").exists()
+
+
 def render_node(tmp_path, api_key_file, **extra) -> Path:
     heartbeat = tmp_path / "hb"
     heartbeat.touch()

@@ -61,12 +61,12 @@ KEY_FILE_HELP = ("A file holding the server's API key (as given to `pyserve laun
 
 
 def read_key(path: Path | None) -> str | None:
+    """The key a client sends, read and checked as the launch reads the server's."""
     if path is None:
         return None
-    try:
-        return path.read_text().strip()
-    except OSError as exc:
-        raise PyserveError(f"cannot read --api-key-file {path}: {exc.strerror}") from None
+    from pyservecli.run.launcher import read_api_key
+
+    return read_api_key(path)
 
 
 class PyserveGroup(click.Group):

@@ -108,6 +108,9 @@ def check_can_launch(plan: LaunchPlan, options: LaunchOptions) -> None:
         raise PyserveError(f"--then: command {options.then[0]!r} not found")
 
 
+MAX_KEY_CHARS = 4096
+
+
 def read_api_key(path: Path) -> str:
     """The key in ``path`` without surrounding whitespace (node scripts read it the same way).
     A missing, unreadable or empty key file is refused: a server must never start open."""
@@ -118,6 +121,13 @@ def read_api_key(path: Path) -> str:
                            f"{getattr(exc, 'strerror', None) or exc}") from None
     if not key:
         raise PyserveError(f"--api-key-file {path} is empty; the server would run without a key")
+    # It travels as `Authorization: Bearer KEY`: a second line, a space or a control character
+    # would break the header (or be cut at it), and servers refuse headers past a few KiB.
+    if len(key) > MAX_KEY_CHARS or not all(c.isascii() and c.isprintable() and not c.isspace()
+                                           for c in key):
+        raise PyserveError(f"--api-key-file {path}: the key must be one word of printable "
+                           f"ASCII characters (no spaces, at most {MAX_KEY_CHARS}); it is sent "
+                           "in an HTTP Authorization header")
     return key
 
 
