@@ -421,6 +421,13 @@ def image(verb: str, *args: str, runtime: str = "docker") -> int:
     return subprocess.run(argv).returncode
 
 
+def read_api_key(path: str | Path) -> str:
+    """The key in an --api-key-file, checked as the launch checks it (``run.launcher``)."""
+    from pyservecli.run.launcher import read_api_key as read
+
+    return read(Path(path))
+
+
 def sbatch_script() -> str:
     """``pyserve sbatch-script``: the sbatch script (slurm/run.sbatch is this text)."""
     from pyservecli.run.render import render

@@ -64,9 +64,9 @@ def read_key(path: Path | None) -> str | None:
     """The key a client sends, read and checked as the launch reads the server's."""
     if path is None:
         return None
-    from pyservecli.run.launcher import read_api_key
+    from pyservecli import api
 
-    return read_api_key(path)
+    return api.read_api_key(path)
 
 
 class PyserveGroup(click.Group):
