@@ -227,11 +227,15 @@ class Docker(ContainerRuntime):
     def image_present(self, tag: str) -> bool:
         return self._cli("image", "inspect", tag).returncode == 0
 
+    def _inspect_labels(self, tag: str) -> subprocess.CompletedProcess:
+        return self._cli("image", "inspect", "--format", "{{json .Config.Labels}}", tag)
+
+    @staticmethod
+    def _labels(out: subprocess.CompletedProcess) -> dict[str, str]:
+        return json.loads(out.stdout.strip() or "null") or {} if out.returncode == 0 else {}
+
     def image_labels(self, tag: str) -> dict[str, str]:
-        out = self._cli("image", "inspect", "--format", "{{json .Config.Labels}}", tag)
-        if out.returncode != 0:
-            return {}
-        return json.loads(out.stdout.strip() or "null") or {}
+        return self._labels(self._inspect_labels(tag))
 
     def load(self, tarball: str, tag: str, force: bool) -> int:
         return load_locked(self, tarball, tag, force)
@@ -253,13 +257,13 @@ class Docker(ContainerRuntime):
         return 0
 
     def remove_image(self, tag: str) -> int:
-        found = self._cli("image", "inspect", tag)
+        found = self._inspect_labels(tag)  # one inspect says both: present, and whose
         if found.returncode != 0:
             if not _NO_SUCH_IMAGE.search(found.stderr):  # not an absent image: the tool failed
                 return self._failed("image inspect", found)
             print(f"pyserve: {tag} is not present on {os.uname().nodename}")
             return 0
-        if LABEL_VERSION not in self.image_labels(tag):
+        if LABEL_VERSION not in self._labels(found):
             print(f"pyserve: error: {tag} is not a pyserve image (no {LABEL_VERSION} label); "
                   "pyserve removes only its own images", file=sys.stderr)
             return 2
