@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from pyservecli.bench.planreport import goodput_search
+
 from .conftest import run_pyserve
 from .engine import cpu_engine_env, free_port, must_have, require_engine
 
@@ -49,17 +51,30 @@ def test_plan_measure_aggregated_against_prefill_decode_by_slo(tmp_path):
     measured = {c["label"]: c["measured"] for c in data["candidates"] if "measured" in c}
     assert sorted(measured) == ["1p-tp1-1d-tp1", "tp1-dp2"]
     for label, got in measured.items():
-        # The SLOs are loose (10 min): the search doubles from 4 to its limit (4 x 4), every
-        # load holds. The CPU engine's 1P1D stalls now and then for 10-90 s on 2 busy cores
-        # (a NIXL read completes only when the idle prefill server has work again: README,
-        # "Prefill/decode disaggregation"); this test is about the search, not the speed.
-        loads = [s["concurrency"] for s in got["searched"]]
-        assert loads == [4, 8, 16], (label, got)
-        assert all(s["output_tok_s"] > 0 and s["ttft_p99_ms"] > 0 for s in got["searched"])
-        assert got["goodput"]["concurrency"] in loads
-        for load in loads:
-            assert (out / label / "plan" / f"i32-o8-rinf-c{load}.json").is_file()
+        # The SLOs are loose (10 min): a point holds them when it is valid (its requests
+        # answered). The loads measured are the ones the search asks for given what each
+        # point gave: from 4, double while points hold (to its limit, 4 x 4), halve while they
+        # do not. The aggregated server holds at every load; the CPU engine's 1P1D can lose
+        # requests in its 10-90 s stalls on 2 busy cores (a NIXL read completes only when the
+        # idle prefill server has work again: README, "Prefill/decode disaggregation"), and
+        # the search must then step down, not stop.
+        searched = got["searched"]
+        held = {s["concurrency"]: s["output_tok_s"] is not None for s in searched}
+        _, tried = goodput_search(lambda load, held=held: {"held": held.get(load, False)}, 4,
+                                  lambda record: record["held"], limit=16)
+        assert [s["concurrency"] for s in searched] == [load for load, _, _ in tried], \
+            (label, got)
+        # Its goodput: the load that held with the most output tokens a second.
+        best = max((s for s in searched if s["output_tok_s"] is not None),
+                   key=lambda s: s["output_tok_s"], default=None)
+        assert best is not None, (label, got)  # at least one load served
+        assert got["goodput"]["concurrency"] == best["concurrency"], (label, got)
+        for s in searched:
+            if s["output_tok_s"] is not None:
+                assert s["output_tok_s"] > 0 and s["ttft_p99_ms"] > 0, (label, s)
+                assert (out / label / "plan" / f"i32-o8-rinf-c{s['concurrency']}.json").is_file()
         assert (out / label / "warmup").is_dir()  # the throw-away point ran first
+    assert [s["concurrency"] for s in measured["tp1-dp2"]["searched"]] == [4, 8, 16]
     assert 0 < data["pick_vs_best"] <= 1
     assert "TP 1 PP 1 DP 2" in (out / "tp1-dp2" / "launch.log").read_text()
     assert "prefill" in (out / "1p-tp1-1d-tp1" / "launch.log").read_text()
@@ -67,7 +82,9 @@ def test_plan_measure_aggregated_against_prefill_decode_by_slo(tmp_path):
     # Every searched point is in the team's store, none of the warm-ups.
     listed = run_pyserve("perf", "list", "--format", "json", env=env)
     points = json.loads(listed.stdout)
-    assert len(points) == 6 and {p["source"] for p in points} == {"plan"}
+    valid = sum(s["output_tok_s"] is not None for got in measured.values()
+                for s in got["searched"])
+    assert len(points) == valid and {p["source"] for p in points} == {"plan"}
     assert {p["roles"] for p in points} == {"", "pd:1:1"}
     assert all(p["osl"] == 8 for p in points)
 
