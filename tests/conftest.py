@@ -101,3 +101,37 @@ def _foreign_engines():
     FOREIGN_ENGINES.clear()
     FOREIGN_ENGINES.update(renamed_engines())
     yield
+
+
+_HEAVY = ("engine", "cluster", "docker")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The tests that need no engine, cluster or docker run first (in their own order): a
+    mistake in the plan layer shows in two minutes, not after the engine tests, and the CPU
+    image's build (tests/cpu_image.py) overlaps them."""
+    light = [item for item in items if not any(item.get_closest_marker(m) for m in _HEAVY)]
+    heavy = [item for item in items if any(item.get_closest_marker(m) for m in _HEAVY)]
+    items[:] = light + heavy
+
+
+def pytest_collection_finish(session):
+    """Start the CPU image's build in the background when docker tests will run (not in a
+    worker of ``-n``: each worker is a session of its own, and the one that gets the docker
+    tests builds there and then)."""
+    if session.config.option.collectonly or os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    if not any(item.get_closest_marker("docker") and "cpu_image" in
+               getattr(item, "fixturenames", ()) for item in session.items):
+        return
+    from .cpu_image import BUILD, docker_unavailable
+    from .engine import engine_available
+
+    if docker_unavailable() is None and engine_available():
+        BUILD.start()
+
+
+def pytest_sessionfinish(session):
+    from .cpu_image import BUILD
+
+    BUILD.close()  # a build still running (its tests deselected by -x) stops; its tag goes

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
-import secrets
 import shutil
 import subprocess
 import sys
@@ -22,6 +20,7 @@ from pyservecli.errors import PyserveError
 from pyservecli.run.container import make_spec, tarball_tag
 
 from .conftest import run_pyserve
+from .cpu_image import BUILD, docker_unavailable
 from .engine import must_have
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -122,18 +121,12 @@ def test_container_flags_need_an_image(tmp_path, config_dir):
 
 # ---- a real Docker daemon --------------------------------------------------------------------
 
-def docker_unavailable() -> str | None:
-    if shutil.which("docker") is None:
-        return "docker is not installed"
-    if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
-        return "the Docker daemon is not running"
-    return None
-
-
 @pytest.fixture(scope="module")
-def cpu_image(tmp_path_factory):
-    """(tarball, tag) of the CPU image, built under a tag of this run's own: the tests remove
-    and reload that tag only, never the machine's pyserve-cpu:latest (#28)."""
+def cpu_image():
+    """(tarball, tag) of the CPU image of this run (tests/cpu_image.py: usually started in the
+    background when collection ended). Always built: the image holds pyserve itself, and an
+    image left by an earlier run would test old code; Docker's layer cache keeps the build to
+    the pyserve layer (seconds) when only pyserve changed."""
     from .engine import require_engine
 
     reason = docker_unavailable()
@@ -142,22 +135,10 @@ def cpu_image(tmp_path_factory):
             pytest.fail(f"Docker unavailable on CI: {reason}")
         pytest.skip(reason)
     require_engine()
-    tag = f"pyserve-cpu:test-{os.getpid()}-{secrets.token_hex(3)}"
-    # Always built: the image holds pyserve itself, and an image left by an earlier run would
-    # test old code. Docker's layer cache keeps this to the pyserve layer (seconds) when only
-    # pyserve changed.
-    build = subprocess.run(["make", "-s", "docker-cpu", f"IMAGE_CPU={tag}"], cwd=ROOT,
-                           capture_output=True, text=True, timeout=2400)
-    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
-    tarball = tmp_path_factory.mktemp("image") / "vllm-serve-latest.tar.gz"
-    save = subprocess.run(["make", "-s", "save-cpu", f"IMAGE_CPU={tag}",
-                           f"IMAGE_TAR={tarball}"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=1200)
-    assert save.returncode == 0, save.stderr[-3000:]
     try:
-        yield tarball, tag
+        yield BUILD.wait()
     finally:
-        subprocess.run(["docker", "image", "rm", tag], capture_output=True)
+        BUILD.close()
 
 
 def containers(label: str) -> list[str]:
