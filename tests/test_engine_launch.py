@@ -5,12 +5,14 @@ One server at a time (about 3 GB and 45 s each on two cores).
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -68,6 +70,13 @@ def test_launch_ready_health_status_and_clean_stop(tiny_model, work):
         log = work / "ws" / "logs" / record["launch_id"] / f"{host}.log"
         assert "Application startup complete" in log.read_text()
         assert "weights loaded" in server.stderr_text or "loading weights" in server.stderr_text
+        # vLLM's ZMQ sockets are in a directory of the node's own, not loose in the temporary
+        # directory (the test's TMPDIR, tests/engine.py:cpu_engine_env, is too long a path for
+        # them: the directory is in /tmp).
+        rpc_dir = Path(re.search(r"vLLM's sockets in (\S+) ", log.read_text())[1])
+        assert rpc_dir.name.startswith("pyserve-rpc.")
+        assert any(p.is_socket() for p in rpc_dir.iterdir())
+        assert [p for p in (work / "tmp").rglob("*") if p.is_socket()] == []
 
         health = pyserve("health", "--host", "127.0.0.1", "--port", str(port))
         assert health.returncode == 0, health.stdout + health.stderr
@@ -92,6 +101,9 @@ def test_launch_ready_health_status_and_clean_stop(tiny_model, work):
     assert record["state"] == "stopped"
     assert log.exists()  # logs stay after the stop
     assert list((work / "ws" / "prometheus").iterdir()) == []  # nothing left to scrape
+    # vLLM leaves its sockets behind (7 a server); the node removed their directory.
+    assert [p for p in (work / "tmp").rglob("*") if p.is_socket()] == []
+    assert not rpc_dir.exists()
 
 
 def prometheus_scrape(work, sd_dir, timeout: float = 90.0) -> dict:
