@@ -103,6 +103,10 @@ def test_rendered_job_files_pass_shellcheck(tmp_path):
         files = write_job_files(plan, LaunchOptions(workspace=tmp_path / backend,
                                                     api_key_file=tmp_path / "key"))
         shellcheck(*files.node_scripts, files.dispatch)
+        # vLLM's sockets get a directory of each node's own, except under Ray, which copies
+        # VLLM_* variables to the other nodes' workers (tests/test_engine_launch.py runs it).
+        for script in files.node_scripts:
+            assert ("VLLM_RPC_BASE_PATH=" in script.read_text()) == (backend != "ray"), backend
 
 
 def test_image_launch_runs_each_node_script_in_a_labelled_container(tmp_path):
