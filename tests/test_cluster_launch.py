@@ -111,6 +111,18 @@ def leftover(model: Path):
     return engine_leftovers(model)
 
 
+def nodes_cleaned_up(workspace: Path) -> list[str]:
+    """Each node's log that names the directory of vLLM's sockets (node.sh.j2) while that
+    directory is still there: empty once every node script reached its own clean-up, which a
+    stop through srun must let it do (dispatch.sh.j2), not SIGKILL it first."""
+    left = []
+    for log in (workspace / "logs").glob("*/*.log"):
+        for found in re.findall(r"vLLM's sockets in (\S+) ", log.read_text(errors="replace")):
+            if Path(found).exists():
+                left.append(f"{log}: {found}")
+    return left
+
+
 def test_dp2_across_two_nodes_serves_and_a_dead_worker_is_named(cluster, tiny_model, tmp_path):
     workspace = tmp_path / "ws"
     env = cluster_env(cluster, tmp_path)
@@ -196,6 +208,8 @@ def test_sbatch_reaches_ready_records_the_endpoint_and_scancel_stops_cleanly(
     wait_for(lambda: record(workspace).get("state") == "stopped", 60, "a clean stop",
              log=job_out)
     wait_for(lambda: not leftover(tiny_model), 60, "every rank to stop")
+    assert "vLLM's sockets in" in (Path(record(workspace)["log_dir"]) / f"{HEAD}.log").read_text()
+    wait_for(lambda: not nodes_cleaned_up(workspace), 30, "every node's own clean-up")
     log_dir = Path(record(workspace)["log_dir"])
     assert (log_dir / f"{HEAD}.log").stat().st_size > 0
     assert (log_dir / f"{WORKER}.log").stat().st_size > 0
@@ -335,6 +349,8 @@ def test_mp_backend_spans_one_tp2_replica_over_both_nodes(cluster, tiny_model, t
     # Without the interface pinned, gloo on node 2 dialled the head's loopback address.
     assert "GLOO_SOCKET_IFNAME=eth0" in (log_dir / f"{WORKER}.log").read_text()
     wait_for(lambda: not leftover(tiny_model), 60, "every rank to stop")
+    assert "vLLM's sockets in" in (log_dir / f"{WORKER}.log").read_text()
+    wait_for(lambda: not nodes_cleaned_up(workspace), 30, "every node's own clean-up")
 
 
 def test_offline_dp2_runs_one_torchrun_per_node(cluster, tiny_model, tmp_path):
@@ -406,6 +422,7 @@ def test_replicas_on_two_nodes_behind_one_router(cluster, tiny_model, tmp_path):
     finally:
         stop_launcher(proc, grace=90)
     wait_for(lambda: not leftover(tiny_model), 90, "every replica to stop")
+    wait_for(lambda: not nodes_cleaned_up(workspace), 30, "every node's own clean-up")
     # salloc answers SIGTERM by revoking the allocation, which ends the replicas' srun steps
     # before (or instead of) the launcher's own stop: either way the fleet is over.
     assert record(workspace)["state"] in ("stopped", "failed")

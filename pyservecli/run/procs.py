@@ -67,6 +67,8 @@ class NodeProcess:
     # Signal only the entrypoint first and let it stop its server its own way (under nsys it
     # sends SIGINT so the report is written); the rest of the session only after the grace.
     leader_first: bool = False
+    # The srun step's name (``srun --job-name``), by which its stop finds the step.
+    step_name: str | None = None
 
     def poll(self) -> int | None:
         return self.popen.poll()
@@ -80,8 +82,9 @@ class NodeProcess:
             _signal_all([self.popen.pid], signal.SIGTERM)
         elif self.local_session:
             _signal_all(session_members(self.popen.pid) or [self.popen.pid], signal.SIGTERM)
-        elif self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)  # srun forwards it to every task
+        elif self.popen.poll() is None and not self._signal_step("TERM"):
+            # srun itself answers SIGTERM by killing the step (SIGKILL): the last resort.
+            self.popen.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline:
             self.popen.poll()
@@ -96,6 +99,26 @@ class NodeProcess:
             self.popen.wait(timeout=10)
         except subprocess.TimeoutExpired:
             pass
+
+
+    def _signal_step(self, signame: str) -> bool:
+        """``scancel --signal`` to every process of this srun step (its dispatch tasks wait for
+        their node scripts, which stop their servers gracefully and clean up); False when the
+        step cannot be found."""
+        job = os.environ.get("SLURM_JOB_ID", "")
+        if not self.step_name or not job.isdigit():
+            return False
+        try:
+            listed = subprocess.run(["squeue", "-h", "-s", "-j", job, "-o", "%i %j"],
+                                    capture_output=True, text=True, timeout=20)
+            step = next((line.split()[0] for line in listed.stdout.splitlines()
+                         if line.split()[1:] == [self.step_name]), None)
+            if listed.returncode != 0 or step is None:
+                return False
+            return subprocess.run(["scancel", f"--signal={signame}", step],
+                                  capture_output=True, timeout=20).returncode == 0
+        except (OSError, subprocess.SubprocessError):
+            return False
 
 
 def stop_launcher(popen: subprocess.Popen, grace: float) -> None:
@@ -141,13 +164,16 @@ def start_srun(dispatch: Path, nodes: list[str] | tuple[str, ...], log_dir: Path
     ``step_options`` are a container runtime's (pyxis) for the step."""
     log_dir.mkdir(parents=True, exist_ok=True)
     # Each node script writes its own <host>.log; srun.log catches srun's own complaints.
+    step_name = f"pyserve-{log_dir.name}"  # the launch id: one step per launch
     argv = [*srun_per_node(nodes, "--kill-on-bad-exit=0", f"--output={log_dir}/srun.log",
-                           "--open-mode=append", *step_options), "bash", str(dispatch)]
+                           "--open-mode=append", f"--job-name={step_name}", *step_options),
+            "bash", str(dispatch)]
     srun_log = log_dir / "srun.log"
     with open(srun_log, "ab") as log:
         popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                  start_new_session=True)
-    return NodeProcess(name="srun", popen=popen, log_path=srun_log, local_session=False)
+    return NodeProcess(name="srun", popen=popen, log_path=srun_log, local_session=False,
+                       step_name=step_name)
 
 
 def _environ(pid: int) -> dict[str, str]:
