@@ -208,9 +208,9 @@ def test_sbatch_reaches_ready_records_the_endpoint_and_scancel_stops_cleanly(
     wait_for(lambda: record(workspace).get("state") == "stopped", 60, "a clean stop",
              log=job_out)
     wait_for(lambda: not leftover(tiny_model), 60, "every rank to stop")
-    assert "vLLM's sockets in" in (Path(record(workspace)["log_dir"]) / f"{HEAD}.log").read_text()
-    wait_for(lambda: not nodes_cleaned_up(workspace), 30, "every node's own clean-up")
     log_dir = Path(record(workspace)["log_dir"])
+    assert "vLLM's sockets in" in (log_dir / f"{HEAD}.log").read_text()
+    wait_for(lambda: not nodes_cleaned_up(workspace), 30, "every node's own clean-up")
     assert (log_dir / f"{HEAD}.log").stat().st_size > 0
     assert (log_dir / f"{WORKER}.log").stat().st_size > 0
     status = subprocess.run([sys.executable, "-m", "pyservecli", "status",

@@ -9,6 +9,7 @@ process tracking does the same job on every node.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -100,7 +101,6 @@ class NodeProcess:
         except subprocess.TimeoutExpired:
             pass
 
-
     def _signal_step(self, signame: str) -> bool:
         """``scancel --signal`` to every process of this srun step (its dispatch tasks wait for
         their node scripts, which stop their servers gracefully and clean up); False when the
@@ -108,17 +108,23 @@ class NodeProcess:
         job = os.environ.get("SLURM_JOB_ID", "")
         if not self.step_name or not job.isdigit():
             return False
-        try:
-            listed = subprocess.run(["squeue", "-h", "-s", "-j", job, "-o", "%i %j"],
-                                    capture_output=True, text=True, timeout=20)
-            step = next((line.split()[0] for line in listed.stdout.splitlines()
-                         if line.split()[1:] == [self.step_name]), None)
-            if listed.returncode != 0 or step is None:
-                return False
-            return subprocess.run(["scancel", f"--signal={signame}", step],
-                                  capture_output=True, timeout=20).returncode == 0
-        except (OSError, subprocess.SubprocessError):
-            return False
+        listed = tool_output(["squeue", "-h", "-s", "-j", job, "-o", "%i %j"]) or ""
+        step = next((fields[0] for fields in map(str.split, listed.splitlines())
+                     if fields[1:] == [self.step_name]), None)
+        return step is not None and \
+            tool_output(["scancel", f"--signal={signame}", step]) is not None
+
+
+def tool_output(argv: list[str]) -> str | None:
+    """The output of a scheduler tool (squeue, sacct, scancel), stripped; None when it is not
+    installed, fails or hangs."""
+    if shutil.which(argv[0]) is None:
+        return None
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=15)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None
 
 
 def stop_launcher(popen: subprocess.Popen, grace: float) -> None:

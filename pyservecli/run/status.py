@@ -11,7 +11,6 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import time
 from pathlib import Path
 
@@ -19,27 +18,17 @@ import requests
 
 from pyservecli.errors import PyserveError
 from pyservecli.run.jobfiles import heartbeat_timeout
-from pyservecli.run.procs import pid_runs
-
-
-def _run(argv: list[str]) -> str | None:
-    if shutil.which(argv[0]) is None:
-        return None
-    try:
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=15)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return result.stdout.strip() if result.returncode == 0 else None
+from pyservecli.run.procs import pid_runs, tool_output
 
 
 def slurm_state(job_id: str) -> str | None:
     """RUNNING, PENDING, ... from squeue; COMPLETED, CANCELLED, ... from sacct; else None."""
     if not job_id.isdigit():
         return None
-    state = _run(["squeue", "-h", "-j", job_id, "-o", "%T"])
+    state = tool_output(["squeue", "-h", "-j", job_id, "-o", "%T"])
     if state:
         return state.splitlines()[0]
-    state = _run(["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State"])
+    state = tool_output(["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State"])
     if state:
         return state.splitlines()[0].split()[0]
     # Gone from the queue and no accounting to ask: say so rather than guess how it ended.
