@@ -141,7 +141,9 @@ def _server(memory: ModelMemory, gpu: GpuSpec, *, tp: int, pp: int, dp: int, ep:
         """2 FLOPs per active parameter per token plus attention over the prompt; the routed
         experts' share at the MoE kernels' efficiency."""
         tokens = requests * workload.isl
-        attention = 2 * layers * size.query_dim * workload.isl * tokens
+        # Windowed layers attend to their window, linear-attention and Mamba layers to none.
+        attention = 2 * size.attending_layers(workload.isl) * size.query_dim * workload.isl \
+            * tokens
         rate = peak * PREFILL_MFU * _gemm_efficiency(tp)
         compute = (2 * dense_active * tokens + attention) / (tp * pp) / rate
         if size.is_moe:
@@ -165,7 +167,7 @@ def _server(memory: ModelMemory, gpu: GpuSpec, *, tp: int, pp: int, dp: int, ep:
             touched = 1 - (1 - size.experts_per_token / size.num_experts) ** tokens_seen
             weights -= expert_bytes * (1 - touched)
         # PP keeps PP micro-batches in flight, each reading its stage's weights again.
-        read = weights * pp + batch * context * memory.kv.bytes_per_token(tp, pp)
+        read = weights * pp + batch * memory.kv.bytes_per_sequence(context, tp, pp)
         compute = 2 * size.active * batch / (tp * pp) / (peak * DECODE_MFU)
         # PP: one scheduler step per micro-batch.
         return max(read / hbm, compute) + collectives_s(batch) + STEP_OVERHEAD_S * pp
@@ -211,7 +213,7 @@ def estimate_pd(memory: ModelMemory, gpu: GpuSpec, *, prefill: int, prefill_tp: 
     # The prefill servers' capacity in requests per second, prefilling the queue in batches.
     chunk = max(1, math.ceil(conc / prefill))
     prefill_rate = prefill * chunk / pre.prefill_s(chunk)
-    kv_bytes = workload.isl * memory.kv.bytes_per_token(prefill_tp)
+    kv_bytes = memory.kv.bytes_per_sequence(workload.isl, prefill_tp)
     transfer = ALLTOALL_LATENCY_S + kv_bytes / (INTER_NODE_GBS * 1e9 * LINK_EFFICIENCY)
     first = pre.prefill_s(1) + transfer  # a prompt that does not wait
     # Closed loop: CONCURRENCY = rate x (time to first token + OSL x TPOT), and the decode

@@ -12,9 +12,18 @@ Norms and biases are left out (well under 0.1 % of any model listed in the tests
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 from pyservecli.errors import PyserveError
+from pyservecli.plan.layers import (
+    ATTENTION,
+    DENSE,
+    LINEAR,
+    MAMBA,
+    MOE,
+    layer_plan,
+)
 
 GIB = 1024**3
 # Per-GPU memory vLLM needs besides weights and KV cache: activations at the profiling batch,
@@ -22,6 +31,8 @@ GIB = 1024**3
 # 1.5-3 GiB for 8B-30B models at default settings); the plan says it is one.
 RUNTIME_OVERHEAD_BYTES = 2.5 * GIB
 DEFAULT_GPU_MEMORY_UTILIZATION = 0.9
+# Sizing reads every layer; the deepest published models have a few hundred.
+MAX_LAYERS = 4096
 
 # Where configs name the number of routed experts (Qwen, DeepSeek, Mixtral, others).
 EXPERT_KEYS = ("num_experts", "n_routed_experts", "num_local_experts", "moe_num_experts")
@@ -58,6 +69,17 @@ class ModelSize:
     hidden: int
     query_dim: int  # heads x query head size: attention's cost per token of context
     expert_width: int = 0  # one routed expert's intermediate size (MoE)
+    # One entry per softmax-attention layer: the tokens it attends to (0: the whole context).
+    # Linear-attention and Mamba layers attend to none.
+    attention_windows: tuple[int, ...] = ()
+
+    def attending_layers(self, context: float) -> float:
+        """Layers' worth of attention over ``context`` tokens: a windowed layer counts for
+        its window's share of the context."""
+        if not self.attention_windows:
+            return float(self.layers)
+        return sum(1.0 if not w or context <= w else w / context
+                   for w in self.attention_windows)
 
     @property
     def total(self) -> int:
@@ -86,28 +108,82 @@ class WeightFormat:
     dtype_bytes: float  # embeddings, LM head, activations
     linear_bytes: float  # quantized (or not) linear weights
     name: str  # for messages: "bf16", "fp8", "awq (4-bit)"
+    # The token mixers stay in the model's dtype (gpt-oss: MXFP4 experts, 16-bit attention).
+    attention_unquantized: bool = False
+
+    @property
+    def attention_bytes(self) -> float:
+        return self.dtype_bytes if self.attention_unquantized else self.linear_bytes
 
     def weight_bytes(self, size: ModelSize) -> float:
         return (size.embedding + size.lm_head) * self.dtype_bytes \
-            + size.linear * self.linear_bytes
+            + size.attention * self.attention_bytes \
+            + (size.linear - size.attention) * self.linear_bytes
 
 
 @dataclass(frozen=True)
 class KvShape:
-    layers: int
+    layers: int  # attention layers that keep every token of the context
     kv_heads: int  # 0 for MLA
     head_dim: int
     latent_dim: int  # MLA: kv_lora_rank + qk_rope_head_dim (one latent per token, not sharded)
     dtype_bytes: float
+    # Attention layers that keep only their window's tokens: (window, layers), with their own
+    # KV heads and head size (sliding-window and chunked attention).
+    windowed: tuple[tuple[int, int], ...] = ()
+    window_kv_heads: int = 0
+    window_head_dim: int = 0
+    # Linear-attention and Mamba layers: their state per sequence (bytes, every such layer, one
+    # GPU of TP 1) and how many layers hold it.
+    state_bytes: float = 0.0
+    state_layers: int = 0
 
-    def bytes_per_token(self, tp: int = 1, pp: int = 1) -> float:
-        """KV cache bytes one token takes on one GPU of a TP x PP replica."""
-        layers = math.ceil(self.layers / pp)
+    def _token_bytes(self, layers: int, kv_heads: int, head_dim: int, tp: int,
+                     pp: int) -> float:
+        layers = math.ceil(layers / pp)
         if self.latent_dim:
             return layers * self.latent_dim * self.dtype_bytes
         # vLLM shards KV heads over TP; past the head count each GPU keeps one (replicated).
-        heads = max(1, self.kv_heads // tp)
-        return 2 * layers * heads * self.head_dim * self.dtype_bytes
+        heads = max(1, kv_heads // tp)
+        return 2 * layers * heads * head_dim * self.dtype_bytes
+
+    def bytes_per_token(self, tp: int = 1, pp: int = 1) -> float:
+        """KV cache bytes one token takes on one GPU of a TP x PP replica while every layer
+        keeps it (windowed layers: while it is inside their window)."""
+        return self._token_bytes(self.layers, self.kv_heads, self.head_dim, tp, pp) + sum(
+            self._token_bytes(n, self.window_kv_heads, self.window_head_dim, tp, pp)
+            for _, n in self.windowed)
+
+    def bytes_per_sequence(self, length: float, tp: int = 1, pp: int = 1) -> float:
+        """Cache bytes one sequence of ``length`` tokens takes on one GPU of a TP x PP
+        replica: every token in full-attention layers, at most a window's in windowed ones,
+        and the fixed state of linear-attention and Mamba layers (their heads split over
+        TP)."""
+        total = length * self._token_bytes(self.layers, self.kv_heads, self.head_dim, tp, pp)
+        for window, n in self.windowed:
+            total += min(length, window) * self._token_bytes(
+                n, self.window_kv_heads, self.window_head_dim, tp, pp)
+        if self.state_layers:
+            total += self.state_bytes / tp * math.ceil(self.state_layers / pp) \
+                / self.state_layers
+        return total
+
+    @property
+    def hybrid(self) -> bool:
+        """Whether some layers keep less than every token (windows, fixed state)."""
+        return bool(self.windowed or self.state_layers)
+
+    def describe(self) -> str:
+        """The cache per token, and per sequence where some layers keep less."""
+        full = self._token_bytes(self.layers, self.kv_heads, self.head_dim, 1, 1)
+        if not self.hybrid:
+            return f"{full / 1024:.0f} KiB per token"
+        parts = [f"{full / 1024:.0f} KiB per token in {self.layers} full-attention layers"]
+        parts += [f"{n} layers keep a {window:,}-token window" for window, n in self.windowed]
+        if self.state_layers:
+            parts.append(f"{self.state_layers} linear-attention/Mamba layers hold "
+                         f"{self.state_bytes / 2**20:.1f} MiB of state per sequence")
+        return "; ".join(parts)
 
 
 def _int(config: dict, *keys: str, default: int = 0) -> int:
@@ -127,28 +203,70 @@ def _require(config: dict, key: str, name: str) -> int:
     return value
 
 
-def moe_layer_count(config: dict, layers: int, experts: int) -> int:
-    """How many decoder layers hold routed experts (the rest have a dense MLP)."""
-    if not experts:
-        return 0
-    if "first_k_dense_replace" in config or "moe_layer_freq" in config:  # DeepSeek V2/V3
-        first = _int(config, "first_k_dense_replace")
-        freq = max(1, _int(config, "moe_layer_freq", default=1))
-        return sum(1 for i in range(layers) if i >= first and i % freq == 0)
-    only_dense = config.get("mlp_only_layers") or []
-    step = max(1, _int(config, "decoder_sparse_step", default=1))  # Qwen MoE
-    return sum(1 for i in range(layers)
-               if i not in only_dense and (i + 1) % step == 0)
+def _attention_params(hidden: int, heads: int, kv_heads: int, head_dim: int,
+                      gated: bool) -> int:
+    """q, k, v and o projections of one attention layer (a gated output doubles q)."""
+    return (2 + gated) * hidden * heads * head_dim + 2 * hidden * kv_heads * head_dim
+
+
+def _linear_attention(config: dict, hidden: int, name: str) -> tuple[int, int, int]:
+    """A Gated DeltaNet layer (Qwen3-Next, Qwen3.5): (parameters, recurrent-state values,
+    convolution-state values per sequence)."""
+    k_heads = _require(config, "linear_num_key_heads", name)
+    v_heads = _require(config, "linear_num_value_heads", name)
+    k_dim = k_heads * _require(config, "linear_key_head_dim", name)
+    v_dim = v_heads * _require(config, "linear_value_head_dim", name)
+    kernel = _int(config, "linear_conv_kernel_dim", default=4)
+    conv = 2 * k_dim + v_dim
+    params = hidden * (2 * k_dim + 2 * v_dim) + hidden * 2 * v_heads + conv * kernel \
+        + v_dim * hidden
+    return params, v_heads * (k_dim // k_heads) * (v_dim // v_heads), conv * (kernel - 1)
+
+
+def _mamba(config: dict, hidden: int, name: str) -> tuple[int, int, int]:
+    """A Mamba layer: Mamba-2 (Nemotron-H) or Mamba-1 (Jamba): (parameters, SSM-state values,
+    convolution-state values per sequence)."""
+    if config.get("mamba_num_heads"):
+        heads = _require(config, "mamba_num_heads", name)
+        inner = heads * _require(config, "mamba_head_dim", name)
+        state = _int(config, "ssm_state_size", "mamba_d_state", default=128)
+        groups = _int(config, "n_groups", "mamba_n_groups", default=1)
+        kernel = _int(config, "conv_kernel", "mamba_d_conv", default=4)
+        conv = inner + 2 * groups * state
+        params = hidden * (2 * inner + 2 * groups * state + heads) + conv * kernel \
+            + inner * hidden
+        return params, heads * (inner // heads) * state, conv * (kernel - 1)
+    if not config.get("mamba_expand") and not config.get("mamba_d_state"):
+        raise PyserveError(f"{name}: config.json has Mamba layers but no mamba_num_heads or "
+                           "mamba_expand / mamba_d_state; cannot size the model")
+    inner = _int(config, "mamba_expand", default=2) * hidden
+    state = _int(config, "mamba_d_state", default=16)
+    kernel = _int(config, "mamba_d_conv", default=4)
+    rank = _int(config, "mamba_dt_rank", default=-(-hidden // 16))
+    params = hidden * 2 * inner + inner * kernel + inner * (rank + 2 * state) \
+        + rank * inner + inner * state + inner * hidden
+    return params, inner * state, inner * (kernel - 1)
+
+
+def _gated_mlp(config: dict) -> bool:
+    """Whether MLPs have a gate projection (SwiGLU, GeGLU): all but squared-ReLU ones."""
+    act = config.get("mlp_hidden_act") or config.get("hidden_act") or ""
+    return str(act).lower() not in ("relu2", "squared_relu")
 
 
 def model_size(config: dict, name: str = "model") -> ModelSize:
-    """Parameter counts from a config.json (a multimodal model's text_config already merged)."""
+    """Parameter counts from a config.json (a multimodal model's text_config already merged),
+    layer by layer (``plan.layers``)."""
     hidden = _require(config, "hidden_size", name)
     layers = _require(config, "num_hidden_layers", name)
+    if layers > MAX_LAYERS:
+        raise PyserveError(f"{name}: config.json has {layers:,} layers (num_hidden_layers); "
+                           f"pyserve sizes models of up to {MAX_LAYERS:,}")
     heads = _require(config, "num_attention_heads", name)
     vocab = _require(config, "vocab_size", name)
     kv_heads = _int(config, "num_key_value_heads", default=heads)
     head_dim = _int(config, "head_dim", default=hidden // heads)
+    gated_attention = bool(config.get("attn_output_gate"))
     if config.get("kv_lora_rank"):  # DeepSeek's multi-head latent attention
         rope = _int(config, "qk_rope_head_dim")
         nope = _int(config, "qk_nope_head_dim", default=head_dim)
@@ -158,31 +276,54 @@ def model_size(config: dict, name: str = "model") -> ModelSize:
         query_dim = heads * qk
         query = hidden * q_lora + q_lora * heads * qk if q_lora else hidden * heads * qk
         kv_lora = _int(config, "kv_lora_rank")
-        attention = query + hidden * (kv_lora + rope) + kv_lora * heads * (nope + v_dim) \
-            + heads * v_dim * hidden
+        windowed = global_ = query + hidden * (kv_lora + rope) \
+            + kv_lora * heads * (nope + v_dim) + heads * v_dim * hidden
     else:
-        attention = 2 * hidden * heads * head_dim + 2 * hidden * kv_heads * head_dim
         query_dim = heads * head_dim
+        windowed = _attention_params(hidden, heads, kv_heads, head_dim, gated_attention)
+        # Gemma 4 style: the global layers' own head size and KV heads.
+        global_ = _attention_params(
+            hidden, heads, _int(config, "num_global_key_value_heads", default=kv_heads),
+            _int(config, "global_head_dim", default=head_dim), gated_attention)
     experts = _int(config, *EXPERT_KEYS)
-    moe_layers = moe_layer_count(config, layers, experts)
+    plan = layer_plan(config, layers, bool(experts))
     intermediate = _int(config, "intermediate_size")
+    # Llama 4 sizes its dense layers apart from its experts.
+    dense_inter = _int(config, "intermediate_size_mlp", default=intermediate)
     # Mixtral-style configs size their experts with intermediate_size.
     expert_inter = _int(config, "moe_intermediate_size", default=intermediate)
-    one_expert = 3 * hidden * expert_inter  # gate, up and down projections
+    mats = 3 if _gated_mlp(config) else 2  # gate, up and down projections
+    one_expert = mats * hidden * expert_inter
     shared_per_layer = 0
     if experts:
         shared_per_layer = hidden * experts  # the router
         shared_per_layer += _int(config, "n_shared_experts") * one_expert
-        shared_inter = _int(config, "shared_expert_intermediate_size")
-        if shared_inter:  # Qwen2-MoE: one shared expert of its own width and a gate
-            shared_per_layer += 3 * hidden * shared_inter + hidden
+        shared_inter = _int(config, "shared_expert_intermediate_size",
+                            "moe_shared_expert_intermediate_size")
+        if shared_inter:  # Qwen2-MoE and Nemotron-H: one shared expert of its own width
+            shared_per_layer += mats * hidden * shared_inter + hidden
+        elif "interleave_moe_layer_step" in config or \
+                str(config.get("model_type", "")).startswith("llama4"):
+            shared_per_layer += one_expert  # Llama 4: one shared expert in every MoE layer
+    attention = 0
+    windows = []
+    for layer in plan:
+        if layer.mixer in ATTENTION:
+            attention += windowed if layer.window else global_
+            windows.append(layer.window)
+        elif layer.mixer == LINEAR:
+            attention += _linear_attention(config, hidden, name)[0]
+        elif layer.mixer == MAMBA:
+            attention += _mamba(config, hidden, name)[0]
+    moe_layers = sum(1 for layer in plan if layer.mlp == MOE)
+    dense_layers = sum(1 for layer in plan if layer.mlp == DENSE)
     embedding = vocab * hidden
     tied = bool(config.get("tie_word_embeddings", False))
     return ModelSize(
         embedding=embedding,
         lm_head=0 if tied else embedding,
-        attention=attention * layers,
-        dense_mlp=3 * hidden * intermediate * (layers - moe_layers),
+        attention=attention,
+        dense_mlp=mats * hidden * dense_inter * dense_layers,
         experts=experts * one_expert * moe_layers,
         shared=shared_per_layer * moe_layers,
         num_experts=experts,
@@ -192,6 +333,7 @@ def model_size(config: dict, name: str = "model") -> ModelSize:
         hidden=hidden,
         query_dim=query_dim,
         expert_width=expert_inter if experts else 0,
+        attention_windows=tuple(windows),
     )
 
 
@@ -251,7 +393,24 @@ def weight_format(config: dict, dtype: str | None = None,
             f"quantization {method!r}: pyserve does not know its bytes per weight, so it cannot "
             "size the model; plan with explicit --tp/--pp/--dp")
     bits = "8-bit" if linear >= 1 else "4-bit" if linear > 0.25 else f"{linear * 8:.0f}-bit"
-    return WeightFormat(dtype_bytes, linear, f"{method} ({bits})")
+    return WeightFormat(dtype_bytes, linear, f"{method} ({bits})",
+                        attention_unquantized=_attention_left_out(qconfig))
+
+
+# Where quantization configs list the modules they leave in the model's dtype.
+_LEFT_OUT_KEYS = ("modules_to_not_convert", "ignore", "ignored_layers", "exclude_modules")
+
+
+def _attention_left_out(qconfig: dict) -> bool:
+    """Whether the quantization config leaves every layer's attention unquantized (gpt-oss:
+    ``model.layers.*.self_attn``), not just some numbered layers'."""
+    for key in _LEFT_OUT_KEYS:
+        names = qconfig.get(key)
+        if isinstance(names, list) and any(
+                re.search(r"attn|attention", str(n), re.I) and not re.search(r"\.\d+\.", str(n))
+                for n in names):
+            return True
+    return False
 
 
 def kv_shape(config: dict, size: ModelSize, kv_cache_dtype: str | None,
@@ -263,10 +422,33 @@ def kv_shape(config: dict, size: ModelSize, kv_cache_dtype: str | None,
     latent = 0
     if config.get("kv_lora_rank"):
         latent = _int(config, "kv_lora_rank") + _int(config, "qk_rope_head_dim")
-    return KvShape(layers=size.layers, kv_heads=_int(config, "num_key_value_heads",
-                                                     default=heads),
-                   head_dim=_int(config, "head_dim", default=hidden // max(heads, 1)),
-                   latent_dim=latent, dtype_bytes=dtype_bytes)
+    kv_heads = _int(config, "num_key_value_heads", default=heads)
+    head_dim = _int(config, "head_dim", default=hidden // max(heads, 1))
+    plan = layer_plan(config, size.layers, size.is_moe)
+    windows: dict[int, int] = {}
+    for layer in plan:
+        if layer.mixer in ATTENTION and layer.window:
+            windows[layer.window] = windows.get(layer.window, 0) + 1
+    full = sum(1 for layer in plan if layer.mixer in ATTENTION and not layer.window)
+    # The recurrent / SSM state in the dtype the config asks for (Qwen3.5, Nemotron-H:
+    # float32), the convolution state in the model's.
+    ssm_dtype = str(config.get("mamba_ssm_dtype") or config.get("mamba_ssm_cache_dtype")
+                    or "auto").lower()
+    ssm_bytes = _DTYPE_BYTES.get(ssm_dtype, fmt.dtype_bytes)
+    state = 0.0
+    state_layers = 0
+    for layer in plan:
+        if layer.mixer in (LINEAR, MAMBA):
+            _, ssm, conv = (_linear_attention if layer.mixer == LINEAR else _mamba)(
+                config, hidden, "model")
+            state += ssm * ssm_bytes + conv * fmt.dtype_bytes
+            state_layers += 1
+    return KvShape(layers=full,
+                   kv_heads=_int(config, "num_global_key_value_heads", default=kv_heads),
+                   head_dim=_int(config, "global_head_dim", default=head_dim),
+                   latent_dim=latent, dtype_bytes=dtype_bytes,
+                   windowed=tuple(sorted(windows.items())), window_kv_heads=kv_heads,
+                   window_head_dim=head_dim, state_bytes=state, state_layers=state_layers)
 
 
 @dataclass(frozen=True)
@@ -289,7 +471,8 @@ class ModelMemory:
     def weights_per_gpu(self, tp: int, pp: int = 1, dp: int = 1, ep: bool = False) -> float:
         """Weight bytes on the fullest GPU of this topology."""
         size, fmt = self.size, self.fmt
-        layer_linear = (size.attention + size.dense_mlp + size.shared) * fmt.linear_bytes
+        layer_linear = size.attention * fmt.attention_bytes \
+            + (size.dense_mlp + size.shared) * fmt.linear_bytes
         experts = size.experts * fmt.linear_bytes
         # PP: the first stage holds the embeddings and the last the LM head; each holds a
         # share of the layers.
@@ -359,7 +542,11 @@ class Fit:
 
 def fit(memory: ModelMemory, gpu_bytes: float, tp: int, pp: int = 1, dp: int = 1,
         ep: bool = False, utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION) -> Fit:
+    length = memory.max_model_len
+    # Tokens of KV cache count at the max length's rate: windowed layers and fixed state
+    # spread over a max-length sequence (the same as bytes_per_token for plain models).
+    per_token = memory.kv.bytes_per_sequence(length, tp, pp) / length \
+        if length and memory.kv.hybrid else memory.kv.bytes_per_token(tp, pp)
     return Fit(gpu_bytes=gpu_bytes, utilization=utilization,
                weights=memory.weights_per_gpu(tp, pp, dp, ep), overhead=RUNTIME_OVERHEAD_BYTES,
-               kv_bytes_per_token=memory.kv.bytes_per_token(tp, pp),
-               max_model_len=memory.max_model_len)
+               kv_bytes_per_token=per_token, max_model_len=length)

@@ -42,7 +42,9 @@ def resolve_model_dir(model: str) -> Path | None:
 
 
 # The fields the checks read: each must be a whole number when present.
-_COUNT_KEYS = ("num_attention_heads", "num_key_value_heads", "num_hidden_layers", *EXPERT_KEYS)
+_COUNT_KEYS = ("num_attention_heads", "num_key_value_heads", "num_hidden_layers", *EXPERT_KEYS,
+               "linear_num_key_heads", "linear_num_value_heads", "mamba_num_heads",
+               "full_attention_interval", "interleave_moe_layer_step")
 
 
 def load_config(model_dir: Path) -> dict:
@@ -85,6 +87,16 @@ def check_model_fits(config: dict, topology: Topology, name: str = "model") -> N
                 f"{name} has {kv_heads} KV heads; TP {tp} must divide them or be a multiple "
                 "of them"
             )
+    # Linear-attention (Gated DeltaNet) and Mamba-2 layers split their heads over TP too.
+    for key, what in (("linear_num_key_heads", "linear-attention key heads"),
+                      ("linear_num_value_heads", "linear-attention value heads"),
+                      ("mamba_num_heads", "Mamba heads")):
+        count = config.get(key)
+        if isinstance(count, int) and count > 0 and count % tp:
+            raise PyserveError(f"{name} has {count} {what}, which TP {tp} does not divide")
+    groups = config.get("n_groups") if config.get("mamba_num_heads") else None
+    if isinstance(groups, int) and groups > 1 and groups % tp:
+        raise PyserveError(f"{name} has {groups} Mamba groups, which TP {tp} does not divide")
     layers = config.get("num_hidden_layers")
     if layers is not None and layers < pp:
         raise PyserveError(f"{name} has {layers} layers, fewer than PP {pp}")
@@ -119,7 +131,7 @@ class ModelFacts:
                 f"{_count(size.active)} active" if size.is_moe else "dense")
         return (f"model {self.name}: {_count(size.total)} parameters ({kind}), "
                 f"{mem.fmt.name}: {mem.weight_bytes / 1e9:.3g} GB of weights; KV cache "
-                f"{mem.kv.bytes_per_token() / 1024:.0f} KiB per token; {self.source}")
+                f"{mem.kv.describe()}; {self.source}")
 
 
 

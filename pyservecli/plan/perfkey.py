@@ -13,6 +13,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
+from pyservecli.plan.layers import MODEL_TYPE_LAYOUTS
 from pyservecli.plan.memory import EXPERT_KEYS, ModelMemory, model_memory
 
 # Config keys that change a model's speed (read by plan.memory's sizing and the estimator).
@@ -24,6 +25,21 @@ SHAPE_CONFIG_KEYS = (
     "qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim", "first_k_dense_replace",
     "moe_layer_freq", "mlp_only_layers", "decoder_sparse_step", "tie_word_embeddings",
     "torch_dtype", "dtype", "quantization_config",
+)
+# Config keys of layer layouts past plain transformers (``plan.layers``): windows, linear
+# attention, Mamba, interleaved experts. Kept only when set, so that the fingerprints of
+# models without them stay what they were.
+LAYOUT_CONFIG_KEYS = (
+    "layer_types", "sliding_window", "sliding_window_pattern", "attention_chunk_size",
+    "no_rope_layers", "no_rope_layer_interval", "interleave_moe_layer_step", "moe_layers",
+    "intermediate_size_mlp", "full_attention_interval", "linear_num_key_heads",
+    "linear_num_value_heads", "linear_key_head_dim", "linear_value_head_dim",
+    "linear_conv_kernel_dim", "hybrid_override_pattern", "mamba_num_heads", "mamba_head_dim",
+    "ssm_state_size", "n_groups", "conv_kernel", "mamba_expand", "mamba_d_state",
+    "mamba_d_conv", "mamba_dt_rank", "attn_layer_period", "attn_layer_offset",
+    "expert_layer_period", "expert_layer_offset", "moe_shared_expert_intermediate_size",
+    "mlp_hidden_act", "attn_output_gate", "global_head_dim", "num_global_key_value_heads",
+    "mamba_ssm_dtype", "mamba_ssm_cache_dtype",
 )
 
 # vLLM flags that change speed (not only memory or naming). Their values go into a point's key;
@@ -75,6 +91,11 @@ def model_shape(config: dict, *, dtype: str | None = None, quantization: str | N
     """The shape of a model from its config.json and the vLLM settings that change its
     format. The same config gives the same fingerprint wherever it was read from."""
     kept = {key: config[key] for key in SHAPE_CONFIG_KEYS if key in config}
+    kept |= {key: config[key] for key in LAYOUT_CONFIG_KEYS if config.get(key) is not None}
+    if "sliding_window" in kept and "use_sliding_window" in config:
+        kept["use_sliding_window"] = config["use_sliding_window"]
+    if str(config.get("model_type", "")).startswith(MODEL_TYPE_LAYOUTS):
+        kept["model_type"] = config["model_type"]
     architectures = config.get("architectures")
     arch = architectures[0] if isinstance(architectures, list) and architectures else \
         config.get("model_type")
