@@ -39,6 +39,10 @@ def assert_refused(result, message, workspace):
         (["--image", "x:1", "--container-mount", "/a:relative"], "give an absolute path"),
         (["--router-policy", "nope", "--replicas", "2"],
          "'nope' is not one of 'round_robin'"),
+        # A typo's count of GPUs (or engine processes on a CPU node) is refused at once, not
+        # planned over for minutes.
+        (["--gpus-per-node", "99999999999999999999"], "pyserve plans at most 64"),
+        (["--dp", "100000"], "TP x PP x DP per node (no GPU found): 100000"),
     ],
 )
 def test_refused_before_launch(tmp_path, args, message):

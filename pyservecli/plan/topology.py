@@ -48,6 +48,19 @@ class Topology:
         return asdict(self)
 
 
+# The most GPUs (or, without GPUs, device slots) one node is planned for: 8 on today's GPU
+# servers, 16 on the largest; beyond 64 a count is a typo, and planning it would start that
+# many engine processes.
+MAX_GPUS_PER_NODE = 64
+
+
+def check_gpus_per_node(count: int, source: str = "--gpus-per-node") -> int:
+    if count > MAX_GPUS_PER_NODE:
+        raise PyserveError(f"{source}: {count} GPUs per node; pyserve plans at most "
+                           f"{MAX_GPUS_PER_NODE}")
+    return count
+
+
 def _check_positive(**values: int | None) -> None:
     for name, value in values.items():
         if value is not None and (not isinstance(value, int) or value < 1):
@@ -76,8 +89,10 @@ def plan_topology(
         raise PyserveError(f"--pp {pp} plans TP x PP with no DP; --dp {dp} cannot be added")
     replica = tp * pp
     if gpus_per_node is None:
-        gpus_per_node = _cpu_slots_per_node(nodes, tp, pp, dp, backend)
+        gpus_per_node = check_gpus_per_node(_cpu_slots_per_node(nodes, tp, pp, dp, backend),
+                                            "TP x PP x DP per node (no GPU found)")
     _check_positive(**{"gpus-per-node": gpus_per_node})
+    check_gpus_per_node(gpus_per_node)
     total = nodes * gpus_per_node
     where = f"{nodes} node(s) x {gpus_per_node} GPUs = {total}"
 

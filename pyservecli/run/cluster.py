@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from pyservecli.errors import PyserveError
 from pyservecli.plan.gpus import DEFAULT_GPU, GpuInfo, find_gpu, gpu_of_memory
 from pyservecli.plan.hosts import Cluster, check_job_id, expand_hostlist
+from pyservecli.plan.topology import check_gpus_per_node
 
 
 def _count_from_gres(value: str) -> int | None:
@@ -150,6 +151,8 @@ def detect(
         gpus, source = gpus_per_node, "--gpus-per-node"
     else:
         gpus, source = detect_gpus_per_node(env, run)
+    if gpus is not None:
+        check_gpus_per_node(gpus, source)
     job_id = check_job_id(env.get("SLURM_JOB_ID")
                           or f"local-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
     return Cluster(nodes=nodes, gpus_per_node=gpus, job_id=job_id, in_slurm=in_slurm,
