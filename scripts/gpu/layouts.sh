@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Issue-24 GPU check of the layer-aware planner on one GPU: a model whose layers are not all full
-# attention (gemma-3-27b: five 1,024-token sliding-window layers to one global; gpt-oss-20b:
-# 128-token windows in every other layer, MXFP4 experts), served with dummy weights, measured at
-# a short and a long prompt so that the windows matter in the second:
+# attention (gemma-3-27b: five 1,024-token sliding-window layers to one global), served with
+# dummy weights, measured at a short and a long prompt so that the windows matter in the second:
 #   layouts.sh MODEL RESULTS
 # POINTS lists ISL:CONCURRENCY:NUM_PROMPTS (default "1024:128:384 8192:32:96"); REPEATS (default
 # 2) runs each on fresh prompts; one warm-up point first, kept apart under warmup/. Every point
