@@ -207,17 +207,23 @@ def test_layouts_enter_the_fingerprint_and_the_stored_shape_keeps_them():
 
 @pytest.mark.parametrize("change, message", [
     ({"num_hidden_layers": 10**9}, "1,000,000,000 layers"),
-    ({"linear_num_value_heads": None, "linear_num_key_heads": None},
-     None),  # not linear attention without its heads: every layer full
     ({"full_attention_interval": 4, "linear_key_head_dim": "x"}, "linear_key_head_dim"),
+    ({"num_experts_per_tok": 10**12}, "routes each token to 1000000000000 of its 512"),
+    ({"head_dim": 0}, "head_dim 0"),
 ])
 def test_implausible_or_partial_layouts_are_refused_by_name_or_read_plainly(change, message):
     config = {**QWEN3_NEXT, **change}
-    if message is None:
-        assert model_memory(config).kv.state_layers == 0
-        return
     with pytest.raises(PyserveError, match=message):
         model_memory(config)
+
+
+def test_layout_fields_that_are_not_what_their_family_writes_are_read_plainly():
+    # No linear attention without its heads: every layer is full attention.
+    plain = model_memory({**QWEN3_NEXT, "linear_num_value_heads": None,
+                          "linear_num_key_heads": None})
+    assert plain.kv.state_layers == 0 and plain.kv.layers == 48
+    # mlp_only_layers that is not a list of layer numbers names none.
+    assert model_memory({**QWEN3_NEXT, "mlp_only_layers": "all"}).size.moe_layers == 48
 
 
 def test_a_plain_model_fits_as_before():

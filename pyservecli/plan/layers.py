@@ -103,7 +103,9 @@ def _moe_layers(config: dict, layers: int) -> set[int]:
     if period > 0:  # Jamba
         offset = _int(config, "expert_layer_offset")
         return {i for i in range(layers) if i % period == offset}
-    only_dense = config.get("mlp_only_layers") or []
+    only_dense = config.get("mlp_only_layers")
+    only_dense = set(only_dense) if isinstance(only_dense, list) and all(
+        isinstance(i, int) for i in only_dense) else set()
     step = max(1, _int(config, "decoder_sparse_step", 1))  # Qwen MoE
     return {i for i in range(layers) if i not in only_dense and (i + 1) % step == 0}
 

@@ -33,6 +33,8 @@ RUNTIME_OVERHEAD_BYTES = 2.5 * GIB
 DEFAULT_GPU_MEMORY_UTILIZATION = 0.9
 # Sizing reads every layer; the deepest published models have a few hundred.
 MAX_LAYERS = 4096
+# The KV tokens reported for a model none of whose layers keeps tokens.
+NO_TOKEN_LIMIT = 10**12
 
 # Where configs name the number of routed experts (Qwen, DeepSeek, Mixtral, others).
 EXPERT_KEYS = ("num_experts", "n_routed_experts", "num_local_experts", "moe_num_experts")
@@ -266,6 +268,8 @@ def model_size(config: dict, name: str = "model") -> ModelSize:
     vocab = _require(config, "vocab_size", name)
     kv_heads = _int(config, "num_key_value_heads", default=heads)
     head_dim = _int(config, "head_dim", default=hidden // heads)
+    if head_dim <= 0:
+        raise PyserveError(f"{name}: config.json has head_dim {head_dim}; cannot size the model")
     gated_attention = bool(config.get("attn_output_gate"))
     if config.get("kv_lora_rank"):  # DeepSeek's multi-head latent attention
         rope = _int(config, "qk_rope_head_dim")
@@ -286,6 +290,10 @@ def model_size(config: dict, name: str = "model") -> ModelSize:
             hidden, heads, _int(config, "num_global_key_value_heads", default=kv_heads),
             _int(config, "global_head_dim", default=head_dim), gated_attention)
     experts = _int(config, *EXPERT_KEYS)
+    per_token = _int(config, *_EXPERTS_PER_TOKEN_KEYS, default=1 if experts else 0)
+    if experts and not 1 <= per_token <= experts:
+        raise PyserveError(f"{name}: config.json routes each token to {per_token} of its "
+                           f"{experts} experts; cannot size the model")
     plan = layer_plan(config, layers, bool(experts))
     intermediate = _int(config, "intermediate_size")
     # Llama 4 sizes its dense layers apart from its experts.
@@ -327,7 +335,7 @@ def model_size(config: dict, name: str = "model") -> ModelSize:
         experts=experts * one_expert * moe_layers,
         shared=shared_per_layer * moe_layers,
         num_experts=experts,
-        experts_per_token=_int(config, *_EXPERTS_PER_TOKEN_KEYS, default=1 if experts else 0),
+        experts_per_token=per_token,
         layers=layers,
         moe_layers=moe_layers,
         hidden=hidden,
@@ -525,7 +533,9 @@ class Fit:
     @property
     def kv_tokens(self) -> int:
         """Tokens of KV cache each replica holds (every GPU of a replica holds the same)."""
-        return max(0, int(self.kv_bytes / self.kv_bytes_per_token))
+        if self.kv_bytes_per_token <= 0:  # no layer keeps tokens: bounded by nothing here
+            return NO_TOKEN_LIMIT if self.kv_bytes > 0 else 0
+        return max(0, min(NO_TOKEN_LIMIT, int(self.kv_bytes / self.kv_bytes_per_token)))
 
     @property
     def holds_one_sequence(self) -> bool:
