@@ -228,9 +228,15 @@ def _linear_attention(config: dict, hidden: int, name: str) -> tuple[int, int, i
 def _mamba(config: dict, hidden: int, name: str) -> tuple[int, int, int]:
     """A Mamba layer: Mamba-2 (Nemotron-H) or Mamba-1 (Jamba): (parameters, SSM-state values,
     convolution-state values per sequence)."""
-    if config.get("mamba_num_heads"):
-        heads = _require(config, "mamba_num_heads", name)
-        inner = heads * _require(config, "mamba_head_dim", name)
+    if config.get("mamba_num_heads") or config.get("mamba_n_heads"):
+        # Nemotron-H spells them mamba_num_heads / mamba_head_dim, Granite 4 mamba_n_heads /
+        # mamba_d_head.
+        heads = _int(config, "mamba_num_heads", "mamba_n_heads")
+        head_dim = _int(config, "mamba_head_dim", "mamba_d_head")
+        if heads <= 0 or head_dim <= 0:
+            raise PyserveError(f"{name}: config.json gives Mamba heads without a positive "
+                               "count and head size; cannot size the model")
+        inner = heads * head_dim
         state = _int(config, "ssm_state_size", "mamba_d_state", default=128)
         groups = _int(config, "n_groups", "mamba_n_groups", default=1)
         kernel = _int(config, "conv_kernel", "mamba_d_conv", default=4)

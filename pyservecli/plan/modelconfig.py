@@ -90,11 +90,12 @@ def check_model_fits(config: dict, topology: Topology, name: str = "model") -> N
     # Linear-attention (Gated DeltaNet) and Mamba-2 layers split their heads over TP too.
     for key, what in (("linear_num_key_heads", "linear-attention key heads"),
                       ("linear_num_value_heads", "linear-attention value heads"),
-                      ("mamba_num_heads", "Mamba heads")):
+                      ("mamba_num_heads", "Mamba heads"), ("mamba_n_heads", "Mamba heads")):
         count = config.get(key)
         if isinstance(count, int) and count > 0 and count % tp:
             raise PyserveError(f"{name} has {count} {what}, which TP {tp} does not divide")
-    groups = config.get("n_groups") if config.get("mamba_num_heads") else None
+    groups = (config.get("n_groups") if config.get("mamba_num_heads") else
+              config.get("mamba_n_groups") if config.get("mamba_n_heads") else None)
     if isinstance(groups, int) and groups > 1 and groups % tp:
         raise PyserveError(f"{name} has {groups} Mamba groups, which TP {tp} does not divide")
     layers = config.get("num_hidden_layers")

@@ -39,7 +39,8 @@ LAYOUT_CONFIG_KEYS = (
     "mamba_d_conv", "mamba_dt_rank", "attn_layer_period", "attn_layer_offset",
     "expert_layer_period", "expert_layer_offset", "moe_shared_expert_intermediate_size",
     "mlp_hidden_act", "attn_output_gate", "global_head_dim", "num_global_key_value_heads",
-    "mamba_ssm_dtype", "mamba_ssm_cache_dtype",
+    "mamba_ssm_dtype", "mamba_ssm_cache_dtype", "mamba_n_heads", "mamba_d_head",
+    "mamba_n_groups",
 )
 
 # vLLM flags that change speed (not only memory or naming). Their values go into a point's key;
