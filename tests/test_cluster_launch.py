@@ -180,6 +180,9 @@ def test_dp2_across_two_nodes_serves_and_a_dead_worker_is_named(cluster, tiny_mo
     wait_for(lambda: not leftover(tiny_model), 60, "every rank to stop")
     assert record(workspace)["state"] == "failed"
     assert (log_dir / f"{HEAD}.log").exists() and worker_log.exists()
+    # The head's server hangs in its shutdown waiting for the dead rank: its node kills it in
+    # time to clean up before the launcher would kill the node.
+    assert not nodes_cleaned_up(workspace)
 
 
 def test_sbatch_reaches_ready_records_the_endpoint_and_scancel_stops_cleanly(

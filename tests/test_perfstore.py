@@ -425,6 +425,31 @@ def test_offline_runs_never_correct_served_figures():
     assert served(Shape(1, 1, 2, False), Workload(1024, 256, 128)).correction is not None
 
 
+def test_one_server_shapes_are_told_apart_by_one_server_pairs_only():
+    """The estimator's error between a prefill/decode fleet and a one-server shape (another
+    estimator, ``estimate_pd``) does not say how well it orders TP against DP: in the seed such
+    pairs (Qwen3-8B 1P1D against DP 2 by SLO) had widened the dense resolution to its 15 %
+    cap, so no dense pair could be told apart by estimate. A one-server candidate's evidence
+    is one-server pairs; a prefill/decode candidate keeps every pair."""
+    from pyservecli.plan.auto import Shape
+    from pyservecli.plan.estimate import Estimate
+
+    def estimate_of(p):
+        return Estimate(output_tok_s=10000.0, ttft_ms=1000.0, tpot_ms=10.0, gpus=2)
+
+    pool = [point(shape="a", tp=1, dp=2, output_tok_s=9700.0),
+            point(shape="a", tp=2, dp=1, output_tok_s=9400.0),  # 3.2 % apart
+            point(shape="a", tp=1, dp=1, roles="pd:1:1", prefill_tp=1, output_tok_s=5000.0)]
+    est = Estimate(output_tok_s=2600.0, ttft_ms=1000.0, tpot_ms=40.0, gpus=2)
+    work = Workload(1024, 256, 128)
+    one = figure(Shape(2, 1, 1, False), work, est, [], estimate_of, family_points=pool,
+                 family="dense")
+    assert abs(one.resolution - 0.05) < 1e-9  # 3.2 %, at the 5 % floor of one run
+    fleet = figure(Shape(1, 1, 1, False, prefill=1, decode=1, prefill_tp=1), work, est, [],
+                   estimate_of, family_points=pool, family="dense")
+    assert fleet.resolution == 0.15  # 94 % apart, capped
+
+
 def test_resolution_comes_from_the_stores_pairs_of_topologies_and_repeats_tell_apart():
     """#24 out of sample (Qwen3-32B, 2x H200): the estimator ordered TP 2 above DP 2 right, but
     the constant 15 % resolution let the simpler DP 2 win. The resolution is now the largest

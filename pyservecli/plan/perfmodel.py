@@ -161,8 +161,13 @@ def figure(shape, workload: Workload, estimate: Estimate | None, points: Sequenc
         if found:
             ratios_found = found
             factor = statistics.median(ratios_found)
-            # The evidence behind the resolution: only a corrected estimate carries it.
+            # The evidence behind the resolution: only a corrected estimate carries it. A
+            # one-server candidate is told apart from other one-server shapes, so its evidence
+            # is how far the estimator's error differed between one-server topologies; pairs
+            # with a prefill/decode fleet (another estimator, estimate_pd) say nothing of that.
             evidence = [*points, *family_points]
+            if not shape.is_pd:
+                evidence = [p for p in evidence if not p.roles.startswith("pd:")]
             spread = spread_of(evidence) if spread_of is not None else \
                 topology_spread(evidence, estimate_of)
             return Figure(estimate.output_tok_s * factor, estimate.ttft_ms / factor,

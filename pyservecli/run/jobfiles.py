@@ -41,6 +41,14 @@ class JobFiles:
         return self.log_dir / f"{host}.exit"
 
 
+def node_stop_grace(grace: float) -> int:
+    """Seconds a node script gives its server to stop before killing it: a little less than
+    the launcher gives the node (``grace``), so that a server that hangs in its shutdown (one
+    waiting for a dead peer) is killed by the node, which then still reaps its processes and
+    removes its socket directory, before the launcher kills the node script itself."""
+    return max(1, int(grace - min(10.0, grace / 5)))
+
+
 def bin_dir() -> str:
     """Where this Python's console scripts live, so `vllm` and `ray` resolve on the nodes."""
     return str(Path(sys.executable).parent)
@@ -117,7 +125,7 @@ def write_job_files(plan: LaunchPlan, options: LaunchOptions) -> JobFiles:
             heartbeat=str(files.heartbeat), heartbeat_timeout=heartbeat_timeout(),
             launcher_pid=os.getpid(), launcher_host=socket.gethostname(),
             launcher_pidns=_pid_namespace(),
-            stop_grace=int(options.stop_grace),
+            stop_grace=node_stop_grace(options.stop_grace),
             api_key_file=api_key_file, exit_file=str(files.exit_file(node.host)),
             log_file=str(files.log(node.host)),
             telemetry_file=str(files.log_dir / f"gpu-{node.host}.csv"),
