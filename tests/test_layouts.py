@@ -234,3 +234,26 @@ def test_a_plain_model_fits_as_before():
     memory = model_memory(llama)
     one = fit(memory, 80 * GIB, tp=4)
     assert one.kv_bytes_per_token == memory.kv.bytes_per_token(tp=4) == 2 * 80 * 2 * 128 * 2
+
+
+def test_plan_of_a_hybrid_model_says_what_its_layers_keep(tmp_path):
+    """`pyserve plan` on a Qwen3-Next directory: the model line names the full-attention and
+    linear-attention layers, and each candidate's KV tokens count the fixed state of a
+    262,144-token sequence, not 48 full layers."""
+    import json
+
+    from .conftest import run_pyserve
+
+    (tmp_path / "config.json").write_text(json.dumps(QWEN3_NEXT))
+    result = run_pyserve("plan", str(tmp_path), "--gpus-per-node", "8", "--gpu-memory", "80",
+                         "--format", "json", "--top", "1")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert "12 full-attention layers; 36 linear-attention/Mamba layers hold 37.7 MiB" in \
+        json.dumps(data["model_facts"])
+    first = data["candidates"][0]
+    kv = model_memory(QWEN3_NEXT).kv
+    per_token = kv.bytes_per_sequence(262144, first["tp"]) / 262144
+    memory = first["memory"]
+    assert memory["kv_tokens"] == pytest.approx(memory["kv_cache_gib"] * GIB / per_token,
+                                                rel=0.001)
