@@ -257,3 +257,18 @@ def test_plan_of_a_hybrid_model_says_what_its_layers_keep(tmp_path):
     memory = first["memory"]
     assert memory["kv_tokens"] == pytest.approx(memory["kv_cache_gib"] * GIB / per_token,
                                                 rel=0.001)
+
+
+@pytest.mark.parametrize("key", ["text_config", "llm_config", "language_config"])
+def test_a_multimodal_models_language_model_is_sized_wherever_its_config_keeps_it(
+        tmp_path, key):
+    import json
+
+    from pyservecli.plan.modelconfig import load_config
+
+    (tmp_path / "config.json").write_text(json.dumps(
+        {"architectures": ["SomeVLForConditionalGeneration"], "vision_config": {"depth": 27},
+         key: {**GEMMA3_27B, "architectures": ["Gemma3ForCausalLM"]}}))
+    config = load_config(tmp_path)
+    assert config["architectures"] == ["SomeVLForConditionalGeneration"]
+    assert model_memory(config).size.total / 1e9 == pytest.approx(27.0, rel=0.01)

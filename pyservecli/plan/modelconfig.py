@@ -61,10 +61,14 @@ def load_config_file(path: Path) -> dict:
         raise PyserveError(f"{path} is not valid JSON: {exc}") from None
     if not isinstance(config, dict):
         raise PyserveError(f"{path} is not a model config (a JSON object)")
-    # Multimodal models keep the language model's shape in text_config.
-    text = config.get("text_config")
-    if isinstance(text, dict):
-        config = {**config, **text}
+    # Multimodal models keep the language model's shape in text_config (InternVL: llm_config,
+    # DeepSeek-VL2: language_config).
+    text = next((config[key] for key in ("text_config", "llm_config", "language_config")
+                 if isinstance(config.get(key), dict)), None)
+    if text is not None:
+        # The whole model's architecture names what vLLM loads, not its language model's.
+        top = {"architectures": config["architectures"]} if "architectures" in config else {}
+        config = {**config, **text, **top}
     for key in _COUNT_KEYS:
         value = config.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)
