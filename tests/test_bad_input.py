@@ -171,3 +171,24 @@ def test_a_json_file_nested_too_deeply_is_named_not_unexpected(tmp_path):
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.startswith("pyserve: error: a JSON file is nested too deeply to read")
     assert result.stderr.count("\n") == 1
+
+
+def test_result_folders_with_a_fifo_or_a_pathological_file_are_read_past_them(tmp_path):
+    """A FIFO named like a result blocked `perf import` and `plot` for ever (a read of a FIFO
+    waits for a writer); a file of 100,000 nested lists ended the whole import. Each is now
+    skipped, named, and the import finishes."""
+    import os
+
+    results = tmp_path / "results"
+    (results / "custom").mkdir(parents=True)
+    os.mkfifo(results / "custom" / "i1024-o256-rinf-c4.json")
+    (results / "custom" / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    imported = run_pyserve("perf", "import", str(results), "--perf-db", str(tmp_path / "p.db"),
+                           timeout=60)
+    assert imported.returncode == 0, imported.stderr
+    assert "i1024-o256-rinf-c4.json: not a regular file" in imported.stderr
+    assert "deep.json: JSON nested too deeply" in imported.stderr
+    plotted = run_pyserve("plot", str(results), timeout=60)
+    assert plotted.returncode == 2
+    assert plotted.stderr.strip().splitlines() == [
+        f"pyserve: error: no valid results under {results}"]

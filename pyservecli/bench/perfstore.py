@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, fields
 from importlib import resources
 from pathlib import Path
 
-from pyservecli.bench.results import _number, repeats_of
+from pyservecli.bench.results import _number, read_result_json, repeats_of
 from pyservecli.bench.suites import WARMUP_SUITE
 from pyservecli.errors import PyserveError
 from pyservecli.plan.vllm_args import option_value
@@ -531,9 +531,13 @@ def import_dir(root: Path, *, given: Given = Given(), find_config=None,
     points, skipped = [], []
     for path in result_files(root):
         try:
-            result = json.loads(path.read_text())
-        except (OSError, ValueError):
-            skipped.append((path, "not JSON"))
+            result = read_result_json(path)
+        except ValueError as exc:
+            skipped.append((path, "not JSON" if isinstance(exc, json.JSONDecodeError)
+                            else str(exc)))
+            continue
+        except OSError as exc:
+            skipped.append((path, exc.strerror or str(exc)))
             continue
         if not isinstance(result, dict) or "output_throughput" not in result:
             continue  # not a benchmark result (records, plans)

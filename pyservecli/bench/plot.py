@@ -17,12 +17,11 @@ result directory (or a parent up to the one given), else 1 (drawn per server, wi
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from pyservecli.bench.results import PointRecord, is_repeat_file
+from pyservecli.bench.results import PointRecord, is_repeat_file, read_result_json
 from pyservecli.bench.suites import WARMUP_SUITE
 from pyservecli.errors import PyserveError
 
@@ -123,8 +122,8 @@ def load_results(dirs: list[Path], gpus: int | None = None) -> Loaded:
             if is_repeat_file(path):
                 continue  # one run of a point repeated: the point's own file has the median
             try:
-                result = json.loads(path.read_text())
-            except (ValueError, OSError, UnicodeDecodeError):
+                result = read_result_json(path)
+            except (ValueError, OSError):
                 continue
             rel = path.relative_to(root).parts
             suite = rel[-2] if len(rel) > 1 else ""

@@ -5,11 +5,32 @@ figures (GPU count, per-GPU throughput, interactivity, power efficiency) are com
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
+
+# A result file larger than this is not read (vLLM's result JSON with per-request detail is a
+# few MB at thousands of prompts).
+MAX_RESULT_BYTES = 256 * 2**20
+
+
+def read_result_json(path: Path):
+    """The JSON a result file holds. ValueError saying why for anything else: not a regular
+    file (a FIFO named *.json would block the read for ever), larger than a result can be, not
+    JSON, or nested too deeply for the decoder. OSError as the file system raises it."""
+    if not path.is_file():
+        raise ValueError("not a regular file")
+    if path.stat().st_size > MAX_RESULT_BYTES:
+        raise ValueError(f"larger than {MAX_RESULT_BYTES // 2**20} MiB")
+    try:
+        return json.loads(path.read_text())
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+    except UnicodeDecodeError:
+        raise ValueError("not text") from None
 
 
 def gpus_of(provenance: dict) -> int | None:

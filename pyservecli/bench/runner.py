@@ -30,6 +30,7 @@ from pyservecli.bench.results import (
     PointRecord,
     combine_repeats,
     gpus_of,
+    read_result_json,
     repeat_stem,
     repeats_of,
 )
@@ -582,7 +583,7 @@ def _seconds(value) -> float | None:
 def _read_result(path: Path) -> dict | None:
     """A result file's JSON object; None when missing, unreadable or not a result."""
     try:
-        value = json.loads(path.read_text())
+        value = read_result_json(path)
     except (OSError, ValueError):
         return None
     return value if isinstance(value, dict) else None
