@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -195,7 +196,7 @@ def test_profile_through_launch_and_bench_then_summarize(server, tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     traces = [p for p in server["traces"].rglob("*") if p.name.endswith((".json", ".json.gz"))]
     assert traces, f"no trace written under {server['traces']}"
-    summary = pyserve(server, "trace", "summarize", str(server["traces"]), "--top", "5",
+    summary = pyserve(server, "trace", "summarize", str(server["traces"]), "--top", "10",
                       "--format", "json")
     assert summary.returncode == 0, summary.stderr
     reports = json.loads(summary.stdout)
@@ -205,7 +206,11 @@ def test_profile_through_launch_and_bench_then_summarize(server, tmp_path):
     # The model's own operators rank, not the idle threads' Python stacks.
     assert {op["category"] for op in top} >= {"cpu_op"}
     assert "python_function" not in {op["category"] for op in top}
-    assert any(op["name"].startswith(("aten::", "_C::")) for op in top)
+    # A torch operator (aten::, _C::, vllm:: ...) among them; vLLM's per-step annotations
+    # (execute_context_..., one name per batch composition) can take several of the first
+    # places on a loaded machine (CI once had none of aten:: / _C:: in the top 5).
+    assert any(op["category"] == "cpu_op" and re.match(r"\w+::\w", op["name"])
+               for op in top), top
 
 
 def test_plot_draws_plain_vllm_results_and_a_vllm_sweep(server, tmp_path):
