@@ -83,9 +83,14 @@ class NodeProcess:
             _signal_all([self.popen.pid], signal.SIGTERM)
         elif self.local_session:
             _signal_all(session_members(self.popen.pid) or [self.popen.pid], signal.SIGTERM)
-        elif self.popen.poll() is None and not self._signal_step("TERM"):
-            # srun itself answers SIGTERM by killing the step (SIGKILL): the last resort.
-            self.popen.send_signal(signal.SIGTERM)
+        elif self.popen.poll() is None:
+            sent = self._signal_step("TERM")
+            # scancel reports an error when part of the step has ended already (a node whose
+            # task exited: "Invalid job id specified"), yet the live nodes get the signal: give
+            # them a while to stop and clean up before the last resort.
+            if sent is None or (not sent and not self._ends_within(min(grace, STEP_SIGNAL_WAIT_S))):
+                # srun itself answers SIGTERM by killing the step (SIGKILL): the last resort.
+                self.popen.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline:
             self.popen.poll()
@@ -101,18 +106,31 @@ class NodeProcess:
         except subprocess.TimeoutExpired:
             pass
 
-    def _signal_step(self, signame: str) -> bool:
+    def _signal_step(self, signame: str) -> bool | None:
         """``scancel --signal`` to every process of this srun step (its dispatch tasks wait for
-        their node scripts, which stop their servers gracefully and clean up); False when the
-        step cannot be found."""
+        their node scripts, which stop their servers gracefully and clean up): True when sent,
+        False when scancel failed, None when the step cannot be found."""
         job = os.environ.get("SLURM_JOB_ID", "")
         if not self.step_name or not job.isdigit():
-            return False
+            return None
         listed = tool_output(["squeue", "-h", "-s", "-j", job, "-o", "%i %j"]) or ""
         step = next((fields[0] for fields in map(str.split, listed.splitlines())
                      if fields[1:] == [self.step_name]), None)
-        return step is not None and \
-            tool_output(["scancel", f"--signal={signame}", step]) is not None
+        if step is None:
+            return None
+        return tool_output(["scancel", f"--signal={signame}", step]) is not None
+
+    def _ends_within(self, seconds: float) -> bool:
+        try:
+            self.popen.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+
+# How long a stop waits for an srun step that scancel could signal only in part (some of its
+# tasks had ended) before it falls back to srun's own SIGTERM.
+STEP_SIGNAL_WAIT_S = 15.0
 
 
 def tool_output(argv: list[str]) -> str | None:
