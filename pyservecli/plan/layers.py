@@ -22,10 +22,12 @@ FULL, SLIDING, CHUNKED, LINEAR, MAMBA, NO_MIXER = (
 ATTENTION = (FULL, SLIDING, CHUNKED)
 DENSE, MOE, NO_MLP = "dense", "moe", "none"
 
-# The families whose layout follows from their model_type alone (Gemma 2 and gpt-oss without
-# layer_types alternate sliding and global layers; Llama 4 has a shared expert in every MoE
-# layer).
-MODEL_TYPE_LAYOUTS = ("gemma2", "gpt_oss", "llama4")
+# The families whose layout follows from their model_type alone: without layer_types, Gemma 2
+# and gpt-oss alternate sliding and global layers; Llama 4 has a shared expert in every MoE
+# layer. The fingerprint keeps the model_type of these (plan.perfkey).
+ALTERNATING_TYPES = ("gemma2", "gpt_oss")
+SHARED_EXPERT_TYPES = ("llama4",)
+MODEL_TYPE_LAYOUTS = ALTERNATING_TYPES + SHARED_EXPERT_TYPES
 # Nemotron-H's pattern: one letter per layer, each layer one block.
 _PATTERN = {"M": (MAMBA, NO_MLP), "*": (FULL, NO_MLP), "-": (NO_MIXER, DENSE),
             "E": (NO_MIXER, MOE)}
@@ -41,16 +43,22 @@ class Layer:
     mlp: str  # DENSE | MOE | NO_MLP
 
 
-def _int(config: dict, key: str, default: int = 0) -> int:
-    value = config.get(key)
-    return value if isinstance(value, int) and not isinstance(value, bool) else default
+def config_int(config: dict, *keys: str, default: int = 0) -> int:
+    """The first of ``keys`` the config gives as a whole number (not a bool), else
+    ``default``: configs spell one field several ways, and hostile ones give it any type."""
+    for key in keys:
+        value = config.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return default
+
 
 
 def _mixers(config: dict, layers: int) -> list[tuple[str, int]] | None:
     """(mixer, window) per layer, or None where the config says every layer is full
     attention."""
-    sliding = _int(config, "sliding_window")
-    chunk = _int(config, "attention_chunk_size")
+    sliding = config_int(config, "sliding_window")
+    chunk = config_int(config, "attention_chunk_size")
     types = config.get("layer_types")
     if types is not None:
         if not (isinstance(types, list) and len(types) == layers
@@ -63,22 +71,22 @@ def _mixers(config: dict, layers: int) -> list[tuple[str, int]] | None:
             # A window the config does not give is the whole context, as in vLLM.
             out.append((kind if kind not in (SLIDING, CHUNKED) or window else FULL, window))
         return out
-    interval = _int(config, "full_attention_interval")
+    interval = config_int(config, "full_attention_interval")
     if interval > 0 and config.get("linear_num_value_heads"):  # Qwen3-Next, Qwen3.5
         return [(FULL, 0) if (i + 1) % interval == 0 else (LINEAR, 0) for i in range(layers)]
-    period = _int(config, "attn_layer_period")
+    period = config_int(config, "attn_layer_period")
     if period > 0:  # Jamba: attention every PERIOD layers, Mamba between
-        offset = _int(config, "attn_layer_offset")
+        offset = config_int(config, "attn_layer_offset")
         return [(FULL, 0) if i % period == offset else (MAMBA, 0) for i in range(layers)]
     if chunk > 0:  # Llama 4: chunked attention with RoPE, full attention on the NoPE layers
         rope = config.get("no_rope_layers")
         if not (isinstance(rope, list) and len(rope) == layers):
-            every = _int(config, "no_rope_layer_interval", 4) or 4
+            every = config_int(config, "no_rope_layer_interval", default=4) or 4
             rope = [int((i + 1) % every != 0) for i in range(layers)]
         return [(CHUNKED, chunk) if flag else (FULL, 0) for flag in rope]
     if sliding > 0 and config.get("use_sliding_window") is not False:
-        pattern = _int(config, "sliding_window_pattern")
-        if not pattern and str(config.get("model_type", "")).startswith(("gemma2", "gpt_oss")):
+        pattern = config_int(config, "sliding_window_pattern")
+        if not pattern and str(config.get("model_type", "")).startswith(ALTERNATING_TYPES):
             pattern = 2
         if pattern > 0:  # Gemma 2 / 3, Cohere 2: every PATTERN-th layer is global
             return [(SLIDING, sliding) if (i + 1) % pattern else (FULL, 0)
@@ -92,21 +100,21 @@ def _moe_layers(config: dict, layers: int) -> set[int]:
     listed = config.get("moe_layers")
     if isinstance(listed, list) and listed and all(isinstance(i, int) for i in listed):
         return {i for i in listed if 0 <= i < layers}
-    step = _int(config, "interleave_moe_layer_step")
+    step = config_int(config, "interleave_moe_layer_step")
     if step > 0:  # Llama 4
         return set(range(step - 1, layers, step))
     if "first_k_dense_replace" in config or "moe_layer_freq" in config:  # DeepSeek, GLM
-        first = _int(config, "first_k_dense_replace")
-        freq = max(1, _int(config, "moe_layer_freq", 1))
+        first = config_int(config, "first_k_dense_replace")
+        freq = max(1, config_int(config, "moe_layer_freq", default=1))
         return {i for i in range(layers) if i >= first and i % freq == 0}
-    period = _int(config, "expert_layer_period")
+    period = config_int(config, "expert_layer_period")
     if period > 0:  # Jamba
-        offset = _int(config, "expert_layer_offset")
+        offset = config_int(config, "expert_layer_offset")
         return {i for i in range(layers) if i % period == offset}
     only_dense = config.get("mlp_only_layers")
     only_dense = set(only_dense) if isinstance(only_dense, list) and all(
         isinstance(i, int) for i in only_dense) else set()
-    step = max(1, _int(config, "decoder_sparse_step", 1))  # Qwen MoE
+    step = max(1, config_int(config, "decoder_sparse_step", default=1))  # Qwen MoE
     return {i for i in range(layers) if i not in only_dense and (i + 1) % step == 0}
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass
 
 from pyservecli.errors import PyserveError
@@ -22,8 +23,10 @@ from pyservecli.plan.layers import (
     LINEAR,
     MAMBA,
     MOE,
+    SHARED_EXPERT_TYPES,
     layer_plan,
 )
+from pyservecli.plan.layers import config_int as _int
 
 GIB = 1024**3
 # Per-GPU memory vLLM needs besides weights and KV cache: activations at the profiling batch,
@@ -74,6 +77,8 @@ class ModelSize:
     # One entry per softmax-attention layer: the tokens it attends to (0: the whole context).
     # Linear-attention and Mamba layers attend to none.
     attention_windows: tuple[int, ...] = ()
+    linear_layers: int = 0  # linear-attention (Gated DeltaNet) layers
+    mamba_layers: int = 0
 
     def attending_layers(self, context: float) -> float:
         """Layers' worth of attention over ``context`` tokens: a windowed layer counts for
@@ -186,14 +191,6 @@ class KvShape:
             parts.append(f"{self.state_layers} linear-attention/Mamba layers hold "
                          f"{self.state_bytes / 2**20:.1f} MiB of state per sequence")
         return "; ".join(parts)
-
-
-def _int(config: dict, *keys: str, default: int = 0) -> int:
-    for key in keys:
-        value = config.get(key)
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    return default
 
 
 def _require(config: dict, key: str, name: str) -> int:
@@ -317,18 +314,16 @@ def model_size(config: dict, name: str = "model") -> ModelSize:
         if shared_inter:  # Qwen2-MoE and Nemotron-H: one shared expert of its own width
             shared_per_layer += mats * hidden * shared_inter + hidden
         elif "interleave_moe_layer_step" in config or \
-                str(config.get("model_type", "")).startswith("llama4"):
+                str(config.get("model_type", "")).startswith(SHARED_EXPERT_TYPES):
             shared_per_layer += one_expert  # Llama 4: one shared expert in every MoE layer
-    attention = 0
-    windows = []
-    for layer in plan:
-        if layer.mixer in ATTENTION:
-            attention += windowed if layer.window else global_
-            windows.append(layer.window)
-        elif layer.mixer == LINEAR:
-            attention += _linear_attention(config, hidden, name)[0]
-        elif layer.mixer == MAMBA:
-            attention += _mamba(config, hidden, name)[0]
+    windows = [layer.window for layer in plan if layer.mixer in ATTENTION]
+    linear_layers = sum(1 for layer in plan if layer.mixer == LINEAR)
+    mamba_layers = sum(1 for layer in plan if layer.mixer == MAMBA)
+    attention = sum(windowed if w else global_ for w in windows)
+    if linear_layers:
+        attention += linear_layers * _linear_attention(config, hidden, name)[0]
+    if mamba_layers:
+        attention += mamba_layers * _mamba(config, hidden, name)[0]
     moe_layers = sum(1 for layer in plan if layer.mlp == MOE)
     dense_layers = sum(1 for layer in plan if layer.mlp == DENSE)
     embedding = vocab * hidden
@@ -348,6 +343,8 @@ def model_size(config: dict, name: str = "model") -> ModelSize:
         query_dim=query_dim,
         expert_width=expert_inter if experts else 0,
         attention_windows=tuple(windows),
+        linear_layers=linear_layers,
+        mamba_layers=mamba_layers,
     )
 
 
@@ -438,25 +435,21 @@ def kv_shape(config: dict, size: ModelSize, kv_cache_dtype: str | None,
         latent = _int(config, "kv_lora_rank") + _int(config, "qk_rope_head_dim")
     kv_heads = _int(config, "num_key_value_heads", default=heads)
     head_dim = _int(config, "head_dim", default=hidden // max(heads, 1))
-    plan = layer_plan(config, size.layers, size.is_moe)
-    windows: dict[int, int] = {}
-    for layer in plan:
-        if layer.mixer in ATTENTION and layer.window:
-            windows[layer.window] = windows.get(layer.window, 0) + 1
-    full = sum(1 for layer in plan if layer.mixer in ATTENTION and not layer.window)
+    # The layer layout as model_size read it: one entry per softmax-attention layer.
+    windows = Counter(w for w in size.attention_windows if w)
+    full = sum(1 for w in size.attention_windows if not w)
     # The recurrent / SSM state in the dtype the config asks for (Qwen3.5, Nemotron-H:
     # float32), the convolution state in the model's.
     ssm_dtype = str(config.get("mamba_ssm_dtype") or config.get("mamba_ssm_cache_dtype")
                     or "auto").lower()
     ssm_bytes = _DTYPE_BYTES.get(ssm_dtype, fmt.dtype_bytes)
     state = 0.0
-    state_layers = 0
-    for layer in plan:
-        if layer.mixer in (LINEAR, MAMBA):
-            _, ssm, conv = (_linear_attention if layer.mixer == LINEAR else _mamba)(
-                config, hidden, "model")
-            state += ssm * ssm_bytes + conv * fmt.dtype_bytes
-            state_layers += 1
+    for count, layer_state in ((size.linear_layers, _linear_attention),
+                               (size.mamba_layers, _mamba)):
+        if count:
+            _, ssm, conv = layer_state(config, hidden, "model")
+            state += count * (ssm * ssm_bytes + conv * fmt.dtype_bytes)
+    state_layers = size.linear_layers + size.mamba_layers
     return KvShape(layers=full,
                    kv_heads=_int(config, "num_global_key_value_heads", default=kv_heads),
                    head_dim=_int(config, "global_head_dim", default=head_dim),
